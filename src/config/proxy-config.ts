@@ -1,0 +1,44 @@
+/**
+ * @module config/proxy-config
+ * The validated configuration every other module receives. Built once at the edge from flags and
+ * an optional KubeProxyConfiguration file (`config/load.ts`); never read from the environment
+ * anywhere else.
+ */
+import type { Cidr } from '../model/cluster.ts';
+
+/** Modes kproxy implements today. `nft` is accepted on input as an alias of `nftables`. */
+export type ProxyMode = 'nftables';
+
+/** How "traffic from inside the cluster" is recognised (upstream `detectLocalMode`). */
+export type DetectLocalConfig =
+  | { readonly mode: 'ClusterCIDR' }
+  | { readonly mode: 'NodeCIDR' }
+  | { readonly mode: 'BridgeInterface'; readonly bridgeInterface: string }
+  | { readonly mode: 'InterfaceNamePrefix'; readonly interfaceNamePrefix: string }
+  | { readonly mode: 'None' };
+
+/** Which local addresses accept NodePort traffic (upstream `nodePortAddresses`). */
+export type NodePortAddressesConfig =
+  | { readonly kind: 'primary' }
+  | { readonly kind: 'all' }
+  | { readonly kind: 'cidrs'; readonly cidrs: readonly Cidr[] };
+
+export interface ProxyConfig {
+  readonly mode: ProxyMode;
+  /** hostnameOverride if set, else the host name, lower-cased. */
+  readonly nodeName: string;
+  /** Parsed `clusterCIDR` (comma-separated, at most one per family). */
+  readonly clusterCIDRs: readonly Cidr[];
+  readonly detectLocal: DetectLocalConfig;
+  readonly nodePortAddresses: NodePortAddressesConfig;
+  readonly masqueradeAll: boolean;
+  /** Bit of the packet mark that requests masquerade, 0..31 (default 14). */
+  readonly masqueradeBit: number;
+  readonly syncPeriodMs: number;
+  readonly minSyncPeriodMs: number;
+  readonly healthzBindAddress: string;
+  /** Empty disables the metrics server. */
+  readonly metricsBindAddress: string;
+  /** Upstream `-v`: 0 (info) .. 10. */
+  readonly verbosity: number;
+}
