@@ -17,7 +17,10 @@ export interface EndpointTarget {
 
 /** Where traffic addressed to the ClusterIP goes. */
 export type InternalRoute =
-  | { readonly kind: 'endpoints'; readonly endpoints: NonEmpty<EndpointTarget> }
+  /** internalTrafficPolicy Cluster: any cluster endpoint. */
+  | { readonly kind: 'cluster'; readonly endpoints: NonEmpty<EndpointTarget> }
+  /** internalTrafficPolicy Local: endpoints on this node only. */
+  | { readonly kind: 'local'; readonly endpoints: NonEmpty<EndpointTarget> }
   /** No usable endpoint anywhere: ICMP port unreachable. */
   | { readonly kind: 'reject' }
   /** internalTrafficPolicy Local and no local endpoint: silently dropped. */

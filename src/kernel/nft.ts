@@ -1,0 +1,109 @@
+/**
+ * @module kernel/nft
+ * The one place that runs `nft`. A transaction goes to the kernel in a single `nft -f -` call, so
+ * the kernel commits all of it or none of it; `--check` runs the same transaction through the
+ * kernel's validation without committing. nft's error output is read here and nowhere else.
+ */
+import { execa } from 'execa';
+import type { Transaction } from '../render/nftables/ruleset.ts';
+import { transactionText } from '../render/nftables/ruleset.ts';
+import type { NftFamily } from '../render/nftables/syntax.ts';
+
+export type NftErrorCode = 'NotFound' | 'Rejected' | 'Unavailable';
+
+export class NftError extends Error {
+  readonly code: NftErrorCode;
+  readonly stderr: string;
+  constructor(code: NftErrorCode, message: string, stderr: string) {
+    super(message);
+    this.name = 'NftError';
+    this.code = code;
+    this.stderr = stderr;
+  }
+}
+
+export interface ExecResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a program with an argument vector (never a shell); injectable for tests and netns use. */
+export type Exec = (file: string, args: readonly string[], stdin?: string) => Promise<ExecResult>;
+
+export const execProgram: Exec = async (file, args, stdin) => {
+  try {
+    const r = await execa(file, args, { input: stdin ?? '', reject: false, stripFinalNewline: false, maxBuffer: 1 << 30 });
+    return { exitCode: r.exitCode ?? 1, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    // Spawning failed (ENOENT, EACCES): report as nft's absence.
+    return { exitCode: 127, stdout: '', stderr: err instanceof Error ? err.message : String(err) };
+  }
+};
+
+/** Runs nft inside another network namespace, through `ip netns exec`. */
+export function inNetns(netns: string, exec: Exec = execProgram): Exec {
+  return (file, args, stdin) => exec('ip', ['netns', 'exec', netns, file, ...args], stdin);
+}
+
+export class Nft {
+  private readonly exec: Exec;
+  constructor(exec: Exec = execProgram) {
+    this.exec = exec;
+  }
+
+  /** Commits the transaction atomically; throws NftError (with nft's message and the failing lines). */
+  async apply(tx: Transaction, options: { check?: boolean } = {}): Promise<void> {
+    if (tx.length === 0) return;
+    const text = transactionText(tx);
+    const args = options.check ? ['--check', '-f', '-'] : ['-f', '-'];
+    const r = await this.exec('nft', args, text);
+    if (r.exitCode === 0) return;
+    throw classify(r, text);
+  }
+
+  /** `nft -j list table`, or undefined when the table does not exist. */
+  async listTable(family: NftFamily, table: string): Promise<unknown> {
+    const r = await this.exec('nft', ['-j', 'list', 'table', family, table]);
+    if (r.exitCode === 0) return JSON.parse(r.stdout) as unknown;
+    const err = classify(r);
+    if (err.code === 'NotFound') return undefined;
+    throw err;
+  }
+
+  async deleteTable(family: NftFamily, table: string): Promise<boolean> {
+    const r = await this.exec('nft', ['delete', 'table', family, table]);
+    if (r.exitCode === 0) return true;
+    const err = classify(r);
+    if (err.code === 'NotFound') return false;
+    throw err;
+  }
+}
+
+function classify(r: ExecResult, input?: string): NftError {
+  const stderr = r.stderr.trim();
+  if (r.exitCode === 127 || /ENOENT|not found: nft|command not found/.test(stderr)) {
+    return new NftError('Unavailable', `nft is not available: ${stderr}`, stderr);
+  }
+  if (/No such file or directory|does not exist/.test(stderr) && !input) {
+    return new NftError('NotFound', stderr, stderr);
+  }
+  if (/Operation not permitted/.test(stderr)) {
+    return new NftError('Unavailable', `nft needs CAP_NET_ADMIN (run as root): ${firstLine(stderr)}`, stderr);
+  }
+  return new NftError('Rejected', `nft rejected the transaction: ${summarise(stderr, input)}`, stderr);
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
+
+/** nft names failing input lines as `/dev/stdin:LINE:COL`: quote them so the log shows what failed. */
+function summarise(stderr: string, input: string | undefined): string {
+  const lines = stderr.split('\n').filter((l) => l.startsWith('/dev/stdin:') || /Error/.test(l));
+  const head = lines.slice(0, 6).join(' | ');
+  if (!input) return head || stderr;
+  const m = /\/dev\/stdin:(\d+):/.exec(stderr);
+  const failing = m ? input.split('\n')[Number(m[1]) - 1] : undefined;
+  return failing ? `${head} (line: ${failing.slice(0, 300)})` : head || stderr;
+}

@@ -1,0 +1,164 @@
+/**
+ * @module render/nftables/diff
+ * Plans the one transaction that turns what the kernel holds into the desired ruleset, touching
+ * only what differs: chains are flushed and refilled only when their fingerprint or rule count
+ * differ, set and map elements are added and deleted one by one. Pure.
+ *
+ * Command order inside the transaction matters to the kernel's reference counting: new sets and
+ * chains first, then flushes, element deletions, element additions, rules, and last the deletion
+ * of chains and sets nothing refers to any more (Linux >= 5.x resolves these references within one
+ * transaction; upstream kube-proxy deletes stale chains a second later only for older kernels).
+ */
+import type { Fragment } from './syntax.ts';
+import type { Chain, Ruleset } from './ruleset.ts';
+import { chainFingerprint, Commands, createCommands, elementText, isDynamic, ruleCommands } from './ruleset.ts';
+import type { ObservedTable } from './observed.ts';
+import { sameSetSpec } from './observed.ts';
+
+export interface PlanSummary {
+  readonly kind: 'create' | 'replace' | 'update';
+  readonly chainsAdded: number;
+  readonly chainsChanged: number;
+  readonly chainsDeleted: number;
+  readonly elementsAdded: number;
+  readonly elementsDeleted: number;
+}
+
+export interface Plan {
+  readonly commands: readonly Fragment[];
+  readonly summary: PlanSummary;
+  /** Why a full replace was needed, for the log. */
+  readonly reason?: string;
+}
+
+export function planTransaction(desired: Ruleset, observed: ObservedTable | undefined): Plan {
+  if (!observed) return fullPlan('create', desired);
+  const incompatible = incompatibility(desired, observed) ?? unrecognisedElement(observed);
+  if (incompatible) {
+    const c = new Commands(desired.family, desired.table);
+    const plan = fullPlan('replace', desired);
+    return { ...plan, commands: [c.deleteTable(), ...plan.commands], reason: incompatible };
+  }
+
+  const c = new Commands(desired.family, desired.table);
+  const newSets: Fragment[] = [];
+  const newChains: Fragment[] = [];
+  const flushes: Fragment[] = [];
+  const elementDeletes: Fragment[] = [];
+  const elementAdds: Fragment[] = [];
+  const rules: Fragment[] = [];
+  const staleFlushes: Fragment[] = [];
+  const staleDeletes: Fragment[] = [];
+  let chainsAdded = 0;
+  let chainsChanged = 0;
+
+  for (const chain of desired.chains) {
+    const seen = observed.chains.get(chain.name);
+    if (!seen) {
+      newChains.push(c.addChain(chain));
+      rules.push(...ruleCommands(c, chain));
+      chainsAdded++;
+    } else if (!sameContent(chain, seen.ruleCount, seen.fingerprint)) {
+      flushes.push(c.flushChain(chain.name));
+      rules.push(...ruleCommands(c, chain));
+      chainsChanged++;
+    }
+  }
+  const desiredChains = new Set(desired.chains.map((ch) => ch.name));
+  for (const name of observed.chains.keys()) {
+    if (desiredChains.has(name)) continue;
+    staleFlushes.push(c.flushChain(name));
+    staleDeletes.push(c.deleteChain(name));
+  }
+
+  for (const set of desired.sets) {
+    const seen = observed.sets.get(set.spec.name);
+    if (!seen) newSets.push(c.addSet(set.spec));
+    if (isDynamic(set.spec)) continue;
+    const wanted = new Map(set.elements.map((e) => [elementText(e), e]));
+    const existing = seen?.elements ?? new Set<string>();
+    for (const text of existing) {
+      if (wanted.has(text)) continue;
+      // A map element is deleted by its key alone; the key is the text before " : ".
+      const key = text.split(' : ')[0] ?? text;
+      elementDeletes.push(deleteByKeyText(c, set.spec.name, key));
+    }
+    for (const [text, e] of wanted) if (!existing.has(text)) elementAdds.push(c.addElement(set.spec.name, e));
+  }
+  const desiredSets = new Map(desired.sets.map((s) => [s.spec.name, s]));
+  for (const [name, seen] of observed.sets) {
+    if (!desiredSets.has(name)) staleDeletes.push(c.deleteSet(seen.spec));
+  }
+
+  return {
+    commands: [...newSets, ...newChains, ...flushes, ...elementDeletes, ...elementAdds, ...rules, ...staleFlushes, ...staleDeletes],
+    summary: {
+      kind: 'update',
+      chainsAdded,
+      chainsChanged,
+      chainsDeleted: staleFlushes.length,
+      elementsAdded: elementAdds.length,
+      elementsDeleted: elementDeletes.length,
+    },
+  };
+}
+
+function fullPlan(kind: 'create' | 'replace', desired: Ruleset): Plan {
+  const elements = desired.sets.reduce((n, s) => n + (isDynamic(s.spec) ? 0 : s.elements.length), 0);
+  return {
+    commands: createCommands(desired),
+    summary: { kind, chainsAdded: desired.chains.length, chainsChanged: 0, chainsDeleted: 0, elementsAdded: elements, elementsDeleted: 0 },
+  };
+}
+
+function sameContent(chain: Chain, ruleCount: number, fingerprint: string | undefined): boolean {
+  if (chain.rules.length !== ruleCount) return false;
+  return chain.rules.length === 0 || fingerprint === chainFingerprint(chain);
+}
+
+/** Differences a flush-and-refill cannot repair: then the table is replaced whole, atomically. */
+function incompatibility(desired: Ruleset, observed: ObservedTable): string | undefined {
+  for (const chain of desired.chains) {
+    const seen = observed.chains.get(chain.name);
+    if (!seen) continue;
+    const a = chain.base;
+    const b = seen.base;
+    if (Boolean(a) !== Boolean(b) || (a && b && (a.type !== b.type || a.hook !== b.hook || a.priority !== b.priority))) {
+      return `chain ${chain.name} has a different hook`;
+    }
+  }
+  for (const set of desired.sets) {
+    const seen = observed.sets.get(set.spec.name);
+    if (seen && !sameSetSpec(seen.spec, set.spec)) return `set ${set.spec.name} has a different definition`;
+  }
+  return undefined;
+}
+
+// What a key of kproxy's sets can look like: addresses, prefixes, protocol names, ports.
+const KEY_TEXT = /^[A-Za-z0-9.:/ -]+$/;
+
+/** An element someone else wrote that the plan could not name safely: replace the table instead. */
+function unrecognisedElement(observed: ObservedTable): string | undefined {
+  for (const [name, set] of observed.sets) {
+    for (const text of set.elements) {
+      if (!KEY_TEXT.test(text.split(' : ')[0] ?? '')) return `set ${name} holds an element kproxy did not write`;
+    }
+  }
+  return undefined;
+}
+
+/** Deletes an observed element by its canonical key text (already validated when it was written). */
+function deleteByKeyText(c: Commands, set: string, keyText: string): Fragment {
+  return c.deleteElement(set, { key: { text: keyText, json: keyJsonFromText(keyText) } });
+}
+
+/** nft JSON for a key written as canonical element text: parts joined by " . ". */
+function keyJsonFromText(text: string): unknown {
+  const parts = text.split(' . ').map((p): unknown => {
+    if (/^\d+$/.test(p)) return Number(p);
+    const slash = p.lastIndexOf('/');
+    if (slash > 0 && /^\d+$/.test(p.slice(slash + 1))) return { prefix: { addr: p.slice(0, slash), len: Number(p.slice(slash + 1)) } };
+    return p;
+  });
+  return parts.length === 1 ? parts[0] : { concat: parts };
+}

@@ -1,0 +1,114 @@
+/**
+ * @module render/nftables/observed
+ * What kproxy's table holds in the kernel, read back from `nft -j list table` and reduced to what
+ * a sync compares: each chain's hook and fingerprint (the first rule's comment) and rule count,
+ * each set's definition and elements in the same canonical text the renderer writes.
+ */
+import { parseIp } from '../../model/ip.ts';
+import type { BaseChainSpec, Hook, SetFlag, SetSpec } from './ruleset.ts';
+import { setSpecText } from './ruleset.ts';
+
+export interface ObservedChain {
+  readonly base?: BaseChainSpec;
+  readonly ruleCount: number;
+  /** The first rule's comment; kproxy writes the chain fingerprint there. */
+  readonly fingerprint?: string;
+}
+
+export interface ObservedSet {
+  readonly spec: SetSpec;
+  readonly elements: ReadonlySet<string>;
+}
+
+export interface ObservedTable {
+  readonly chains: ReadonlyMap<string, ObservedChain>;
+  readonly sets: ReadonlyMap<string, ObservedSet>;
+}
+
+type Json = Record<string, unknown>;
+
+/** Parses `nft -j list table` output. Unknown shapes become "unrecognised" values, never a crash. */
+export function parseObservedTable(listing: unknown): ObservedTable {
+  const items = (listing as Json | null)?.['nftables'];
+  const chains = new Map<string, { base?: BaseChainSpec; ruleCount: number; fingerprint?: string }>();
+  const sets = new Map<string, ObservedSet>();
+  if (!Array.isArray(items)) return { chains, sets };
+  for (const item of items as Json[]) {
+    if (item['chain']) {
+      const c = item['chain'] as Json;
+      const name = String(c['name']);
+      const base =
+        typeof c['hook'] === 'string'
+          ? { type: c['type'] as BaseChainSpec['type'], hook: c['hook'] as Hook, priority: Number(c['prio']) }
+          : undefined;
+      chains.set(name, { ...(base ? { base } : {}), ruleCount: 0 });
+    } else if (item['rule']) {
+      const r = item['rule'] as Json;
+      const chain = chains.get(String(r['chain']));
+      if (!chain) continue;
+      if (chain.ruleCount === 0 && typeof r['comment'] === 'string') chain.fingerprint = r['comment'];
+      chain.ruleCount++;
+    } else if (item['set'] || item['map']) {
+      const s = (item['set'] ?? item['map']) as Json;
+      const spec = observedSpec(s, Boolean(item['map']));
+      const elements = new Set<string>();
+      for (const e of Array.isArray(s['elem']) ? (s['elem'] as unknown[]) : []) elements.add(elementText(e));
+      sets.set(spec.name, { spec, elements });
+    }
+  }
+  return { chains, sets };
+}
+
+function observedSpec(s: Json, isMap: boolean): SetSpec {
+  const type = s['type'];
+  const flags = (Array.isArray(s['flags']) ? (s['flags'] as string[]) : typeof s['flags'] === 'string' ? [s['flags']] : []).filter(
+    (f): f is SetFlag => f === 'interval' || f === 'timeout' || f === 'dynamic',
+  );
+  return {
+    name: String(s['name']),
+    keyType: Array.isArray(type) ? type.map(String) : [String(type)],
+    verdictMap: isMap && s['map'] === 'verdict',
+    flags,
+    ...(typeof s['timeout'] === 'number' ? { timeoutSeconds: s['timeout'] } : {}),
+  };
+}
+
+/**
+ * Whether an existing set can be kept for a desired definition. nft's JSON does not list the
+ * `dynamic` flag, so it is left out of the comparison.
+ */
+export function sameSetSpec(observed: SetSpec, desired: SetSpec): boolean {
+  const strip = (s: SetSpec): SetSpec => ({ ...s, flags: s.flags.filter((f) => f !== 'dynamic') });
+  return setSpecText(strip(observed)) === setSpecText(strip(desired));
+}
+
+/** The renderer's element text for an element as nft's JSON lists it. */
+export function elementText(e: unknown): string {
+  if (Array.isArray(e) && e.length === 2) return `${valueText(e[0])} : ${verdictText(e[1])}`;
+  return valueText(e);
+}
+
+function valueText(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return parseIp(v)?.text ?? v;
+  if (v && typeof v === 'object') {
+    const o = v as Json;
+    if (Array.isArray(o['concat'])) return (o['concat'] as unknown[]).map(valueText).join(' . ');
+    if (o['prefix']) {
+      const p = o['prefix'] as Json;
+      return `${valueText(p['addr'])}/${String(p['len'])}`;
+    }
+    if (Array.isArray(o['range'])) return (o['range'] as unknown[]).map(valueText).join('-');
+    if (o['elem']) return valueText((o['elem'] as Json)['val']);
+  }
+  return `<unrecognised ${JSON.stringify(v)}>`;
+}
+
+function verdictText(v: unknown): string {
+  if (v && typeof v === 'object') {
+    const [kind, arg] = Object.entries(v as Json)[0] ?? [];
+    if (kind === 'goto' || kind === 'jump') return `${kind} ${String((arg as Json)['target'])}`;
+    if (kind) return kind;
+  }
+  return `<unrecognised ${JSON.stringify(v)}>`;
+}

@@ -1,0 +1,200 @@
+/**
+ * @module render/nftables/ruleset
+ * A whole nftables table as a value (chains with their rules, sets and maps with their elements),
+ * and the commands that create or change it. A transaction is a plain list of commands that can
+ * be printed as nft text (one command per line) or as nftables JSON, checked, or applied.
+ */
+import { createHash } from 'node:crypto';
+import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
+import { commentCheck, identifier, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
+
+export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+export interface BaseChainSpec {
+  readonly type: 'filter' | 'nat';
+  readonly hook: Hook;
+  readonly priority: number;
+}
+
+export interface Chain {
+  readonly name: string;
+  readonly base?: BaseChainSpec;
+  readonly rules: readonly Rule[];
+}
+
+export type SetFlag = 'interval' | 'dynamic' | 'timeout';
+
+export interface SetSpec {
+  readonly name: string;
+  /** nft data types of the key's parts, e.g. ['ipv4_addr', 'inet_proto', 'inet_service']. */
+  readonly keyType: readonly string[];
+  /** A verdict map rather than a set. */
+  readonly verdictMap: boolean;
+  readonly flags: readonly SetFlag[];
+  readonly timeoutSeconds?: number;
+}
+
+export interface Element {
+  readonly key: Value;
+  readonly verdict?: Verdict;
+}
+
+export interface NftSet {
+  readonly spec: SetSpec;
+  /** Ignored for dynamic sets: the kernel fills those from the packet path. */
+  readonly elements: readonly Element[];
+}
+
+export interface Ruleset {
+  readonly family: NftFamily;
+  readonly table: string;
+  readonly chains: readonly Chain[];
+  readonly sets: readonly NftSet[];
+}
+
+export type Transaction = readonly Fragment[];
+
+/** A chain's fingerprint, carried as the comment of its first rule so a later sync can compare. */
+export function chainFingerprint(chain: Chain): string {
+  const h = createHash('sha256');
+  for (const r of chain.rules) h.update(ruleText(r)).update('\n');
+  return `sum:${h.digest('base64url').slice(0, 16)}`;
+}
+
+export function elementText(e: Element): string {
+  return e.verdict ? `${e.key.text} : ${verdictValue(e.verdict).text}` : e.key.text;
+}
+
+export function isDynamic(spec: SetSpec): boolean {
+  return spec.flags.includes('dynamic');
+}
+
+/** Canonical text of a set's definition, to tell whether an existing set can be kept. */
+export function setSpecText(spec: SetSpec): string {
+  const type = `${spec.keyType.join(' . ')}${spec.verdictMap ? ' : verdict' : ''}`;
+  const flags = spec.flags.length > 0 ? ` flags ${[...spec.flags].sort().join(',')} ;` : '';
+  const timeout = spec.timeoutSeconds !== undefined ? ` timeout ${spec.timeoutSeconds}s ;` : '';
+  return `type ${type} ;${flags}${timeout}`;
+}
+
+/** Builds commands for one table; every name passes through `identifier`. */
+export class Commands {
+  private readonly family: NftFamily;
+  private readonly table: string;
+
+  constructor(family: NftFamily, table: string) {
+    this.family = family;
+    this.table = identifier(table);
+  }
+
+  private where(): string {
+    return `${this.family} ${this.table}`;
+  }
+
+  private ref(extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return { family: this.family, table: this.table, ...extra };
+  }
+
+  addTable(): Fragment {
+    return { text: `add table ${this.where()}`, json: { add: { table: { family: this.family, name: this.table } } } };
+  }
+
+  deleteTable(): Fragment {
+    return { text: `delete table ${this.where()}`, json: { delete: { table: { family: this.family, name: this.table } } } };
+  }
+
+  addChain(chain: Chain): Fragment {
+    const name = identifier(chain.name);
+    const b = chain.base;
+    if (!b) return { text: `add chain ${this.where()} ${name}`, json: { add: { chain: this.ref({ name }) } } };
+    return {
+      text: `add chain ${this.where()} ${name} { type ${b.type} hook ${b.hook} priority ${b.priority} ; policy accept ; }`,
+      json: { add: { chain: this.ref({ name, type: b.type, hook: b.hook, prio: b.priority, policy: 'accept' }) } },
+    };
+  }
+
+  flushChain(name: string): Fragment {
+    return { text: `flush chain ${this.where()} ${identifier(name)}`, json: { flush: { chain: this.ref({ name }) } } };
+  }
+
+  deleteChain(name: string): Fragment {
+    return { text: `delete chain ${this.where()} ${identifier(name)}`, json: { delete: { chain: this.ref({ name }) } } };
+  }
+
+  addRule(chain: string, rule: Rule): Fragment {
+    const json: Record<string, unknown> = this.ref({ chain, expr: ruleJsonExpr(rule) });
+    if (rule.comment !== undefined) json['comment'] = rule.comment;
+    return { text: `add rule ${this.where()} ${identifier(chain)} ${ruleText(rule)}`, json: { add: { rule: json } } };
+  }
+
+  addSet(spec: SetSpec): Fragment {
+    const kind = spec.verdictMap ? 'map' : 'set';
+    const json: Record<string, unknown> = this.ref({
+      name: spec.name,
+      type: spec.keyType.length === 1 ? spec.keyType[0] : spec.keyType,
+    });
+    if (spec.verdictMap) json['map'] = 'verdict';
+    // nft 1.0.6's JSON parser knows no `dynamic` flag; it marks sets updated from the packet path itself.
+    const jsonFlags = spec.flags.filter((f) => f !== 'dynamic').sort();
+    if (jsonFlags.length > 0) json['flags'] = jsonFlags;
+    if (spec.timeoutSeconds !== undefined) json['timeout'] = spec.timeoutSeconds;
+    return {
+      text: `add ${kind} ${this.where()} ${identifier(spec.name)} { ${setSpecText(spec)} }`,
+      json: { add: { [kind]: json } },
+    };
+  }
+
+  deleteSet(spec: SetSpec): Fragment {
+    const kind = spec.verdictMap ? 'map' : 'set';
+    return {
+      text: `delete ${kind} ${this.where()} ${identifier(spec.name)}`,
+      json: { delete: { [kind]: this.ref({ name: spec.name }) } },
+    };
+  }
+
+  addElement(set: string, e: Element): Fragment {
+    return this.element('add', set, e);
+  }
+
+  deleteElement(set: string, e: Element): Fragment {
+    // Deleting a map element names only its key.
+    return this.element('delete', set, { key: e.key });
+  }
+
+  private element(op: 'add' | 'delete', set: string, e: Element): Fragment {
+    const elem = e.verdict ? [[e.key.json, verdictValue(e.verdict).json]] : [e.key.json];
+    return {
+      text: `${op} element ${this.where()} ${identifier(set)} { ${elementText(e)} }`,
+      json: { [op]: { element: this.ref({ name: set, elem }) } },
+    };
+  }
+}
+
+/** Every command that creates the ruleset from nothing, in an order nft accepts. */
+export function createCommands(rs: Ruleset): Fragment[] {
+  const c = new Commands(rs.family, rs.table);
+  const out: Fragment[] = [c.addTable()];
+  for (const chain of rs.chains) out.push(c.addChain(chain));
+  for (const set of rs.sets) out.push(c.addSet(set.spec));
+  for (const set of rs.sets) {
+    if (isDynamic(set.spec)) continue;
+    for (const e of set.elements) out.push(c.addElement(set.spec.name, e));
+  }
+  for (const chain of rs.chains) out.push(...ruleCommands(c, chain));
+  return out;
+}
+
+/** The rules of a chain, the first carrying the chain's fingerprint. */
+export function ruleCommands(c: Commands, chain: Chain): Fragment[] {
+  const fingerprint = chainFingerprint(chain);
+  commentCheck(fingerprint);
+  return chain.rules.map((r, i) => c.addRule(chain.name, i === 0 ? { ...r, comment: fingerprint } : r));
+}
+
+export function transactionText(tx: Transaction): string {
+  return tx.map((f) => `${f.text}\n`).join('');
+}
+
+export function transactionJson(tx: Transaction): { nftables: unknown[] } {
+  return { nftables: tx.map((f) => f.json) };
+}

@@ -1,0 +1,215 @@
+/**
+ * @module render/nftables/syntax
+ * The only place nftables rule text and rule JSON are made. Every builder takes typed, validated
+ * values and returns the same statement in both notations, so `nft -f` and `nft -j -f` load the
+ * same ruleset and nothing user-controlled is ever pasted into rule text unchecked: identifiers
+ * and strings are checked against strict patterns here and a violation throws (a programming
+ * error, since the sources validate first).
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Cidr, Family, Protocol } from '../../model/cluster.ts';
+
+/** One statement (or a whole command) in both notations. */
+export interface Fragment {
+  readonly text: string;
+  readonly json: unknown;
+}
+
+export type NftFamily = 'ip' | 'ip6';
+
+export function nftFamily(family: Family): NftFamily {
+  return family === 'ipv4' ? 'ip' : 'ip6';
+}
+
+// Chain, set and map names: kproxy's own derived names only (see layout.ts).
+const IDENTIFIER = /^[a-z][a-z0-9_./-]{0,127}$/;
+// Interface names (IFNAMSIZ 16 with the NUL); `*` only as a trailing wildcard.
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}\*?$/;
+const COMMENT = /^[A-Za-z0-9_.:/ =,@-]{0,128}$/;
+
+export function identifier(name: string): string {
+  if (!IDENTIFIER.test(name)) throw new Error(`invalid nftables identifier ${JSON.stringify(name)}`);
+  return name;
+}
+
+function checkIp(ip: string): string {
+  if (!isIPv4(ip) && !isIPv6(ip)) throw new Error(`invalid IP address ${JSON.stringify(ip)}`);
+  return ip;
+}
+
+function checkPort(port: number): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid port ${port}`);
+  return port;
+}
+
+function quoted(s: string, pattern: RegExp, what: string): string {
+  if (!pattern.test(s)) throw new Error(`invalid ${what} ${JSON.stringify(s)}`);
+  return `"${s}"`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values (the right-hand side of matches, and set elements)
+
+export interface Value {
+  readonly text: string;
+  readonly json: unknown;
+}
+
+export const value = {
+  ip: (ip: string): Value => ({ text: checkIp(ip), json: ip }),
+  /** A CIDR; a full-length prefix is written as the bare address, as nft lists it back. */
+  cidr: (c: Cidr): Value => {
+    checkIp(c.address);
+    const full = c.family === 'ipv4' ? 32 : 128;
+    if (c.prefixLength === full) return { text: c.address, json: c.address };
+    return { text: `${c.address}/${c.prefixLength}`, json: { prefix: { addr: c.address, len: c.prefixLength } } };
+  },
+  protocol: (p: Protocol): Value => {
+    const name = p.toLowerCase();
+    return { text: name, json: name };
+  },
+  port: (port: number): Value => ({ text: String(checkPort(port)), json: port }),
+  number: (n: number): Value => {
+    if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`invalid number ${n}`);
+    return { text: String(n), json: n };
+  },
+  hex: (n: number): Value => {
+    if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`invalid mark ${n}`);
+    return { text: `0x${n.toString(16)}`, json: n };
+  },
+  ifname: (name: string): Value => ({ text: quoted(name, IFNAME, 'interface name'), json: name }),
+  setRef: (name: string): Value => ({ text: `@${identifier(name)}`, json: `@${name}` }),
+  keyword: (word: 'new' | 'dnat' | 'local'): Value => ({ text: word, json: word }),
+  /** An anonymous set `{ a, b }`; a single value is written bare. */
+  anonymousSet: (values: readonly Value[]): Value => {
+    if (values.length === 1 && values[0]) return values[0];
+    return { text: `{ ${values.map((v) => v.text).join(', ')} }`, json: { set: values.map((v) => v.json) } };
+  },
+  concat: (parts: readonly Value[]): Value => {
+    if (parts.length === 1 && parts[0]) return parts[0];
+    return { text: parts.map((p) => p.text).join(' . '), json: { concat: parts.map((p) => p.json) } };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Expressions (the left-hand side of matches, and set keys)
+
+export interface Expr {
+  readonly text: string;
+  readonly json: unknown;
+}
+
+const payload = (protocol: string, field: string): Expr => ({
+  text: `${protocol} ${field}`,
+  json: { payload: { protocol, field } },
+});
+
+export const expr = {
+  saddr: (f: NftFamily): Expr => payload(f, 'saddr'),
+  daddr: (f: NftFamily): Expr => payload(f, 'daddr'),
+  dport: (): Expr => payload('th', 'dport'),
+  l4proto: (): Expr => ({ text: 'meta l4proto', json: { meta: { key: 'l4proto' } } }),
+  mark: (): Expr => ({ text: 'meta mark', json: { meta: { key: 'mark' } } }),
+  iifname: (): Expr => ({ text: 'iifname', json: { meta: { key: 'iifname' } } }),
+  ctState: (): Expr => ({ text: 'ct state', json: { ct: { key: 'state' } } }),
+  ctStatus: (): Expr => ({ text: 'ct status', json: { ct: { key: 'status' } } }),
+  fibType: (which: 'saddr' | 'daddr'): Expr => ({
+    text: `fib ${which} type`,
+    json: { fib: { result: 'type', flags: [which] } },
+  }),
+  markAnd: (mask: number): Expr => ({
+    text: `meta mark & ${value.hex(mask).text}`,
+    json: { '&': [{ meta: { key: 'mark' } }, mask] },
+  }),
+  numgenRandom: (modulus: number): Expr => {
+    if (!Number.isInteger(modulus) || modulus < 1) throw new Error(`invalid numgen modulus ${modulus}`);
+    return { text: `numgen random mod ${modulus}`, json: { numgen: { mode: 'random', mod: modulus, offset: 0 } } };
+  },
+  concat: (parts: readonly Expr[]): Expr => ({
+    text: parts.map((p) => p.text).join(' . '),
+    json: { concat: parts.map((p) => p.json) },
+  }),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Statements
+
+export type Verdict =
+  | { readonly kind: 'accept' | 'drop' | 'return' }
+  | { readonly kind: 'jump' | 'goto'; readonly chain: string };
+
+export function verdictValue(v: Verdict): Value {
+  switch (v.kind) {
+    case 'accept':
+    case 'drop':
+    case 'return':
+      return { text: v.kind, json: { [v.kind]: null } };
+    case 'jump':
+    case 'goto':
+      return { text: `${v.kind} ${identifier(v.chain)}`, json: { [v.kind]: { target: v.chain } } };
+  }
+}
+
+/** Flags-style expressions (ct state, ct status) match with `in` in nft's JSON. */
+const FLAG_EXPRS = new Set(['ct state', 'ct status']);
+
+export const stmt = {
+  match: (left: Expr, op: '==' | '!=', right: Value): Fragment => {
+    const jsonOp = op === '==' && FLAG_EXPRS.has(left.text) ? 'in' : op;
+    const text = op === '==' ? `${left.text} ${right.text}` : `${left.text} != ${right.text}`;
+    return { text, json: { match: { op: jsonOp, left: left.json, right: right.json } } };
+  },
+  /** A match whose text needs the explicit `==` (after `&`, or a bare number). */
+  matchEq: (left: Expr, right: Value): Fragment => ({
+    text: `${left.text} == ${right.text}`,
+    json: { match: { op: '==', left: left.json, right: right.json } },
+  }),
+  vmap: (key: Expr, map: Value): Fragment => ({
+    text: `${key.text} vmap ${map.text}`,
+    json: { vmap: { key: key.json, data: map.json } },
+  }),
+  verdict: (v: Verdict): Fragment => verdictValue(v),
+  reject: (): Fragment => ({ text: 'reject', json: { reject: null } }),
+  /** DNAT to one endpoint; the rule must already match a transport protocol. */
+  dnat: (ip: string, port: number): Fragment => {
+    checkIp(ip);
+    checkPort(port);
+    const target = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+    return { text: `dnat to ${target}`, json: { dnat: { addr: ip, port } } };
+  },
+  masqueradeFullyRandom: (): Fragment => ({
+    text: 'masquerade fully-random',
+    json: { masquerade: { flags: 'fully-random' } },
+  }),
+  /** meta mark set meta mark | bits  (or ^ bits). */
+  markSet: (op: '|' | '^', bits: number): Fragment => ({
+    text: `meta mark set meta mark ${op} ${value.hex(bits).text}`,
+    json: { mangle: { key: { meta: { key: 'mark' } }, value: { [op]: [{ meta: { key: 'mark' } }, bits] } } },
+  }),
+  /** update @set { key } — adds the key or refreshes its timeout. */
+  updateSet: (set: string, key: Expr): Fragment => ({
+    text: `update @${identifier(set)} { ${key.text} }`,
+    json: { set: { op: 'update', elem: key.json, set: `@${set}` } },
+  }),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Rules and commands
+
+export interface Rule {
+  readonly statements: readonly Fragment[];
+  readonly comment?: string;
+}
+
+export function ruleText(r: Rule): string {
+  const body = r.statements.map((s) => s.text).join(' ');
+  return r.comment === undefined ? body : `${body} comment ${quoted(r.comment, COMMENT, 'comment')}`;
+}
+
+export function ruleJsonExpr(r: Rule): unknown[] {
+  return r.statements.map((s) => s.json);
+}
+
+export function commentCheck(comment: string): string {
+  return quoted(comment, COMMENT, 'comment');
+}

@@ -1,0 +1,68 @@
+/**
+ * Hand-built NodeStates covering every route kind, for tests that need a state without going
+ * through manifests.
+ */
+import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
+
+const ep = (ip: string, port: number, isLocal = false): EndpointTarget => ({ ip, port, isLocal });
+
+export function servicePort(partial: Partial<ServicePortState> & Pick<ServicePortState, 'clusterIP' | 'internal'>): ServicePortState {
+  const name = partial.ref?.name ?? 'svc';
+  return {
+    ref: { namespace: 'default', name, portName: 'p', protocol: 'TCP' },
+    key: `default/${name}:p`,
+    port: 80,
+    externalIPs: [],
+    loadBalancerIPs: [],
+    loadBalancerSourceRanges: [],
+    localEndpointCount: 0,
+    ...partial,
+  };
+}
+
+export function sampleStateV4(): NodeState {
+  const a = ep('10.244.0.2', 8080, true);
+  const b = ep('10.244.1.2', 8080);
+  return {
+    family: 'ipv4',
+    nodeName: 'node-a',
+    servicePorts: [
+      servicePort({ ref: { namespace: 'default', name: 'affinity', portName: 'p', protocol: 'TCP' }, key: 'default/affinity:p', clusterIP: '10.96.0.5', affinityTimeoutSeconds: 60, internal: { kind: 'cluster', endpoints: [a, b] } }),
+      servicePort({ ref: { namespace: 'default', name: 'empty', portName: 'p', protocol: 'UDP' }, key: 'default/empty:p', clusterIP: '10.96.0.6', internal: { kind: 'reject' }, nodePort: 30006, external: { kind: 'reject' } }),
+      servicePort({
+        ref: { namespace: 'default', name: 'lb', portName: 'p', protocol: 'TCP' },
+        key: 'default/lb:p',
+        clusterIP: '10.96.0.7',
+        nodePort: 30007,
+        externalIPs: ['192.0.2.50'],
+        loadBalancerIPs: ['198.51.100.7'],
+        loadBalancerSourceRanges: [{ family: 'ipv4', address: '203.0.113.0', prefixLength: 25 }],
+        internal: { kind: 'local', endpoints: [a] },
+        external: { kind: 'local', local: [a], cluster: [a, b] },
+        localEndpointCount: 1,
+      }),
+      servicePort({ ref: { namespace: 'default', name: 'np', portName: 'p', protocol: 'SCTP' }, key: 'default/np:p', clusterIP: '10.96.0.8', nodePort: 30008, internal: { kind: 'drop' }, external: { kind: 'cluster', endpoints: [b] } }),
+    ],
+    serviceCIDRs: [{ family: 'ipv4', address: '10.96.0.0', prefixLength: 16 }],
+    localDetector: { kind: 'cidrs', cidrs: [{ family: 'ipv4', address: '10.244.0.0', prefixLength: 16 }] },
+    nodePortDestinations: { kind: 'cidrs', cidrs: [{ family: 'ipv4', address: '192.0.2.1', prefixLength: 32 }] },
+    masqueradeAll: false,
+    masqueradeMark: 0x4000,
+  };
+}
+
+export function sampleStateV6(): NodeState {
+  const a = ep('fd00:244::2', 8080, true);
+  return {
+    family: 'ipv6',
+    nodeName: 'node-a',
+    servicePorts: [
+      servicePort({ clusterIP: 'fd00:96::5', affinityTimeoutSeconds: 10800, nodePort: 30005, internal: { kind: 'cluster', endpoints: [a] }, external: { kind: 'cluster', endpoints: [a] } }),
+    ],
+    serviceCIDRs: [{ family: 'ipv6', address: 'fd00:96::', prefixLength: 108 }],
+    localDetector: { kind: 'interfacePrefix', prefix: 'veth' },
+    nodePortDestinations: { kind: 'allLocal' },
+    masqueradeAll: true,
+    masqueradeMark: 0x4000,
+  };
+}
