@@ -97,6 +97,7 @@ function buildServicePort(
     internal: internalRoute(service, cluster, local),
     ...(externallyAccessible ? { external: externalRoute(service, cluster, local) } : {}),
     ...(service.healthCheckNodePort !== undefined ? { healthCheckNodePort: service.healthCheckNodePort } : {}),
+    servingEndpoints: candidates.filter((c) => c.endpoint.conditions.serving).map((c) => c.target),
     localEndpointCount: local.length,
   };
 }

@@ -67,6 +67,11 @@ export interface ServicePortState {
   /** Absent when the port has no NodePort, externalIP or load-balancer IP. */
   readonly external?: ExternalRoute;
   readonly healthCheckNodePort?: number;
+  /**
+   * Every serving endpoint, on any node, whatever the policy or topology: flows to these survive
+   * stale-conntrack cleanup, as upstream's reconciler leaves them.
+   */
+  readonly servingEndpoints: readonly EndpointTarget[];
   /** Ready (or serving-terminating fallback) endpoints on this node, for health checks. */
   readonly localEndpointCount: number;
 }

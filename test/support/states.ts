@@ -16,6 +16,7 @@ export function servicePort(partial: Partial<ServicePortState> & Pick<ServicePor
     loadBalancerIPs: [],
     loadBalancerSourceRanges: [],
     localEndpointCount: 0,
+    servingEndpoints: [],
     ...partial,
   };
 }

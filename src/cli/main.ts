@@ -1,0 +1,152 @@
+/**
+ * @module cli/main
+ * `kproxy sync | dump | cleanup`. The edge where arguments, files, the host name and the kernel
+ * meet the pure pipeline (sources → model → render → diff); each command is a straight line.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { ConfigError, loadProxyConfig, type CommandFlag, type Loaded } from '../config/load.ts';
+import { Nft, NftError } from '../kernel/nft.ts';
+import { NftablesBackend } from '../kernel/nftables-backend.ts';
+import { cleanupStaleConntrack, execaRun } from '../kernel/conntrack.ts';
+import { readManifestDir } from '../source/manifests.ts';
+import { buildSnapshot } from '../source/normalize.ts';
+import { desiredState, type Desired } from '../sync/desired.ts';
+import { createCommands, transactionJson, transactionText } from '../render/nftables/ruleset.ts';
+import { createLogger, type Logger } from '../util/log.ts';
+import { formatProblem, type Problem } from '../util/problems.ts';
+
+const USAGE = `Usage: kproxy <command> [flags]
+
+Commands:
+  sync     --manifests DIR   program this network namespace's kernel from the objects in DIR
+  dump     --manifests DIR   print the rules sync would program (--format nft|json); touches nothing
+  cleanup                    remove kproxy's tables (and nothing else)
+
+Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft, --hostname-override,
+  --cluster-cidr, --detect-local-mode, --pod-bridge-interface, --pod-interface-name-prefix,
+  --masquerade-all, --nodeport-addresses, -v N
+`;
+
+/** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
+export async function main(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    out.write(USAGE);
+    return command ? 0 : 2;
+  }
+  const flags: Record<string, readonly CommandFlag[]> = { sync: ['manifests'], dump: ['manifests', 'format'], cleanup: [] };
+  const commandFlags = flags[command];
+  if (!commandFlags) {
+    process.stderr.write(`kproxy: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+    return 2;
+  }
+  let loaded: Loaded;
+  try {
+    loaded = loadProxyConfig({ argv: rest, hostname: hostname(), readFile: (p) => readFileSync(p, 'utf8'), commandFlags });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kproxy: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(loaded.config.verbosity);
+  for (const w of loaded.warnings) log.warn({ warning: w }, 'configuration warning');
+  try {
+    switch (command) {
+      case 'sync':
+        return await sync(loaded, log);
+      case 'dump':
+        return await dump(loaded, log, out);
+      default:
+        return await cleanup(log);
+    }
+  } catch (err) {
+    if (err instanceof NftError) {
+      log.error({ code: err.code }, err.message);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<Desired | undefined> {
+  if (!loaded.manifests) {
+    log.error('--manifests DIR is required (reading from an API server is `kproxy run`)');
+    return undefined;
+  }
+  let read;
+  try {
+    read = await readManifestDir(loaded.manifests);
+  } catch (err) {
+    log.error({ dir: loaded.manifests }, err instanceof Error ? err.message : String(err));
+    return undefined;
+  }
+  const { snapshot, problems } = buildSnapshot(read.objects, loaded.config.nodeName);
+  const desired = desiredState(snapshot, loaded.config);
+  reportProblems(log, [...read.problems, ...problems, ...desired.problems]);
+  if (!snapshot.node) {
+    log.warn({ node: loaded.config.nodeName }, 'no Node object for this node: no node IPs, zone or podCIDRs (NodePorts with nodePortAddresses "primary" answer nowhere)');
+  }
+  return desired;
+}
+
+function reportProblems(log: Logger, problems: readonly Problem[]): void {
+  for (const p of problems) log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `skipped: ${formatProblem(p)}`);
+}
+
+async function sync(loaded: Loaded, log: Logger): Promise<number> {
+  const desired = await desiredFromManifests(loaded, log);
+  if (!desired) return 1;
+  const backend = new NftablesBackend(new Nft());
+  const rulesets = desired.families.map((f) => f.ruleset);
+  const started = performance.now();
+  const report = await backend.sync(rulesets);
+  if (!(await backend.matches(rulesets))) {
+    log.error('the kernel does not hold the desired rules after the transaction (someone else changed them?)');
+    return 1;
+  }
+  // UDP clients keep sending into a black hole unless flows to the old state are forgotten.
+  let conntrackDeleted = 0;
+  for (const f of desired.families) {
+    const r = await cleanupStaleConntrack(execaRun, { state: f.state });
+    conntrackDeleted += r.deleted;
+    for (const e of r.errors) log.warn({ family: f.state.family }, `conntrack cleanup: ${e}`);
+  }
+  log.info(
+    {
+      commands: report.commands,
+      families: report.families,
+      servicePorts: desired.families.map((f) => f.state.servicePorts.length),
+      conntrackDeleted,
+      ms: Math.round(performance.now() - started),
+    },
+    report.commands === 0 ? 'kernel already up to date' : 'rules applied',
+  );
+  return 0;
+}
+
+async function dump(loaded: Loaded, log: Logger, out: NodeJS.WritableStream): Promise<number> {
+  const desired = await desiredFromManifests(loaded, log);
+  if (!desired) return 1;
+  const tx = desired.families.flatMap((f) => createCommands(f.ruleset));
+  out.write(loaded.format === 'json' ? `${JSON.stringify(transactionJson(tx), null, 1)}\n` : transactionText(tx));
+  return 0;
+}
+
+async function cleanup(log: Logger): Promise<number> {
+  const removed = await new NftablesBackend(new Nft()).cleanup();
+  log.info({ removed }, removed.length > 0 ? 'removed kproxy tables' : 'nothing to remove');
+  return 0;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`kproxy: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

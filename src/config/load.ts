@@ -1,0 +1,479 @@
+/**
+ * @module config/load
+ * Builds the validated {@link ProxyConfig} from a subcommand's flags and an optional
+ * KubeProxyConfiguration file (`--config`). Pure: the host name and file reading are injected.
+ *
+ * Precedence: explicitly given flags, then the file, then defaults. Every problem is collected and
+ * reported at once in a {@link ConfigError}; unknown file fields are only warnings.
+ */
+import type { Cidr } from '../model/cluster.ts';
+import { cidrText, parseCidr, parseIp } from '../model/ip.ts';
+import { formatMs, parseGoDuration } from './duration.ts';
+import { decodeKubeProxyConfiguration, EMPTY_FILE_VALUES, type FileValues } from './file.ts';
+import { COMMAND_FLAGS, parseFlags, type CommandFlag, type FlagValues, type StringFlag } from './flags.ts';
+import type { DetectLocalConfig, NodePortAddressesConfig, ProxyConfig, ProxyMode } from './proxy-config.ts';
+
+export type { CommandFlag } from './flags.ts';
+
+export interface LoadInputs {
+  /** The arguments after the subcommand, e.g. `['--manifests', 'dir', '--proxy-mode', 'nft', '-v', '4']`. */
+  readonly argv: readonly string[];
+  /** The machine's host name (`os.hostname()`), used when no hostnameOverride is given. */
+  readonly hostname: string;
+  /** Reads the `--config` file; may throw (the error becomes a problem). */
+  readonly readFile: (path: string) => string;
+  /** Subcommand-specific flags this subcommand accepts; others are rejected. Default: all of them. */
+  readonly commandFlags?: readonly CommandFlag[];
+}
+
+export type DumpFormat = 'nft' | 'json';
+
+export interface Loaded {
+  readonly config: ProxyConfig;
+  /** Non-fatal findings, e.g. `unknown field "nftables.masqueradeAl"`; the CLI should log them. */
+  readonly warnings: string[];
+  /** `--manifests DIR`: read cluster objects from this directory instead of an API server. */
+  readonly manifests?: string;
+  /** `--format nft|json` (dump). Absent when not given; the command picks its default. */
+  readonly format?: DumpFormat;
+  /** `--kubeconfig`, else the file's `clientConnection.kubeconfig`; absent when neither is set. */
+  readonly kubeconfig?: string;
+  /** The `--config` path, when one was given. */
+  readonly configFile?: string;
+}
+
+export class ConfigError extends Error {
+  /** Every problem found, each starting with the flag (`--cluster-cidr`) or field path it is about. */
+  readonly problems: string[];
+
+  constructor(problems: string[], configFile?: string) {
+    const where = configFile === undefined ? '' : ` (config file ${JSON.stringify(configFile)})`;
+    super(`invalid configuration${where}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export const DEFAULT_HEALTHZ_PORT = 10256;
+export const DEFAULT_METRICS_PORT = 10249;
+export const DEFAULT_HEALTHZ_BIND_ADDRESS = `0.0.0.0:${DEFAULT_HEALTHZ_PORT}`;
+export const DEFAULT_METRICS_BIND_ADDRESS = `127.0.0.1:${DEFAULT_METRICS_PORT}`;
+export const DEFAULT_SYNC_PERIOD_MS = 30_000;
+export const DEFAULT_MIN_SYNC_PERIOD_MS = 1_000;
+export const DEFAULT_MASQUERADE_BIT = 14;
+export const MAX_VERBOSITY = 10;
+
+const DETECT_LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix', 'None'] as const;
+type DetectLocalMode = (typeof DETECT_LOCAL_MODES)[number];
+
+/** A value and where it came from (`--flag` or a file field path), for messages. */
+interface Sourced<T> {
+  readonly value: T;
+  readonly where: string;
+}
+
+export function loadProxyConfig(inputs: LoadInputs): Loaded {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const flags = parseFlags(inputs.argv, inputs.commandFlags ?? COMMAND_FLAGS, problems);
+
+  const configFile = flags.strings.get('config');
+  let file: FileValues = EMPTY_FILE_VALUES;
+  if (configFile !== undefined) {
+    if (configFile.trim() === '') problems.push('--config: must name a file');
+    else file = readConfigFile(inputs, configFile, problems, warnings);
+  }
+
+  const s = new Sources(flags, file);
+  const mode = resolveMode(s, problems);
+  const nodeName = resolveNodeName(s, inputs.hostname, problems);
+  const clusterCIDRs = resolveClusterCIDRs(s, problems);
+  const detectLocal = resolveDetectLocal(s, problems);
+  const nodePortAddresses = resolveNodePortAddresses(s, problems);
+  const { masqueradeAll, masqueradeBit } = resolveMasquerade(s, problems);
+  const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, problems);
+  const healthzBindAddress = resolveBindAddress(s, 'healthz-bind-address', 'healthzBindAddress', DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_HEALTHZ_PORT, problems);
+  const metricsBindAddress = resolveBindAddress(s, 'metrics-bind-address', 'metricsBindAddress', DEFAULT_METRICS_BIND_ADDRESS, DEFAULT_METRICS_PORT, problems);
+  const verbosity = resolveVerbosity(s, problems);
+  checkOtherFileFields(file, problems);
+
+  const manifests = flags.strings.get('manifests');
+  if (manifests !== undefined && manifests.trim() === '') problems.push('--manifests: must name a directory');
+  const formatText = flags.strings.get('format');
+  let format: DumpFormat | undefined;
+  if (formatText !== undefined) {
+    if (formatText === 'nft' || formatText === 'json') format = formatText;
+    else problems.push(`--format: must be nft or json, got ${JSON.stringify(formatText)}`);
+  }
+  const kubeconfig = s.pickString('kubeconfig', 'clientConnection.kubeconfig')?.value;
+
+  if (problems.length > 0) throw new ConfigError(problems, configFile);
+
+  const config: ProxyConfig = {
+    mode,
+    nodeName,
+    clusterCIDRs,
+    detectLocal,
+    nodePortAddresses,
+    masqueradeAll,
+    masqueradeBit,
+    syncPeriodMs,
+    minSyncPeriodMs,
+    healthzBindAddress,
+    metricsBindAddress,
+    verbosity,
+  };
+  return {
+    config,
+    warnings,
+    ...(manifests !== undefined ? { manifests } : {}),
+    ...(format !== undefined ? { format } : {}),
+    ...(kubeconfig !== undefined && kubeconfig !== '' ? { kubeconfig } : {}),
+    ...(configFile !== undefined ? { configFile } : {}),
+  };
+}
+
+function readConfigFile(inputs: LoadInputs, path: string, problems: string[], warnings: string[]): FileValues {
+  let text: string;
+  try {
+    text = inputs.readFile(path);
+  } catch (e) {
+    problems.push(`--config: cannot read ${JSON.stringify(path)}: ${e instanceof Error ? e.message : String(e)}`);
+    return EMPTY_FILE_VALUES;
+  }
+  const fileProblems: string[] = [];
+  const values = decodeKubeProxyConfiguration(text, fileProblems, warnings);
+  problems.push(...fileProblems);
+  return values;
+}
+
+/** Flag-over-file lookup. */
+class Sources {
+  readonly flags: FlagValues;
+  readonly file: FileValues;
+
+  constructor(flags: FlagValues, file: FileValues) {
+    this.flags = flags;
+    this.file = file;
+  }
+
+  /** The flag if given, else the file field if present (and a string). */
+  pickString(flag: StringFlag | undefined, field: string | undefined): Sourced<string> | undefined {
+    if (flag !== undefined) {
+      const v = this.flags.strings.get(flag);
+      if (v !== undefined) return { value: v, where: `--${flag}` };
+    }
+    if (field !== undefined) {
+      const v = this.file.string(field);
+      if (v !== undefined) return { value: v, where: field };
+    }
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mode
+
+function resolveMode(s: Sources, problems: string[]): ProxyMode {
+  const m = s.pickString('proxy-mode', 'mode');
+  if (m === undefined || m.value === '' || m.value === 'nftables' || m.value === 'nft') return 'nftables';
+  if (m.value === 'iptables' || m.value === 'ipvs') {
+    problems.push(`${m.where}: proxy mode ${m.value} is not implemented yet (supported: nftables)`);
+  } else {
+    problems.push(
+      `${m.where}: invalid proxy mode ${JSON.stringify(m.value)} (supported: nftables, alias nft; iptables and ipvs are not implemented yet)`,
+    );
+  }
+  return 'nftables';
+}
+
+// ---------------------------------------------------------------------------------------------
+// node name
+
+const DNS1123_LABEL = '[a-z0-9]([-a-z0-9]*[a-z0-9])?';
+const DNS1123_SUBDOMAIN = new RegExp(`^${DNS1123_LABEL}(\\.${DNS1123_LABEL})*$`);
+
+export function isDns1123Subdomain(name: string): boolean {
+  return name.length <= 253 && DNS1123_SUBDOMAIN.test(name);
+}
+
+function resolveNodeName(s: Sources, hostname: string, problems: string[]): string {
+  const override = s.pickString('hostname-override', 'hostnameOverride');
+  // Like upstream GetHostname: an empty override means "use the host name"; a blank one is an error.
+  const src: Sourced<string> =
+    override !== undefined && override.value !== '' ? override : { value: hostname, where: 'host name (set --hostname-override)' };
+  const name = src.value.trim().toLowerCase();
+  if (name === '') {
+    problems.push(`${src.where}: node name is empty`);
+    return '';
+  }
+  if (!isDns1123Subdomain(name)) {
+    problems.push(
+      `${src.where}: node name ${JSON.stringify(name)} is not a valid DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)`,
+    );
+  }
+  return name;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster CIDRs
+
+function resolveClusterCIDRs(s: Sources, problems: string[]): Cidr[] {
+  const src = s.pickString('cluster-cidr', 'clusterCIDR');
+  if (src === undefined || src.value.trim() === '') return [];
+  const cidrs: Cidr[] = [];
+  let ok = true;
+  for (const part of src.value.split(',')) {
+    const c = parseCidr(part);
+    if (c === undefined) {
+      problems.push(`${src.where}: invalid CIDR ${JSON.stringify(part.trim())}`);
+      ok = false;
+    } else cidrs.push(c);
+  }
+  if (!ok) return [];
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    const same = cidrs.filter((c) => c.family === family);
+    if (same.length > 1) {
+      problems.push(
+        `${src.where}: at most one CIDR per IP family, got ${same.length} ${family === 'ipv4' ? 'IPv4' : 'IPv6'} CIDRs (${same.map((c) => cidrText(c)).join(', ')})`,
+      );
+    }
+  }
+  return cidrs;
+}
+
+// ---------------------------------------------------------------------------------------------
+// detect-local
+
+const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+/**
+ * Linux interface names (IFNAMSIZ 16 incl. NUL) restricted to a safe character set, because the
+ * name ends up in nft rule text.
+ */
+export function isSafeInterfaceName(name: string): boolean {
+  return INTERFACE_NAME.test(name) && name !== '.' && name !== '..';
+}
+
+function isDetectLocalMode(v: string): v is DetectLocalMode {
+  return (DETECT_LOCAL_MODES as readonly string[]).includes(v);
+}
+
+function resolveDetectLocal(s: Sources, problems: string[]): DetectLocalConfig {
+  const src = s.pickString('detect-local-mode', 'detectLocalMode');
+  const mode = src === undefined || src.value === '' ? 'ClusterCIDR' : src.value;
+  if (!isDetectLocalMode(mode)) {
+    problems.push(`${src?.where ?? 'detectLocalMode'}: invalid detect-local mode ${JSON.stringify(mode)} (valid: ${DETECT_LOCAL_MODES.join(', ')})`);
+    return { mode: 'ClusterCIDR' };
+  }
+  switch (mode) {
+    case 'ClusterCIDR':
+    case 'NodeCIDR':
+    case 'None':
+      return { mode };
+    case 'BridgeInterface': {
+      const name = interfaceName(s, 'pod-bridge-interface', 'detectLocal.bridgeInterface', mode, 'bridge interface', problems);
+      return { mode, bridgeInterface: name };
+    }
+    case 'InterfaceNamePrefix': {
+      const prefix = interfaceName(s, 'pod-interface-name-prefix', 'detectLocal.interfaceNamePrefix', mode, 'interface name prefix', problems);
+      return { mode, interfaceNamePrefix: prefix };
+    }
+  }
+}
+
+function interfaceName(s: Sources, flag: StringFlag, field: string, mode: DetectLocalMode, what: string, problems: string[]): string {
+  const src = s.pickString(flag, field);
+  if (src === undefined || src.value === '') {
+    problems.push(`${field} (--${flag}): required when detectLocalMode is ${mode}`);
+    return '';
+  }
+  if (!isSafeInterfaceName(src.value)) {
+    problems.push(`${src.where}: invalid ${what} ${JSON.stringify(src.value)} (1 to 15 characters of A-Z a-z 0-9 _ . -)`);
+    return '';
+  }
+  return src.value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// nodePortAddresses
+
+const NODE_PORT_KEYWORDS = ['primary', 'all'] as const;
+
+function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddressesConfig {
+  const flag = s.flags.strings.get('nodeport-addresses');
+  let entries: { text: string; where: string }[];
+  let where: string;
+  if (flag !== undefined) {
+    where = '--nodeport-addresses';
+    entries = flag.trim() === '' ? [] : flag.split(',').map((text) => ({ text: text.trim(), where }));
+  } else {
+    where = 'nodePortAddresses';
+    entries = (s.file.list('nodePortAddresses') ?? []).map((text, i) => ({ text: text.trim(), where: `${where}[${i}]` }));
+  }
+  if (entries.length === 0) return { kind: 'primary' };
+
+  const keyword = entries.find((e) => (NODE_PORT_KEYWORDS as readonly string[]).includes(e.text));
+  if (keyword !== undefined) {
+    if (entries.length > 1) {
+      problems.push(`${where}: ${JSON.stringify(keyword.text)} must be the only entry (it cannot be combined with other entries)`);
+      return { kind: 'primary' };
+    }
+    return keyword.text === 'all' ? { kind: 'all' } : { kind: 'primary' };
+  }
+  const cidrs: Cidr[] = [];
+  for (const e of entries) {
+    const c = parseCidr(e.text);
+    if (c === undefined) problems.push(`${e.where}: invalid CIDR ${JSON.stringify(e.text)} (expected CIDRs, or exactly one of "primary", "all")`);
+    else cidrs.push(c);
+  }
+  return { kind: 'cidrs', cidrs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// masquerade
+
+function resolveMasquerade(s: Sources, problems: string[]): { masqueradeAll: boolean; masqueradeBit: number } {
+  const flag = s.flags.booleans.get('masquerade-all');
+  const masqueradeAll = flag ?? (s.file.bool('nftables.masqueradeAll') === true || s.file.bool('iptables.masqueradeAll') === true);
+
+  let masqueradeBit = DEFAULT_MASQUERADE_BIT;
+  let chosen = false;
+  for (const field of ['nftables.masqueradeBit', 'iptables.masqueradeBit']) {
+    const bit = s.file.number(field);
+    if (bit === undefined) continue;
+    if (bit < 0 || bit > 31) problems.push(`${field}: must be an integer 0..31, got ${bit}`);
+    else if (!chosen) {
+      masqueradeBit = bit;
+      chosen = true;
+    }
+  }
+  return { masqueradeAll, masqueradeBit };
+}
+
+// ---------------------------------------------------------------------------------------------
+// sync periods
+
+function resolveSyncPeriods(s: Sources, problems: string[]): { syncPeriodMs: number; minSyncPeriodMs: number } {
+  const sync = resolveDuration(s, 'iptables-sync-period', 'syncPeriod', DEFAULT_SYNC_PERIOD_MS, problems);
+  const min = resolveDuration(s, 'iptables-min-sync-period', 'minSyncPeriod', DEFAULT_MIN_SYNC_PERIOD_MS, problems);
+  let ok = true;
+  if (sync !== undefined && sync.value <= 0) {
+    problems.push(`${sync.where}: must be greater than 0, got ${formatMs(sync.value)}`);
+    ok = false;
+  }
+  if (min !== undefined && min.value < 0) {
+    problems.push(`${min.where}: must be greater than or equal to 0, got ${formatMs(min.value)}`);
+    ok = false;
+  }
+  if (ok && sync !== undefined && min !== undefined && min.value > sync.value) {
+    problems.push(`${sync.where}: must be greater than or equal to ${min.where} (${formatMs(sync.value)} < ${formatMs(min.value)})`);
+  }
+  return { syncPeriodMs: sync?.value ?? DEFAULT_SYNC_PERIOD_MS, minSyncPeriodMs: min?.value ?? DEFAULT_MIN_SYNC_PERIOD_MS };
+}
+
+/**
+ * The flag if given (any value, validated by the caller), else `nftables.<name>`, else
+ * `iptables.<name>`, else the default. In the file a zero duration means "unset", as upstream's
+ * defaulting treats it. Undefined when the flag does not parse (the problem is recorded).
+ */
+function resolveDuration(s: Sources, flag: StringFlag, name: string, fallback: number, problems: string[]): Sourced<number> | undefined {
+  const text = s.flags.strings.get(flag);
+  if (text !== undefined) {
+    const ms = parseGoDuration(text);
+    if (ms === undefined) {
+      problems.push(`--${flag}: invalid duration ${JSON.stringify(text)} (examples: 30s, 1m, 500ms, 1h2m)`);
+      return undefined;
+    }
+    return { value: ms, where: `--${flag}` };
+  }
+  for (const field of [`nftables.${name}`, `iptables.${name}`]) {
+    const ms = s.file.number(field);
+    if (ms !== undefined && ms !== 0) return { value: ms, where: field };
+  }
+  return { value: fallback, where: `${name} (default)` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// bind addresses
+
+/**
+ * `IP:port`, `[IPv6]:port`, or a bare IP (the default port is appended, as upstream does).
+ * Returns canonical text, or undefined when invalid.
+ */
+export function parseBindAddress(text: string, defaultPort: number): string | undefined {
+  let host: string;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1] ?? '';
+    portText = bracketed[2];
+  } else if (text.split(':').length === 2) {
+    [host = '', portText] = text.split(':');
+  } else {
+    host = text;
+  }
+  const ip = parseIp(host);
+  if (ip === undefined || host !== host.trim() || (bracketed && ip.family !== 'ipv6')) return undefined;
+  let port = defaultPort;
+  if (portText !== undefined) {
+    if (!/^\d{1,5}$/.test(portText)) return undefined;
+    port = Number(portText);
+    if (port < 1 || port > 65535) return undefined;
+  }
+  return ip.family === 'ipv6' ? `[${ip.text}]:${port}` : `${ip.text}:${port}`;
+}
+
+function resolveBindAddress(s: Sources, flag: StringFlag, field: string, fallback: string, defaultPort: number, problems: string[]): string {
+  const flagValue = s.flags.strings.get(flag);
+  // An explicitly empty flag disables the server (upstream); an empty file field means "default".
+  if (flagValue === '') return '';
+  const fileValue = s.file.string(field);
+  const src: Sourced<string> | undefined =
+    flagValue !== undefined
+      ? { value: flagValue, where: `--${flag}` }
+      : fileValue !== undefined && fileValue !== ''
+        ? { value: fileValue, where: field }
+        : undefined;
+  if (src === undefined) return fallback;
+  const parsed = parseBindAddress(src.value, defaultPort);
+  if (parsed === undefined) {
+    problems.push(`${src.where}: must be IP:port (e.g. ${fallback} or [::]:${defaultPort}) or a bare IP, got ${JSON.stringify(src.value)}`);
+    return fallback;
+  }
+  return parsed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// verbosity
+
+function resolveVerbosity(s: Sources, problems: string[]): number {
+  const flag = s.flags.strings.get('v');
+  if (flag !== undefined) {
+    const v = /^\d{1,2}$/.test(flag) ? Number(flag) : NaN;
+    if (!(v >= 0 && v <= MAX_VERBOSITY)) {
+      problems.push(`--v: must be an integer 0..${MAX_VERBOSITY}, got ${JSON.stringify(flag)}`);
+      return 0;
+    }
+    return v;
+  }
+  const v = s.file.number('logging.verbosity');
+  if (v === undefined) return 0;
+  if (v > MAX_VERBOSITY) {
+    problems.push(`logging.verbosity: must be an integer 0..${MAX_VERBOSITY}, got ${v}`);
+    return 0;
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// fields kproxy does not use but upstream validates
+
+function checkOtherFileFields(file: FileValues, problems: string[]): void {
+  const bind = file.string('bindAddress');
+  if (bind !== undefined && bind !== '' && (parseIp(bind) === undefined || bind !== bind.trim())) {
+    problems.push(`bindAddress: must be an IP address, got ${JSON.stringify(bind)}`);
+  }
+  const oom = file.number('oomScoreAdj');
+  if (oom !== undefined && (oom < -1000 || oom > 1000)) problems.push(`oomScoreAdj: must be within -1000..1000, got ${oom}`);
+}

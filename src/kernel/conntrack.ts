@@ -1,0 +1,241 @@
+/**
+ * @module kernel/conntrack
+ * Lists and deletes conntrack entries with the `conntrack` tool (conntrack-tools), and runs the
+ * stale-flow cleanup planned by `model/conntrack-plan.ts` after a sync. The command runner is
+ * injected, so tests can fake it or run it inside a network namespace; argv is always an array
+ * built from validated addresses and ports, never a shell string.
+ */
+import { execa } from 'execa';
+import type { Family } from '../model/cluster.ts';
+import {
+  planConntrackCleanup,
+  type ConntrackCleanupInput,
+  type ConntrackDeletion,
+  type ConntrackEntry,
+  type ConntrackProtocol,
+  type ConntrackTuple,
+  type StaleReason,
+} from '../model/conntrack-plan.ts';
+import { parseIp } from '../model/ip.ts';
+
+export interface RunResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command and resolves with its outcome whatever the exit code; rejects only if it cannot start. */
+export type Run = (command: string, args: readonly string[]) => Promise<RunResult>;
+
+/** The real runner. */
+export const execaRun: Run = async (command, args) => {
+  const r = await execa(command, [...args], { reject: false, stdin: 'ignore', stripFinalNewline: false });
+  if (r.failed && r.exitCode === undefined) throw new Error(`${command}: ${r.shortMessage}`);
+  return { exitCode: r.exitCode ?? 1, stdout: r.stdout, stderr: r.stderr };
+};
+
+export class ConntrackError extends Error {
+  override readonly name = 'ConntrackError';
+}
+
+const PROTO_NAME: Record<ConntrackProtocol, string> = { UDP: 'udp', SCTP: 'sctp' };
+
+export interface ParsedEntries {
+  readonly entries: ConntrackEntry[];
+  /** Non-empty lines that were not a parseable entry of the requested family and protocol. */
+  readonly unparsed: number;
+}
+
+/**
+ * Parses `conntrack -L` output, default or `-o extended`. An entry line names its protocol, then
+ * `src= dst= sport= dport=` twice: the original direction first, the reply direction second.
+ */
+export function parseConntrackList(text: string, family: Family, protocol: ConntrackProtocol): ParsedEntries {
+  const entries: ConntrackEntry[] = [];
+  let unparsed = 0;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    const entry = parseLine(line, family, protocol);
+    if (entry) entries.push(entry);
+    else unparsed++;
+  }
+  return { entries, unparsed };
+}
+
+function parseLine(line: string, family: Family, protocol: ConntrackProtocol): ConntrackEntry | undefined {
+  const tokens = line.split(/\s+/);
+  // Extended output starts with the family ("ipv4 2 udp 17 ..."); default output with the protocol.
+  const protoAt = tokens[0] === 'ipv4' || tokens[0] === 'ipv6' ? 2 : 0;
+  if (protoAt === 2 && tokens[0] !== family) return undefined;
+  if (tokens[protoAt] !== PROTO_NAME[protocol]) return undefined;
+  const tuples: Partial<Record<keyof ConntrackTuple, string>>[] = [];
+  let current: Partial<Record<keyof ConntrackTuple, string>> = {};
+  for (const token of tokens) {
+    const eq = token.indexOf('=');
+    if (eq <= 0) continue;
+    const key = token.slice(0, eq);
+    if (key !== 'src' && key !== 'dst' && key !== 'sport' && key !== 'dport') continue;
+    // A repeated key starts the next direction.
+    if (current[key] !== undefined) {
+      tuples.push(current);
+      current = {};
+    }
+    current[key] = token.slice(eq + 1);
+  }
+  tuples.push(current);
+  if (tuples.length !== 2) return undefined;
+  const original = toTuple(tuples[0], family);
+  const reply = toTuple(tuples[1], family);
+  if (!original || !reply) return undefined;
+  return { family, protocol, original, reply };
+}
+
+function toTuple(t: Partial<Record<keyof ConntrackTuple, string>> | undefined, family: Family): ConntrackTuple | undefined {
+  if (!t?.src || !t.dst || !t.sport || !t.dport) return undefined;
+  const src = parseIp(t.src);
+  const dst = parseIp(t.dst);
+  const sport = parsePort(t.sport);
+  const dport = parsePort(t.dport);
+  if (!src || !dst || src.family !== family || dst.family !== family) return undefined;
+  if (sport === undefined || dport === undefined) return undefined;
+  return { src: src.text, dst: dst.text, sport, dport };
+}
+
+function parsePort(s: string): number | undefined {
+  if (!/^\d{1,5}$/.test(s)) return undefined;
+  const n = Number(s);
+  return n <= 65535 ? n : undefined;
+}
+
+/** `conntrack -L` for one family and protocol. */
+export async function listConntrackEntries(
+  run: Run,
+  family: Family,
+  protocol: ConntrackProtocol = 'UDP',
+): Promise<ParsedEntries> {
+  const r = await run('conntrack', ['-L', '-f', family, '-p', PROTO_NAME[protocol]]);
+  if (r.exitCode !== 0) {
+    throw new ConntrackError(`conntrack -L -f ${family} -p ${PROTO_NAME[protocol]} exited ${r.exitCode}: ${r.stderr.trim()}`);
+  }
+  return parseConntrackList(r.stdout, family, protocol);
+}
+
+/** The argv deleting every entry that matches a deletion filter. Throws on an invalid field. */
+export function deletionArgs(d: ConntrackDeletion): string[] {
+  const origDst = parseIp(d.origDst);
+  const replySrc = parseIp(d.replySrc);
+  if (!origDst || origDst.family !== d.family || !replySrc || replySrc.family !== d.family) {
+    throw new ConntrackError(`invalid conntrack deletion addresses ${d.origDst} / ${d.replySrc} for ${d.family}`);
+  }
+  for (const port of [d.origDport, d.replySport]) {
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConntrackError(`invalid port ${port}`);
+  }
+  return [
+    '-D',
+    '-f',
+    d.family,
+    '-p',
+    PROTO_NAME[d.protocol],
+    '--orig-dst',
+    origDst.text,
+    '--dport',
+    String(d.origDport),
+    '--reply-src',
+    replySrc.text,
+    '--reply-port-src',
+    String(d.replySport),
+  ];
+}
+
+const DELETED = /(\d+) flow entries have been deleted/;
+
+/**
+ * Runs one deletion; resolves with the number of entries the kernel removed. Nothing left to delete
+ * (the flow expired meanwhile; conntrack exits 1 then) is success with 0.
+ */
+export async function deleteConntrackEntries(run: Run, d: ConntrackDeletion): Promise<number> {
+  const args = deletionArgs(d);
+  const r = await run('conntrack', args);
+  const m = DELETED.exec(r.stderr);
+  const count = m?.[1] !== undefined ? Number(m[1]) : undefined;
+  if (r.exitCode === 0) return count ?? 0;
+  if (count === 0) return 0;
+  throw new ConntrackError(`conntrack ${args.join(' ')} exited ${r.exitCode}: ${r.stderr.trim()}`);
+}
+
+export interface ConntrackCleanupOptions extends ConntrackCleanupInput {
+  /** At most this many `conntrack -D` runs per call; the rest wait for the next sync. Default 1000. */
+  readonly maxDeletions?: number;
+  /** Deletions run in parallel, at most this many at a time. Default 4. */
+  readonly concurrency?: number;
+}
+
+export interface ConntrackCleanupResult {
+  readonly family: Family;
+  /** Entries listed, all protocols. */
+  readonly listed: number;
+  /** Output lines that could not be parsed. */
+  readonly unparsed: number;
+  /** Stale entries found, by reason. */
+  readonly stale: Readonly<Record<StaleReason, number>>;
+  /** `conntrack -D` runs made, and how many failed. */
+  readonly deletions: number;
+  readonly failedDeletions: number;
+  /** Deletion filters not run because of `maxDeletions`. */
+  readonly deferred: number;
+  /** Entries the kernel reported deleted. */
+  readonly deleted: number;
+  /** One message per failure, for logging; the cleanup never throws for a failed deletion. */
+  readonly errors: readonly string[];
+}
+
+/**
+ * Lists the family's entries, plans, deletes. Call after the rules of `input.state` are in place.
+ * Throws only when listing fails (nothing is deleted then).
+ */
+export async function cleanupStaleConntrack(run: Run, options: ConntrackCleanupOptions): Promise<ConntrackCleanupResult> {
+  const family = options.state.family;
+  const protocols = options.protocols ?? ['UDP'];
+  const entries: ConntrackEntry[] = [];
+  let unparsed = 0;
+  for (const protocol of protocols) {
+    const listed = await listConntrackEntries(run, family, protocol);
+    entries.push(...listed.entries);
+    unparsed += listed.unparsed;
+  }
+  const plan = planConntrackCleanup(entries, { ...options, protocols });
+  const stale: Record<StaleReason, number> = { 'endpoint-gone': 0, 'no-endpoints': 0, 'not-dnated': 0, 'service-gone': 0 };
+  for (const s of plan.stale) stale[s.reason]++;
+
+  const max = Math.max(0, options.maxDeletions ?? 1000);
+  const todo = plan.deletions.slice(0, max);
+  const errors: string[] = [];
+  let deleted = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let d = todo[next++]; d !== undefined; d = todo[next++]) {
+      try {
+        // Not `deleted += await ...`: that reads `deleted` before the await and loses concurrent updates.
+        const n = await deleteConntrackEntries(run, d);
+        deleted += n;
+      } catch (err) {
+        errors.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+  };
+  const workers = Math.max(1, Math.min(options.concurrency ?? 4, todo.length));
+  await Promise.all(Array.from({ length: workers }, worker));
+
+  return {
+    family,
+    listed: entries.length,
+    unparsed,
+    stale,
+    deletions: todo.length,
+    failedDeletions: errors.length,
+    deferred: plan.deletions.length - todo.length,
+    deleted,
+    errors,
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * @module kernel/nftables-backend
+ * Brings kproxy's nftables tables to the desired rulesets: reads what the kernel holds, plans
+ * the difference for every family, and commits all of it as ONE nft transaction. If the commit
+ * fails the kernel keeps the previous rules untouched (nft transactions are all-or-nothing).
+ */
+import type { Nft } from './nft.ts';
+import type { Ruleset } from '../render/nftables/ruleset.ts';
+import type { NftFamily } from '../render/nftables/syntax.ts';
+import type { Fragment } from '../render/nftables/syntax.ts';
+import { parseObservedTable } from '../render/nftables/observed.ts';
+import { planTransaction, type PlanSummary } from '../render/nftables/diff.ts';
+import { TABLE } from '../render/nftables/layout.ts';
+
+export interface FamilySyncReport {
+  readonly family: NftFamily;
+  readonly summary: PlanSummary;
+  readonly reason?: string;
+}
+
+export interface SyncReport {
+  readonly families: readonly FamilySyncReport[];
+  /** Commands committed (0 when the kernel already matched). */
+  readonly commands: number;
+}
+
+export class NftablesBackend {
+  private readonly nft: Nft;
+  constructor(nft: Nft) {
+    this.nft = nft;
+  }
+
+  /** Plans against what the kernel holds now and commits the difference atomically. */
+  async sync(rulesets: readonly Ruleset[], options: { check?: boolean } = {}): Promise<SyncReport> {
+    const families: FamilySyncReport[] = [];
+    const commands: Fragment[] = [];
+    for (const rs of rulesets) {
+      const listing = await this.nft.listTable(rs.family, rs.table);
+      const plan = planTransaction(rs, listing === undefined ? undefined : parseObservedTable(listing));
+      commands.push(...plan.commands);
+      families.push({ family: rs.family, summary: plan.summary, ...(plan.reason ? { reason: plan.reason } : {}) });
+    }
+    await this.nft.apply(commands, options);
+    return { families, commands: commands.length };
+  }
+
+  /** True when the kernel holds exactly the desired rulesets (nothing left to plan). */
+  async matches(rulesets: readonly Ruleset[]): Promise<boolean> {
+    for (const rs of rulesets) {
+      const listing = await this.nft.listTable(rs.family, rs.table);
+      if (listing === undefined) return false;
+      if (planTransaction(rs, parseObservedTable(listing)).commands.length > 0) return false;
+    }
+    return true;
+  }
+
+  /** Removes kproxy's tables (and nothing else); returns the families that had one. */
+  async cleanup(): Promise<NftFamily[]> {
+    const removed: NftFamily[] = [];
+    for (const family of ['ip', 'ip6'] as const) {
+      if (await this.nft.deleteTable(family, TABLE)) removed.push(family);
+    }
+    return removed;
+  }
+}
