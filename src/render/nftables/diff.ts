@@ -9,7 +9,7 @@
  * of chains and sets nothing refers to any more (Linux >= 5.x resolves these references within one
  * transaction; upstream kube-proxy deletes stale chains a second later only for older kernels).
  */
-import type { Fragment } from './syntax.ts';
+import type { Fragment, Value } from './syntax.ts';
 import type { Chain, Ruleset } from './ruleset.ts';
 import { chainFingerprint, Commands, createCommands, elementText, isDynamic, ruleCommands } from './ruleset.ts';
 import type { ObservedTable } from './observed.ts';
@@ -51,6 +51,8 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
   const staleDeletes: Fragment[] = [];
   let chainsAdded = 0;
   let chainsChanged = 0;
+  let elementsAdded = 0;
+  let elementsDeleted = 0;
 
   for (const chain of desired.chains) {
     const seen = observed.chains.get(chain.name);
@@ -77,13 +79,13 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     if (isDynamic(set.spec)) continue;
     const wanted = new Map(set.elements.map((e) => [elementText(e), e]));
     const existing = seen?.elements ?? new Set<string>();
-    for (const text of existing) {
-      if (wanted.has(text)) continue;
-      // A map element is deleted by its key alone; the key is the text before " : ".
-      const key = text.split(' : ')[0] ?? text;
-      elementDeletes.push(deleteByKeyText(c, set.spec.name, key));
-    }
-    for (const [text, e] of wanted) if (!existing.has(text)) elementAdds.push(c.addElement(set.spec.name, e));
+    // A map element is deleted by its key alone; the key is the text before " : ".
+    const stale = [...existing].filter((text) => !wanted.has(text)).map((text) => keyFromText(text.split(' : ')[0] ?? text));
+    const fresh = [...wanted].filter(([text]) => !existing.has(text)).map(([, e]) => e);
+    if (stale.length > 0) elementDeletes.push(c.deleteElements(set.spec.name, stale));
+    if (fresh.length > 0) elementAdds.push(c.addElements(set.spec.name, fresh));
+    elementsDeleted += stale.length;
+    elementsAdded += fresh.length;
   }
   const desiredSets = new Map(desired.sets.map((s) => [s.spec.name, s]));
   for (const [name, seen] of observed.sets) {
@@ -97,8 +99,8 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
       chainsAdded,
       chainsChanged,
       chainsDeleted: staleFlushes.length,
-      elementsAdded: elementAdds.length,
-      elementsDeleted: elementDeletes.length,
+      elementsAdded,
+      elementsDeleted,
     },
   };
 }
@@ -147,9 +149,9 @@ function unrecognisedElement(observed: ObservedTable): string | undefined {
   return undefined;
 }
 
-/** Deletes an observed element by its canonical key text (already validated when it was written). */
-function deleteByKeyText(c: Commands, set: string, keyText: string): Fragment {
-  return c.deleteElement(set, { key: { text: keyText, json: keyJsonFromText(keyText) } });
+/** An observed element's key as a Value, from its canonical text (checked against KEY_TEXT). */
+function keyFromText(keyText: string): Value {
+  return { text: keyText, json: keyJsonFromText(keyText) };
 }
 
 /** nft JSON for a key written as canonical element text: parts joined by " . ". */

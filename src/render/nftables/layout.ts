@@ -99,10 +99,14 @@ class Builder {
     const proto = value.protocol(sp.ref.protocol);
     const frontend = (ip: string): Value => value.concat([value.ip(ip), proto, value.port(sp.port)]);
 
-    // Endpoint ladders, one per endpoint list a route uses.
+    // Endpoint ladders, one per endpoint list a route uses (internal and external may share one).
+    const ladders = new Set<Role>();
     const ladder = (role: Role, endpoints: readonly EndpointTarget[]): Verdict => {
       const name = role === 'svc' ? names.svc : names.lcl;
-      if (!this.chains.some((c) => c.name === name)) this.chains.push(this.ladderChain(name, role, sp, endpoints));
+      if (!ladders.has(role)) {
+        ladders.add(role);
+        this.chains.push(this.ladderChain(name, role, sp, endpoints));
+      }
       return { kind: 'goto', chain: name };
     };
 
@@ -181,7 +185,8 @@ class Builder {
       if (affinity !== undefined) statements.push(stmt.updateSet(affinitySet(ep), saddr));
       statements.push(stmt.dnat(ep.ip, ep.port));
       rules.push({ statements });
-      this.add(S.hairpin, { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) }, sp.key, true);
+      // Only a pod on this node can send a packet that this node DNATs back to the same pod.
+      if (ep.isLocal) this.add(S.hairpin, { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) }, sp.key, true);
     });
     if (affinity !== undefined) {
       for (const ep of endpoints) this.affinitySets.set(affinitySet(ep), affinity);

@@ -152,21 +152,24 @@ export class Commands {
     };
   }
 
-  addElement(set: string, e: Element): Fragment {
-    return this.element('add', set, e);
+  /** One command for many elements: the kernel takes them in one batch (one per line in text). */
+  addElements(set: string, elements: readonly Element[]): Fragment {
+    return this.elements('add', set, elements);
   }
 
-  deleteElement(set: string, e: Element): Fragment {
-    // Deleting a map element names only its key.
-    return this.element('delete', set, { key: e.key });
+  /** Deleting a map element names only its key. */
+  deleteElements(set: string, keys: readonly Value[]): Fragment {
+    return this.elements('delete', set, keys.map((key) => ({ key })));
   }
 
-  private element(op: 'add' | 'delete', set: string, e: Element): Fragment {
-    const elem = e.verdict ? [[e.key.json, verdictValue(e.verdict).json]] : [e.key.json];
-    return {
-      text: `${op} element ${this.where()} ${identifier(set)} { ${elementText(e)} }`,
-      json: { [op]: { element: this.ref({ name: set, elem }) } },
-    };
+  private elements(op: 'add' | 'delete', set: string, elements: readonly Element[]): Fragment {
+    const elem = elements.map((e) => (e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.key.json));
+    const head = `${op} element ${this.where()} ${identifier(set)}`;
+    const text =
+      elements.length === 1 && elements[0]
+        ? `${head} { ${elementText(elements[0])} }`
+        : `${head} {\n${elements.map((e) => `\t${elementText(e)}`).join(',\n')}\n}`;
+    return { text, json: { [op]: { element: this.ref({ name: set, elem }) } } };
   }
 }
 
@@ -177,8 +180,7 @@ export function createCommands(rs: Ruleset): Fragment[] {
   for (const chain of rs.chains) out.push(c.addChain(chain));
   for (const set of rs.sets) out.push(c.addSet(set.spec));
   for (const set of rs.sets) {
-    if (isDynamic(set.spec)) continue;
-    for (const e of set.elements) out.push(c.addElement(set.spec.name, e));
+    if (!isDynamic(set.spec) && set.elements.length > 0) out.push(c.addElements(set.spec.name, set.elements));
   }
   for (const chain of rs.chains) out.push(...ruleCommands(c, chain));
   return out;
