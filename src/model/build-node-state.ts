@@ -39,6 +39,7 @@ export function buildNodeState(snapshot: ClusterSnapshot, family: Family, option
   return {
     family,
     nodeName: options.nodeName,
+    nodeIPs: (node?.addresses ?? []).filter((a) => a.family === family).map((a) => a.text),
     servicePorts,
     serviceCIDRs: snapshot.serviceCIDRs.flatMap((sc) => sc.cidrs.filter((c) => c.family === family)),
     localDetector: localDetector(options, family, node),
@@ -98,7 +99,7 @@ function buildServicePort(
     ...(externallyAccessible ? { external: externalRoute(service, cluster, local) } : {}),
     ...(service.healthCheckNodePort !== undefined ? { healthCheckNodePort: service.healthCheckNodePort } : {}),
     servingEndpoints: candidates.filter((c) => c.endpoint.conditions.serving).map((c) => c.target),
-    localEndpointCount: local.length,
+    localEndpointCount: candidates.filter((c) => c.target.isLocal && isReady(c)).length,
   };
 }
 
@@ -119,7 +120,8 @@ function collectEndpoints(slices: readonly EndpointSlice[], port: ServicePortSpe
       };
       const key = endpointKey(target);
       const existing = byKey.get(key);
-      if (!existing || (target.isLocal && !existing.target.isLocal)) byKey.set(key, { target, endpoint });
+      // Upstream merges duplicates with the local copy winning (the last local one, if several).
+      if (!existing || target.isLocal) byKey.set(key, { target, endpoint });
     }
   }
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c);

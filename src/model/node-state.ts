@@ -53,7 +53,7 @@ export interface ServicePortRef {
 
 export interface ServicePortState {
   readonly ref: ServicePortRef;
-  /** `namespace/name:portName/protocol`, unique per family; the sort key. */
+  /** `namespace/name:portName`, unique per family (port names are unique per Service); the sort key. */
   readonly key: string;
   readonly clusterIP: string;
   readonly port: number;
@@ -72,7 +72,7 @@ export interface ServicePortState {
    * stale-conntrack cleanup, as upstream's reconciler leaves them.
    */
   readonly servingEndpoints: readonly EndpointTarget[];
-  /** Ready (or serving-terminating fallback) endpoints on this node, for health checks. */
+  /** Ready endpoints on this node (upstream's LocalReadyEndpoints), for health checks. */
   readonly localEndpointCount: number;
 }
 
@@ -91,6 +91,8 @@ export type NodePortDestinations =
 export interface NodeState {
   readonly family: Family;
   readonly nodeName: string;
+  /** This node's addresses of this family, from its Node object (InternalIP first). */
+  readonly nodeIPs: readonly string[];
   /** Sorted by key. */
   readonly servicePorts: readonly ServicePortState[];
   /** This family's ServiceCIDRs: addresses in them that no Service uses are dropped. */

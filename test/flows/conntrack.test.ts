@@ -226,6 +226,7 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
     return {
       family: p.family,
       nodeName: 'node',
+      nodeIPs: [],
       servicePorts,
       serviceCIDRs: [],
       localDetector: { kind: 'none' },

@@ -27,6 +27,7 @@ export function sampleStateV4(): NodeState {
   return {
     family: 'ipv4',
     nodeName: 'node-a',
+    nodeIPs: [],
     servicePorts: [
       servicePort({ ref: { namespace: 'default', name: 'affinity', portName: 'p', protocol: 'TCP' }, key: 'default/affinity:p', clusterIP: '10.96.0.5', affinityTimeoutSeconds: 60, internal: { kind: 'cluster', endpoints: [a, b] } }),
       servicePort({ ref: { namespace: 'default', name: 'empty', portName: 'p', protocol: 'UDP' }, key: 'default/empty:p', clusterIP: '10.96.0.6', internal: { kind: 'reject' }, nodePort: 30006, external: { kind: 'reject' } }),
@@ -57,6 +58,7 @@ export function sampleStateV6(): NodeState {
   return {
     family: 'ipv6',
     nodeName: 'node-a',
+    nodeIPs: [],
     servicePorts: [
       servicePort({ clusterIP: 'fd00:96::5', affinityTimeoutSeconds: 10800, nodePort: 30005, internal: { kind: 'cluster', endpoints: [a] }, external: { kind: 'cluster', endpoints: [a] } }),
     ],

@@ -49,6 +49,7 @@ function nodeState(servicePorts: ServicePortState[], family: Family = 'ipv4'): N
   return {
     family,
     nodeName: 'node-a',
+    nodeIPs: [],
     servicePorts,
     serviceCIDRs: [],
     localDetector: { kind: 'none' },

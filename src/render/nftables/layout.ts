@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Cidr, Protocol } from '../../model/cluster.ts';
+import { cidrContains, hostCidr } from '../../model/ip.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../model/node-state.ts';
 import type { Problem } from '../../util/problems.ts';
 import type { Chain, Element, NftSet, Ruleset, SetSpec } from './ruleset.ts';
@@ -105,27 +106,33 @@ class Builder {
       const name = role === 'svc' ? names.svc : names.lcl;
       if (!ladders.has(role)) {
         ladders.add(role);
-        this.chains.push(this.ladderChain(name, role, sp, endpoints));
+        this.chains.push(this.ladderChain(name, sp, endpoints));
       }
       return { kind: 'goto', chain: name };
     };
 
-    this.add(S.clusterIps, { key: value.ip(sp.clusterIP) }, sp.key, true);
+    this.add(S.clusterIps, { key: value.ip(sp.clusterIP) });
     const internal = sp.internal;
-    if (internal.kind === 'cluster' || internal.kind === 'local') {
-      const target = ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints);
-      this.add(S.serviceIps, { key: frontend(sp.clusterIP), verdict: target }, sp.key);
-    } else {
-      this.add(S.noEndpointServices, { key: frontend(sp.clusterIP), verdict: noEndpointVerdict(internal.kind) }, sp.key);
+    const clusterFrontend = frontend(sp.clusterIP);
+    if (this.claim(clusterFrontend, sp)) {
+      if (internal.kind === 'cluster' || internal.kind === 'local') {
+        const target = ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints);
+        this.add(S.serviceIps, { key: clusterFrontend, verdict: target });
+      } else {
+        this.add(S.noEndpointServices, { key: clusterFrontend, verdict: noEndpointVerdict(internal.kind) });
+      }
     }
 
     const external = sp.external;
     if (!external) return;
-    const externalIps = [...sp.externalIPs, ...sp.loadBalancerIPs];
+    // Only the frontends this port owns; another Service's claim wins (reported in claim()).
+    const externalIps = [...sp.externalIPs, ...sp.loadBalancerIPs].filter((ip) => this.claim(frontend(ip), sp));
     const nodePortKey = sp.nodePort !== undefined ? value.concat([proto, value.port(sp.nodePort)]) : undefined;
+    const nodePort = nodePortKey && this.claim(nodePortKey, sp) ? nodePortKey : undefined;
+    if (externalIps.length === 0 && !nodePort) return;
     if (external.kind === 'reject') {
-      for (const ip of externalIps) this.add(S.noEndpointServices, { key: frontend(ip), verdict: noEndpointVerdict('reject') }, sp.key);
-      if (nodePortKey) this.add(S.noEndpointNodePorts, { key: nodePortKey, verdict: noEndpointVerdict('reject') }, sp.key);
+      for (const ip of externalIps) this.add(S.noEndpointServices, { key: frontend(ip), verdict: noEndpointVerdict('reject') });
+      if (nodePort) this.add(S.noEndpointNodePorts, { key: nodePort, verdict: noEndpointVerdict('reject') });
     } else {
       const svcTarget = ladder('svc', external.kind === 'cluster' ? external.endpoints : external.cluster);
       const rules: Rule[] = [];
@@ -144,31 +151,34 @@ class Builder {
       }
       this.chains.push({ name: names.ext, rules });
       const toExt: Verdict = { kind: 'goto', chain: names.ext };
-      for (const ip of externalIps) this.add(S.serviceIps, { key: frontend(ip), verdict: toExt }, sp.key);
-      if (nodePortKey) this.add(S.serviceNodePorts, { key: nodePortKey, verdict: toExt }, sp.key);
+      for (const ip of externalIps) this.add(S.serviceIps, { key: frontend(ip), verdict: toExt });
+      if (nodePort) this.add(S.serviceNodePorts, { key: nodePort, verdict: toExt });
       if (external.kind === 'local' && external.local.length === 0) {
         // What the EXT chain did not short-circuit has nowhere to go on this node.
-        for (const ip of externalIps) this.add(S.noEndpointServices, { key: frontend(ip), verdict: noEndpointVerdict('drop') }, sp.key);
-        if (nodePortKey) this.add(S.noEndpointNodePorts, { key: nodePortKey, verdict: noEndpointVerdict('drop') }, sp.key);
+        for (const ip of externalIps) this.add(S.noEndpointServices, { key: frontend(ip), verdict: noEndpointVerdict('drop') });
+        if (nodePort) this.add(S.noEndpointNodePorts, { key: nodePort, verdict: noEndpointVerdict('drop') });
       }
     }
 
-    if (sp.loadBalancerSourceRanges.length > 0) {
-      for (const lb of sp.loadBalancerIPs) {
-        const lbFrontend = [value.ip(lb), proto, value.port(sp.port)];
-        this.add(S.firewallIps, { key: value.concat(lbFrontend) }, sp.key);
-        // Upstream also admits the LB IPs themselves (traffic a node SNATs to an LB IP).
-        const allowed: Value[] = [...sp.loadBalancerSourceRanges.map(value.cidr), ...sp.loadBalancerIPs.map(value.ip)];
-        for (const src of allowed) this.add(S.firewallAllow, { key: value.concat([...lbFrontend, src]) }, sp.key, true);
+    const ranges = sp.loadBalancerSourceRanges;
+    if (ranges.length === 0) return;
+    // Upstream's allowFromNode: when a range holds this node's IP, traffic the node SNATs to an
+    // LB IP (some platforms do) is allowed too.
+    const allowFromNode = this.state.nodeIPs.some((ip) => ranges.some((r) => cidrContains(r, { family: r.family, text: ip })));
+    const sources: Cidr[] = [...ranges, ...(allowFromNode ? sp.loadBalancerIPs.map((ip) => hostCidr({ family: this.state.family, text: ip })) : [])];
+    for (const lb of sp.loadBalancerIPs.filter((ip) => externalIps.includes(ip))) {
+      this.add(S.firewallIps, { key: frontend(lb) });
+      for (const src of outermostCidrs(sources)) {
+        this.add(S.firewallAllow, { key: value.concat([value.ip(lb), proto, value.port(sp.port), value.cidr(src)]) });
       }
     }
   }
 
-  private ladderChain(name: string, role: Role, sp: ServicePortState, endpoints: readonly EndpointTarget[]): Chain {
+  private ladderChain(name: string, sp: ServicePortState, endpoints: readonly EndpointTarget[]): Chain {
     const l4 = stmt.match(expr.l4proto(), '==', value.protocol(sp.ref.protocol));
     const saddr = expr.saddr(this.f);
     const affinity = sp.affinityTimeoutSeconds;
-    const affinitySet = (ep: EndpointTarget) => affinitySetName(sp, role, ep, affinity ?? 0);
+    const affinitySet = (ep: EndpointTarget) => affinitySetName(sp, ep, affinity ?? 0);
     const rules: Rule[] = [];
     if (affinity !== undefined) {
       for (const ep of endpoints) {
@@ -186,7 +196,7 @@ class Builder {
       statements.push(stmt.dnat(ep.ip, ep.port));
       rules.push({ statements });
       // Only a pod on this node can send a packet that this node DNATs back to the same pod.
-      if (ep.isLocal) this.add(S.hairpin, { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) }, sp.key, true);
+      if (ep.isLocal) this.add(S.hairpin, { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) });
     });
     if (affinity !== undefined) {
       for (const ep of endpoints) this.affinitySets.set(affinitySet(ep), affinity);
@@ -210,25 +220,32 @@ class Builder {
     }
   }
 
-  /** Adds an element; a key already owned by another service port is a reported conflict. */
-  private add(set: string, e: Element, owner: string, shared = false): void {
+  /** Adds an element; the same key added twice is one element. */
+  private add(set: string, e: Element): void {
     const elements = this.elements.get(set);
     if (!elements) throw new Error(`unknown set ${set}`);
-    const key = e.key.text;
-    const ownerKey = `${set}\u0000${key}`;
-    const previous = this.owners.get(ownerKey);
-    if (previous !== undefined && previous !== owner && !shared) {
-      const [namespace, rest = ''] = owner.split('/');
-      this.problems.push({
-        kind: 'Service',
-        object: `${namespace}/${rest.split(':')[0]}`,
-        path: '',
-        message: `${key} is already used by Service ${previous}; this port does not get it`,
-      });
-      return;
+    if (!elements.has(e.key.text)) elements.set(e.key.text, e);
+  }
+
+  /**
+   * Claims a frontend (address . protocol . port, or protocol . NodePort) for a service port. The
+   * first port (in key order) keeps it in every set; a later claimant gets none of its elements,
+   * and the conflict is reported once.
+   */
+  private claim(frontend: Value, sp: ServicePortState): boolean {
+    const owner = this.owners.get(frontend.text);
+    if (owner === undefined) {
+      this.owners.set(frontend.text, sp.key);
+      return true;
     }
-    if (previous === undefined) this.owners.set(ownerKey, owner);
-    if (!elements.has(key)) elements.set(key, e);
+    if (owner === sp.key) return true;
+    this.problems.push({
+      kind: 'Service',
+      object: `${sp.ref.namespace}/${sp.ref.name}`,
+      path: '',
+      message: `${frontend.text} is already used by Service port ${owner}; this port does not get it`,
+    });
+    return false;
   }
 
   finish(): RenderResult {
@@ -245,7 +262,7 @@ class Builder {
       this.set({ name: S.firewallAllow, keyType: [a, 'inet_proto', 'inet_service', a], verdictMap: false, flags: ['interval'] }),
       this.set(
         { name: S.serviceCidrs, keyType: [a], verdictMap: false, flags: ['interval'] },
-        this.state.serviceCIDRs.map((c) => ({ key: value.cidr(c) })),
+        outermostCidrs(this.state.serviceCIDRs).map((c) => ({ key: value.cidr(c) })),
       ),
       this.set({ name: S.hairpin, keyType: [a, a], verdictMap: false, flags: [] }),
       ...[...this.affinitySets].map(([name, timeoutSeconds]): NftSet => ({
@@ -265,7 +282,7 @@ class Builder {
 
   private nodePortAddressElements(): Element[] {
     const d = this.state.nodePortDestinations;
-    return d.kind === 'cidrs' ? dedupeCidrs(d.cidrs).map((c) => ({ key: value.cidr(c) })) : [];
+    return d.kind === 'cidrs' ? outermostCidrs(d.cidrs).map((c) => ({ key: value.cidr(c) })) : [];
   }
 
   /** The fixed chains: hooks, dispatch, masquerade and the filter checks. */
@@ -371,10 +388,19 @@ function noEndpointVerdict(kind: 'reject' | 'drop'): Verdict {
   return kind === 'reject' ? { kind: 'goto', chain: C.reject } : { kind: 'drop' };
 }
 
-function dedupeCidrs(cidrs: readonly Cidr[]): Cidr[] {
-  const seen = new Map<string, Cidr>();
-  for (const c of cidrs) seen.set(`${c.address}/${c.prefixLength}`, c);
-  return [...seen.values()];
+/**
+ * The CIDRs not inside another one of the list (duplicates once): the kernel refuses overlapping
+ * intervals in one set ("conflicting intervals specified"), and the outer one already covers them.
+ */
+export function outermostCidrs(cidrs: readonly Cidr[]): Cidr[] {
+  const covers = (a: Cidr, b: Cidr) => a.prefixLength <= b.prefixLength && cidrContains(a, { family: b.family, text: b.address });
+  const out: Cidr[] = [];
+  for (const c of cidrs) {
+    if (out.some((o) => covers(o, c))) continue;
+    for (let i = out.length - 1; i >= 0; i--) if (covers(c, out[i] as Cidr)) out.splice(i, 1);
+    out.push(c);
+  }
+  return out;
 }
 
 function shortHash(...parts: string[]): string {
@@ -392,7 +418,10 @@ export function servicePortNames(sp: ServicePortState): { svc: string; lcl: stri
   return { svc: `svc-${id}`, lcl: `lcl-${id}`, ext: `ext-${id}` };
 }
 
-/** One dynamic set per (service port, endpoint list, endpoint, timeout): a changed timeout is a new set. */
-function affinitySetName(sp: ServicePortState, role: Role, ep: EndpointTarget, timeout: number): string {
-  return `aff-${shortHash(sp.key, role, ep.ip, String(ep.port))}-t${timeout}`;
+/**
+ * One dynamic set per (service port, endpoint, timeout), shared by the cluster and local ladders
+ * as upstream shares it; a changed timeout is a new set.
+ */
+function affinitySetName(sp: ServicePortState, ep: EndpointTarget, timeout: number): string {
+  return `aff-${shortHash(sp.key, ep.ip, String(ep.port))}-t${timeout}`;
 }
