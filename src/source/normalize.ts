@@ -1,6 +1,8 @@
 /**
  * @module source/normalize
- * Untrusted Kubernetes objects (any JSON shape) → a validated `ClusterSnapshot`. Pure.
+ * Untrusted Kubernetes objects (any JSON shape) → validated model objects. Pure. `normalizeObject`
+ * validates one object (the API source calls it per watch event, so a sync never re-validates the
+ * cluster); `buildSnapshot` is a loop over it for a whole list (the manifest source).
  *
  * Policy: a malformed *required* piece (identity, ClusterIPs, a port, a list over its limit, any
  * loadBalancerSourceRange) skips the whole object with a problem; a malformed element of an
@@ -588,8 +590,22 @@ const SERVICE_CIDR: KindSpec<ServiceCIDR> = {
   read: readServiceCIDR,
 };
 
-/** Latest object per identity; `undefined` records "seen, but skipped" so it still replaces an earlier copy. */
-type Latest<T> = Map<string, T | undefined>;
+/** The kinds kproxy reads, and what each normalizes to. */
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
+
+export interface KindValues {
+  Service: Service;
+  EndpointSlice: EndpointSlice;
+  Node: Node;
+  ServiceCIDR: ServiceCIDR;
+}
+
+const SPECS: { readonly [K in ObjectKind]: KindSpec<KindValues[K]> } = {
+  Service: SERVICE,
+  EndpointSlice: ENDPOINT_SLICE,
+  Node: NODE,
+  ServiceCIDR: SERVICE_CIDR,
+};
 
 /**
  * Validate one object of a known kind: identity first (so problems can name it), then the body.
@@ -628,16 +644,53 @@ function readObject<T>(spec: KindSpec<T>, root: Field, problems: Problem[]): { k
   }
 }
 
-function store<T>(latest: Latest<T>, kind: string, entry: { key: string; value: T | undefined } | undefined, problems: Problem[]): void {
-  if (!entry) return;
-  if (latest.has(entry.key)) {
-    problems.push({ kind, object: entry.key, path: '', message: 'duplicate object; the later one wins' });
-  }
-  latest.set(entry.key, entry.value);
+/** One object's verdict; see `normalizeObject`. */
+export interface NormalizedObject<K extends ObjectKind = ObjectKind> {
+  readonly kind: K;
+  /**
+   * `namespace/name` (namespaced kinds, an empty namespace read as `default`) or `name`: the
+   * identity problems name. Undefined when the identity is unusable (with a problem) or the object
+   * is none of kproxy's business (another node's Node; no problem).
+   */
+  readonly key: string | undefined;
+  /**
+   * The validated object; undefined when it was skipped: malformed (with a problem) or ignored on
+   * purpose (headless, ExternalName, another proxy's Service, an FQDN slice; no problem).
+   */
+  readonly value: KindValues[K] | undefined;
+  /** Problems about this object, including elements that were dropped from an accepted object. */
+  readonly problems: Problem[];
 }
 
-function present<T>(latest: Latest<T>): T[] {
-  return [...latest.values()].filter((v): v is T => v !== undefined);
+/**
+ * Validate one untrusted object whose kind the caller already knows (a watch or list of that
+ * resource; list items carry no `kind`). Never throws on bad input. Only the Node named
+ * `nodeName` is read. This is the whole of per-object validation: `buildSnapshot` is a loop over it.
+ */
+export function normalizeObject<K extends ObjectKind>(kind: K, raw: unknown, nodeName: string): NormalizedObject<K> {
+  const problems: Problem[] = [];
+  if (!isRecord(raw)) {
+    problems.push({ kind, object: '(unknown)', path: '', message: `not an object: ${quote(raw)}` });
+    return { kind, key: undefined, value: undefined, problems };
+  }
+  if (kind === 'Node') {
+    // Other nodes' objects are none of our business, malformed or not.
+    const meta = raw['metadata'];
+    const name = isRecord(meta) && Object.hasOwn(meta, 'name') ? meta['name'] : undefined;
+    if (typeof name === 'string' && name !== nodeName) return { kind, key: undefined, value: undefined, problems };
+  }
+  const entry = readObject(SPECS[kind], new Field(raw, ''), problems);
+  return { kind, key: entry?.key, value: entry?.value, problems };
+}
+
+/** Latest object per identity; `undefined` records "seen, but skipped" so it still replaces an earlier copy. */
+type Latest<T> = Map<string, T | undefined>;
+
+function store<T>(latest: Latest<T>, kind: string, key: string, value: T | undefined, problems: Problem[]): void {
+  if (latest.has(key)) {
+    problems.push({ kind, object: key, path: '', message: 'duplicate object; the later one wins' });
+  }
+  latest.set(key, value);
 }
 
 function compareText(a: string, b: string): number {
@@ -649,7 +702,7 @@ function byNamespacedName(a: Identity, b: Identity): number {
 }
 
 /** Recognised (apiVersion, kind) pairs; everything else is ignored without a problem. */
-function recognise(apiVersion: string, kind: string): 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR' | undefined {
+function recognise(apiVersion: string, kind: string): ObjectKind | undefined {
   if (apiVersion === 'v1' && (kind === 'Service' || kind === 'Node')) return kind;
   if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') return kind;
   if ((apiVersion === 'networking.k8s.io/v1' || apiVersion === 'networking.k8s.io/v1beta1') && kind === 'ServiceCIDR') return kind;
@@ -657,16 +710,44 @@ function recognise(apiVersion: string, kind: string): 'Service' | 'EndpointSlice
 }
 
 /**
- * Validate untrusted objects into a snapshot. Only the Node named `nodeName` is read; a duplicate
- * (same kind, namespace and name) replaces the earlier copy and is reported. Output lists are
- * sorted by namespace then name (code-unit order), so equal input gives equal output.
+ * A snapshot of already-validated objects, lists sorted by namespace then name (code-unit order)
+ * so that equal input gives equal output whatever the order it arrived in.
+ */
+export function snapshotFrom(parts: {
+  readonly services: Iterable<Service>;
+  readonly endpointSlices: Iterable<EndpointSlice>;
+  readonly node?: Node | undefined;
+  readonly serviceCIDRs: Iterable<ServiceCIDR>;
+}): ClusterSnapshot {
+  return {
+    services: [...parts.services].sort(byNamespacedName),
+    endpointSlices: [...parts.endpointSlices].sort(byNamespacedName),
+    ...(parts.node !== undefined ? { node: parts.node } : {}),
+    serviceCIDRs: [...parts.serviceCIDRs].sort((a, b) => compareText(a.name, b.name)),
+  };
+}
+
+function present<T>(latest: Latest<T>): T[] {
+  return [...latest.values()].filter((v): v is T => v !== undefined);
+}
+
+/**
+ * Validate untrusted objects into a snapshot (`normalizeObject` on each). Only the Node named
+ * `nodeName` is read; a duplicate (same kind, namespace and name) replaces the earlier copy and is
+ * reported. Output lists are sorted as `snapshotFrom` sorts them.
  */
 export function buildSnapshot(objects: unknown[], nodeName: string): { snapshot: ClusterSnapshot; problems: Problem[] } {
   const problems: Problem[] = [];
-  const services: Latest<Service> = new Map();
-  const slices: Latest<EndpointSlice> = new Map();
-  const nodes: Latest<Node> = new Map();
-  const serviceCIDRs: Latest<ServiceCIDR> = new Map();
+  const latest: { [K in ObjectKind]: Latest<KindValues[K]> } = {
+    Service: new Map(),
+    EndpointSlice: new Map(),
+    Node: new Map(),
+    ServiceCIDR: new Map(),
+  };
+  const keep = <K extends ObjectKind>(n: NormalizedObject<K>): void => {
+    problems.push(...n.problems);
+    if (n.key !== undefined) store(latest[n.kind], n.kind, n.key, n.value, problems);
+  };
 
   objects.forEach((raw, i) => {
     const unknownObject = (path: string, message: string): void => {
@@ -677,33 +758,15 @@ export function buildSnapshot(objects: unknown[], nodeName: string): { snapshot:
     const kind = Object.hasOwn(raw, 'kind') ? raw['kind'] : undefined;
     if (typeof apiVersion !== 'string' || apiVersion === '') return unknownObject('apiVersion', `missing or not a string: ${quote(apiVersion)}`);
     if (typeof kind !== 'string' || kind === '') return unknownObject('kind', `missing or not a string: ${quote(kind)}`);
-
-    const root = new Field(raw, '');
-    switch (recognise(apiVersion, kind)) {
-      case 'Service':
-        return store(services, 'Service', readObject(SERVICE, root, problems), problems);
-      case 'EndpointSlice':
-        return store(slices, 'EndpointSlice', readObject(ENDPOINT_SLICE, root, problems), problems);
-      case 'Node': {
-        // Other nodes' objects are none of our business, malformed or not.
-        const meta = raw['metadata'];
-        const name = isRecord(meta) && Object.hasOwn(meta, 'name') ? meta['name'] : undefined;
-        if (typeof name === 'string' && name !== nodeName) return;
-        return store(nodes, 'Node', readObject(NODE, root, problems), problems);
-      }
-      case 'ServiceCIDR':
-        return store(serviceCIDRs, 'ServiceCIDR', readObject(SERVICE_CIDR, root, problems), problems);
-      case undefined:
-        return;
-    }
+    const known = recognise(apiVersion, kind);
+    if (known !== undefined) keep(normalizeObject(known, raw, nodeName));
   });
 
-  const node = nodes.get(nodeName);
-  const snapshot: ClusterSnapshot = {
-    services: present(services).sort(byNamespacedName),
-    endpointSlices: present(slices).sort(byNamespacedName),
-    ...(node !== undefined ? { node } : {}),
-    serviceCIDRs: present(serviceCIDRs).sort((a, b) => compareText(a.name, b.name)),
-  };
+  const snapshot = snapshotFrom({
+    services: present(latest.Service),
+    endpointSlices: present(latest.EndpointSlice),
+    node: latest.Node.get(nodeName),
+    serviceCIDRs: present(latest.ServiceCIDR),
+  });
   return { snapshot, problems };
 }
