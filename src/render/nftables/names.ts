@@ -1,0 +1,78 @@
+/**
+ * @module render/nftables/names
+ * The names of kproxy's nftables objects: the fixed skeleton's chains and sets, and the derived,
+ * bounded names of per-service-port chains and affinity sets.
+ */
+import { createHash } from 'node:crypto';
+import type { Protocol } from '../../model/cluster.ts';
+import type { EndpointTarget, ServicePortState } from '../../model/node-state.ts';
+
+export const TABLE = 'kproxy';
+
+/** Fixed chains. */
+export const CHAIN = {
+  natPrerouting: 'nat-prerouting',
+  natOutput: 'nat-output',
+  natPostrouting: 'nat-postrouting',
+  filterPrerouting: 'filter-prerouting',
+  filterOutput: 'filter-output',
+  filterInput: 'filter-input',
+  filterForward: 'filter-forward',
+  filterOutputPostDnat: 'filter-output-post-dnat',
+  services: 'services',
+  masquerading: 'masquerading',
+  markForMasquerade: 'mark-for-masquerade',
+  firewallCheck: 'firewall-check',
+  serviceEndpointsCheck: 'service-endpoints-check',
+  nodePortEndpointsCheck: 'nodeport-endpoints-check',
+  clusterIpsCheck: 'cluster-ips-check',
+  reject: 'reject-chain',
+} as const;
+
+/** Fixed sets and maps. */
+export const SET = {
+  clusterIps: 'cluster-ips',
+  serviceIps: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+  nodePortAddresses: 'nodeport-addresses',
+  firewallIps: 'firewall-ips',
+  firewallAllow: 'firewall-allow',
+  serviceCidrs: 'service-cidrs',
+  hairpin: 'hairpin',
+} as const;
+
+export type SetName = (typeof SET)[keyof typeof SET];
+
+function shortHash(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 8);
+}
+
+const PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
+
+export interface ServicePortNames {
+  /** Ladder over the cluster-wide endpoints. */
+  readonly svc: string;
+  /** Ladder over this node's endpoints (Local policies). */
+  readonly lcl: string;
+  /** External traffic: masquerade (policy Cluster) or the short-circuits of policy Local. */
+  readonly ext: string;
+}
+
+/**
+ * A hash of the service port's key (so names never collide) followed by a readable
+ * `namespace/name/protocol/port` (validated DNS names and numbers only).
+ */
+export function servicePortNames(sp: ServicePortState): ServicePortNames {
+  const id = `${shortHash(sp.key)}-${sp.ref.namespace}/${sp.ref.name}/${PROTO[sp.ref.protocol]}/${sp.port}`;
+  return { svc: `svc-${id}`, lcl: `lcl-${id}`, ext: `ext-${id}` };
+}
+
+/**
+ * One dynamic set per (service port, endpoint, timeout), shared by the cluster and local ladders
+ * as upstream shares it; a changed timeout is a new set.
+ */
+export function affinitySetName(sp: ServicePortState, ep: EndpointTarget, timeout: number): string {
+  return `aff-${shortHash(sp.key, ep.ip, String(ep.port))}-t${timeout}`;
+}
