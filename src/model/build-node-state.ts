@@ -24,23 +24,21 @@ export type NodeStateOptions = Pick<
 >;
 
 export function buildNodeState(snapshot: ClusterSnapshot, family: Family, options: NodeStateOptions): NodeState {
-  const node = snapshot.node;
   const slicesByService = groupSlices(snapshot.endpointSlices, family);
-  const servicePorts: ServicePortState[] = [];
-  for (const service of snapshot.services) {
-    const clusterIP = service.clusterIPs.find((ip) => ip.family === family);
-    if (!clusterIP) continue; // not served by this family's proxier
-    const slices = slicesByService.get(`${service.namespace}/${service.name}`) ?? [];
-    for (const port of service.ports) {
-      servicePorts.push(buildServicePort(service, port, clusterIP, slices, family, options.nodeName, node));
-    }
-  }
+  const servicePorts = snapshot.services.flatMap((service) =>
+    servicePortsOf(service, slicesByService.get(serviceKey(service)) ?? [], family, options.nodeName, snapshot.node),
+  );
   servicePorts.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return { ...nodeContext(snapshot, family, options), servicePorts };
+}
+
+/** Everything of a NodeState but its service ports: what every port's rules depend on. */
+export function nodeContext(snapshot: ClusterSnapshot, family: Family, options: NodeStateOptions): Omit<NodeState, 'servicePorts'> {
+  const node = snapshot.node;
   return {
     family,
     nodeName: options.nodeName,
     nodeIPs: (node?.addresses ?? []).filter((a) => a.family === family).map((a) => a.text),
-    servicePorts,
     serviceCIDRs: snapshot.serviceCIDRs.flatMap((sc) => sc.cidrs.filter((c) => c.family === family)),
     localDetector: localDetector(options, family, node),
     nodePortDestinations: nodePortDestinations(options, family, node),
@@ -49,11 +47,34 @@ export function buildNodeState(snapshot: ClusterSnapshot, family: Family, option
   };
 }
 
-function groupSlices(slices: readonly EndpointSlice[], family: Family): Map<string, EndpointSlice[]> {
+export function serviceKey(s: { readonly namespace: string; readonly name: string }): string {
+  return `${s.namespace}/${s.name}`;
+}
+
+/**
+ * One Service's ports for a family, given the EndpointSlices of that Service (any family; others
+ * are ignored). Empty when the Service has no ClusterIP of the family.
+ */
+export function servicePortsOf(
+  service: Service,
+  slices: readonly EndpointSlice[],
+  family: Family,
+  nodeName: string,
+  node: Node | undefined,
+): ServicePortState[] {
+  const clusterIP = service.clusterIPs.find((ip) => ip.family === family);
+  if (!clusterIP) return []; // not served by this family's proxier
   const addressType = family === 'ipv4' ? 'IPv4' : 'IPv6';
+  const ofFamily = slices.filter((s) => s.addressType === addressType);
+  return service.ports.map((port) => buildServicePort(service, port, clusterIP, ofFamily, family, nodeName, node));
+}
+
+/** EndpointSlices by the `namespace/name` of their Service (only `family`'s, when given). */
+export function groupSlices(slices: readonly EndpointSlice[], family?: Family): Map<string, EndpointSlice[]> {
+  const addressType = family === 'ipv4' ? 'IPv4' : family === 'ipv6' ? 'IPv6' : undefined;
   const bySvc = new Map<string, EndpointSlice[]>();
   for (const slice of slices) {
-    if (slice.addressType !== addressType) continue;
+    if (addressType && slice.addressType !== addressType) continue;
     const key = `${slice.namespace}/${slice.serviceName}`;
     const list = bySvc.get(key);
     if (list) list.push(slice);

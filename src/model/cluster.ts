@@ -89,6 +89,8 @@ export interface Node {
   /** InternalIP addresses first, then ExternalIP, as the Node status lists them. */
   readonly addresses: readonly IpAddress[];
   readonly podCIDRs: readonly Cidr[];
+  /** Being deleted, or tainted ToBeDeletedByClusterAutoscaler: /healthz then reports 503. */
+  readonly beingRemoved: boolean;
 }
 
 export interface ServiceCIDR {

@@ -28,6 +28,8 @@ import type {
 import { cidrContains, parseCidr, parseIp } from '../model/ip.ts';
 import type { Problem } from '../util/problems.ts';
 
+/** The cluster autoscaler's taint on a Node it is about to remove. */
+export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
@@ -46,6 +48,7 @@ export const LIMITS = {
   endpointHints: 8,
   nodeAddresses: 100,
   podCIDRs: 2,
+  nodeTaints: 1000,
   serviceCIDRs: 2,
 } as const;
 
@@ -542,7 +545,18 @@ function readNode(root: Field, id: Identity, r: Reporter): Node {
   const cidrFields = cidrList.length > 0 ? cidrList : single.unset ? [] : [single];
   const podCIDRs = r.each(cidrFields, (f) => f.cidr());
 
-  return { name: id.name, labels, addresses: [...ofType('InternalIP'), ...ofType('ExternalIP')], podCIDRs };
+  // Upstream's node eligibility for /healthz: not being deleted, not marked for scale-down.
+  const deleting = !root.get('metadata').get('deletionTimestamp').unset;
+  const taints = spec.get('taints').absent ? [] : spec.get('taints').list(LIMITS.nodeTaints);
+  const markedForRemoval = taints.some((t) => t.get('key').value === TO_BE_DELETED_TAINT);
+
+  return {
+    name: id.name,
+    labels,
+    addresses: [...ofType('InternalIP'), ...ofType('ExternalIP')],
+    podCIDRs,
+    beingRemoved: deleting || markedForRemoval,
+  };
 }
 
 function readServiceCIDR(root: Field, id: Identity, r: Reporter): ServiceCIDR {

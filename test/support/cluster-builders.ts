@@ -126,6 +126,7 @@ export function node(init: NodeInit = {}, name: string = NODE): Node {
     labels: { ...(init.zone !== undefined ? { [ZONE_LABEL]: init.zone } : {}), ...init.labels },
     addresses: (init.addresses ?? ['192.0.2.1', '2001:db8::1']).map(ip),
     podCIDRs: (init.podCIDRs ?? []).map(cidr),
+    beingRemoved: false,
   };
 }
 

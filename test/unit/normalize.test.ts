@@ -588,6 +588,7 @@ describe('Node', () => {
         { family: 'ipv4', address: '10.244.1.0', prefixLength: 24 },
         { family: 'ipv6', address: 'fd00:10:244:1::', prefixLength: 64 },
       ],
+      beingRemoved: false,
     });
     expect(problems.map((p) => [p.kind, p.object, p.path])).toEqual([['Node', NODE, 'status.addresses[4].address']]);
   });
@@ -707,5 +708,15 @@ describe('objects in general', () => {
         expectSafe(build(...objects).problems);
       }
     }
+  });
+});
+
+describe('node eligibility', () => {
+  const nodeWith = (extra: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1', ...extra['metadata'] as object }, spec: extra['spec'] ?? {} });
+  it('a Node being deleted or tainted ToBeDeletedByClusterAutoscaler is being removed', () => {
+    expect(buildSnapshot([nodeWith({})], 'n1').snapshot.node?.beingRemoved).toBe(false);
+    expect(buildSnapshot([nodeWith({ metadata: { deletionTimestamp: '2026-11-22T00:00:00Z' } })], 'n1').snapshot.node?.beingRemoved).toBe(true);
+    const tainted = nodeWith({ spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', effect: 'NoSchedule' }] } });
+    expect(buildSnapshot([tainted], 'n1').snapshot.node?.beingRemoved).toBe(true);
   });
 });
