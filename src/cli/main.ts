@@ -14,6 +14,11 @@ import { buildSnapshot } from '../source/normalize.ts';
 import { desiredState, type Desired } from '../sync/desired.ts';
 import { createCommands, transactionJson, transactionText } from '../render/nftables/ruleset.ts';
 import { createLogger, type Logger } from '../util/log.ts';
+import { KubeConfig } from '@kubernetes/client-node';
+import { apiSource, type ClusterSource } from '../source/api-source.ts';
+import { manifestSource } from '../source/manifest-source.ts';
+import { startDaemon } from '../daemon/daemon.ts';
+import { apiEventRecorder, logEventRecorder, type EventRecorder } from '../daemon/events.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
 
 const USAGE = `Usage: kproxy <command> [flags]
@@ -22,10 +27,13 @@ Commands:
   sync     --manifests DIR   program this network namespace's kernel from the objects in DIR
   dump     --manifests DIR   print the rules sync would program (--format nft|json); touches nothing
   cleanup                    remove kproxy's tables (and nothing else)
+  run                        the daemon: watch the API server (--kubeconfig, --master, or in-cluster)
+                             or a directory (--manifests DIR) and keep the kernel in sync
 
 Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft, --hostname-override,
   --cluster-cidr, --detect-local-mode, --pod-bridge-interface, --pod-interface-name-prefix,
-  --masquerade-all, --nodeport-addresses, -v N
+  --masquerade-all, --nodeport-addresses, -v N; for run also --kubeconfig, --master,
+  --healthz-bind-address, --metrics-bind-address, --iptables-sync-period, --iptables-min-sync-period
 `;
 
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
@@ -35,7 +43,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     out.write(USAGE);
     return command ? 0 : 2;
   }
-  const flags: Record<string, readonly CommandFlag[]> = { sync: ['manifests'], dump: ['manifests', 'format'], cleanup: [] };
+  const flags: Record<string, readonly CommandFlag[]> = { sync: ['manifests'], dump: ['manifests', 'format'], cleanup: [], run: ['manifests'] };
   const commandFlags = flags[command];
   if (!commandFlags) {
     process.stderr.write(`kproxy: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
@@ -59,6 +67,8 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
         return await sync(loaded, log);
       case 'dump':
         return await dump(loaded, log, out);
+      case 'run':
+        return await runDaemon(loaded, log);
       default:
         return await cleanup(log);
     }
@@ -133,6 +143,42 @@ async function dump(loaded: Loaded, log: Logger, out: NodeJS.WritableStream): Pr
   const tx = desired.families.flatMap((f) => createCommands(f.ruleset));
   out.write(loaded.format === 'json' ? `${JSON.stringify(transactionJson(tx), null, 1)}\n` : transactionText(tx));
   return 0;
+}
+
+/** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
+async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
+  const { config } = loaded;
+  let source: ClusterSource;
+  let events: EventRecorder;
+  if (loaded.manifests) {
+    source = manifestSource({ dir: loaded.manifests, nodeName: config.nodeName, log });
+    events = logEventRecorder(log);
+  } else {
+    const kubeConfig = loadKubeConfig(loaded);
+    source = apiSource({ kubeConfig, nodeName: config.nodeName, log });
+    events = apiEventRecorder(kubeConfig, config.nodeName, log);
+  }
+  const daemon = await startDaemon({ config, source, events, log });
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info({ signal }, 'stopping');
+  await daemon.stop();
+  return 0;
+}
+
+/** The standard client-node way: --kubeconfig, else in-cluster, else the default chain; --master overrides the server. */
+function loadKubeConfig(loaded: Loaded): KubeConfig {
+  const kc = new KubeConfig();
+  if (loaded.kubeconfig) kc.loadFromFile(loaded.kubeconfig);
+  else if (process.env['KUBERNETES_SERVICE_HOST']) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  if (loaded.master) {
+    const cluster = kc.getCurrentCluster();
+    kc.loadFromClusterAndUser({ ...(cluster ?? { name: 'master', skipTLSVerify: false }), server: loaded.master }, kc.getCurrentUser() ?? { name: 'anonymous' });
+  }
+  return kc;
 }
 
 async function cleanup(log: Logger): Promise<number> {

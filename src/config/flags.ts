@@ -16,6 +16,7 @@ const STRING_FLAGS = [
   'proxy-mode',
   'hostname-override',
   'kubeconfig',
+  'master',
   'cluster-cidr',
   'detect-local-mode',
   'pod-bridge-interface',

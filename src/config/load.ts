@@ -38,6 +38,8 @@ export interface Loaded {
   readonly format?: DumpFormat;
   /** `--kubeconfig`, else the file's `clientConnection.kubeconfig`; absent when neither is set. */
   readonly kubeconfig?: string;
+  /** `--master`: the API server's address, overriding the kubeconfig's. */
+  readonly master?: string;
   /** The `--config` path, when one was given. */
   readonly configFile?: string;
 }
@@ -106,6 +108,8 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     else problems.push(`--format: must be nft or json, got ${JSON.stringify(formatText)}`);
   }
   const kubeconfig = s.pickString('kubeconfig', 'clientConnection.kubeconfig')?.value;
+  const master = flags.strings.get('master');
+  if (master !== undefined && !/^https?:\/\/[^\s]+$/.test(master)) problems.push(`--master: must be an http(s) URL, got ${JSON.stringify(master)}`);
 
   if (problems.length > 0) throw new ConfigError(problems, configFile);
 
@@ -129,6 +133,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     ...(manifests !== undefined ? { manifests } : {}),
     ...(format !== undefined ? { format } : {}),
     ...(kubeconfig !== undefined && kubeconfig !== '' ? { kubeconfig } : {}),
+    ...(master !== undefined ? { master } : {}),
     ...(configFile !== undefined ? { configFile } : {}),
   };
 }

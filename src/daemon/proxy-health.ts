@@ -11,7 +11,6 @@ import type { Family } from '../model/cluster.ts';
 import { ipFamilyLabel, type IpFamilyLabel } from './metrics.ts';
 
 /** Taint the Cluster Autoscaler puts on a Node it is about to delete. */
-export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
 
 /** Upstream: `healthzTimeout = 2 * syncPeriod`. */
 export function healthTimeoutForSyncPeriod(syncPeriodMs: number): number {
@@ -95,18 +94,4 @@ export class ProxyHealth {
   isHealthy(): boolean {
     return this.health().healthy;
   }
-}
-
-/** The parts of a v1 Node that decide eligibility; a `V1Node` from @kubernetes/client-node fits. */
-export interface NodeLike {
-  readonly metadata?: { readonly deletionTimestamp?: unknown };
-  readonly spec?: { readonly taints?: readonly { readonly key: string }[] };
-}
-
-/** Upstream NodeEligible(): the Node exists, is not being deleted, and is not tainted for deletion. */
-export function isNodeEligible(node: NodeLike | null | undefined): boolean {
-  if (!node) return false;
-  const ts = node.metadata?.deletionTimestamp;
-  if (ts !== undefined && ts !== null && ts !== '') return false;
-  return !(node.spec?.taints ?? []).some((t) => t.key === TO_BE_DELETED_TAINT);
 }

@@ -8,7 +8,7 @@ import type { Nft } from './nft.ts';
 import type { Ruleset } from '../render/nftables/ruleset.ts';
 import type { NftFamily } from '../render/nftables/syntax.ts';
 import type { Fragment } from '../render/nftables/syntax.ts';
-import { parseObservedTable } from '../render/nftables/observed.ts';
+import { parseObservedTable, type ObservedTable } from '../render/nftables/observed.ts';
 import { planTransaction, type PlanSummary } from '../render/nftables/diff.ts';
 import { TABLE } from '../render/nftables/layout.ts';
 
@@ -16,6 +16,8 @@ export interface FamilySyncReport {
   readonly family: NftFamily;
   readonly summary: PlanSummary;
   readonly reason?: string;
+  /** Commands planned for this family (0: the kernel already matched). */
+  readonly commands: number;
 }
 
 export interface SyncReport {
@@ -30,26 +32,37 @@ export class NftablesBackend {
     this.nft = nft;
   }
 
-  /** Plans against what the kernel holds now and commits the difference atomically. */
-  async sync(rulesets: readonly Ruleset[], options: { check?: boolean } = {}): Promise<SyncReport> {
+  /**
+   * Plans every family against what the kernel holds now (or, for a family in `known`, against
+   * what kproxy knows it last committed there) and commits the difference atomically.
+   */
+  async sync(
+    rulesets: readonly Ruleset[],
+    options: { check?: boolean; known?: ReadonlyMap<NftFamily, ObservedTable> } = {},
+  ): Promise<SyncReport> {
     const families: FamilySyncReport[] = [];
     const commands: Fragment[] = [];
     for (const rs of rulesets) {
-      const listing = await this.nft.listTable(rs.family, rs.table);
-      const plan = planTransaction(rs, listing === undefined ? undefined : parseObservedTable(listing));
+      const observed = options.known?.get(rs.family) ?? (await this.observe(rs));
+      const plan = planTransaction(rs, observed);
       commands.push(...plan.commands);
-      families.push({ family: rs.family, summary: plan.summary, ...(plan.reason ? { reason: plan.reason } : {}) });
+      families.push({ family: rs.family, summary: plan.summary, commands: plan.commands.length, ...(plan.reason ? { reason: plan.reason } : {}) });
     }
     await this.nft.apply(commands, options);
     return { families, commands: commands.length };
   }
 
+  /** What the kernel holds in kproxy's table for this ruleset's family, or undefined if nothing. */
+  async observe(rs: Ruleset): Promise<ObservedTable | undefined> {
+    const listing = await this.nft.listTable(rs.family, rs.table);
+    return listing === undefined ? undefined : parseObservedTable(listing);
+  }
+
   /** True when the kernel holds exactly the desired rulesets (nothing left to plan). */
   async matches(rulesets: readonly Ruleset[]): Promise<boolean> {
     for (const rs of rulesets) {
-      const listing = await this.nft.listTable(rs.family, rs.table);
-      if (listing === undefined) return false;
-      if (planTransaction(rs, parseObservedTable(listing)).commands.length > 0) return false;
+      const observed = await this.observe(rs);
+      if (!observed || planTransaction(rs, observed).commands.length > 0) return false;
     }
     return true;
   }

@@ -92,6 +92,53 @@ const DEFAULT_BACKOFF: Backoff = { initialMs: 800, maxMs: 30_000 };
 
 type CacheName = 'services' | 'endpointSlices' | 'node' | 'serviceCIDRs';
 
+/** A Kubernetes API resource (group `''` is the core group). */
+export interface ApiResource {
+  readonly group: string;
+  readonly version: string;
+  /** Plural, lower case, as in URLs and RBAC rules. */
+  readonly resource: string;
+}
+
+/** What each cache lists and watches; `start()` and the ServiceCIDR discovery build their URLs from this. */
+const INFORMED = {
+  services: { group: '', version: 'v1', resource: 'services' },
+  endpointSlices: { group: 'discovery.k8s.io', version: 'v1', resource: 'endpointslices' },
+  node: { group: '', version: 'v1', resource: 'nodes' },
+  serviceCIDRs: { group: 'networking.k8s.io', version: 'v1', resource: 'servicecidrs' },
+} as const satisfies Record<CacheName, ApiResource>;
+
+/** One RBAC grant kproxy needs: `verbs` on `resource` in API `group`. */
+export interface ApiAccess {
+  readonly group: string;
+  readonly resource: string;
+  readonly verbs: readonly string[];
+}
+
+/**
+ * Everything kproxy does with the API, as RBAC sees it; deploy/clusterrole.yaml grants exactly this
+ * (test/unit/deploy.test.ts). Reads come from {@link INFORMED}: a Reflector only lists (the Node with
+ * a field selector, which RBAC checks as `list`) and watches, never GETs one object. The discovery
+ * GET of `/apis/networking.k8s.io/v1` is a non-resource URL every authenticated user may read
+ * (built-in `system:discovery`). Events: the daemon records a `Starting` Event on its Node and
+ * Warning Events (e.g. on a Service whose health-check server cannot start), in any namespace,
+ * through core v1 or events.k8s.io/v1; creating and patching (aggregated repeats) is all it does.
+ */
+export const API_ACCESS: readonly ApiAccess[] = [
+  ...Object.values(INFORMED).map((r): ApiAccess => ({ group: r.group, resource: r.resource, verbs: ['list', 'watch'] })),
+  { group: '', resource: 'events', verbs: ['create', 'patch'] },
+  { group: 'events.k8s.io', resource: 'events', verbs: ['create', 'patch'] },
+];
+
+/** `/api/v1` or `/apis/GROUP/VERSION`. */
+function groupVersionPath(r: ApiResource): string {
+  return r.group === '' ? `/api/${r.version}` : `/apis/${r.group}/${r.version}`;
+}
+
+function resourcePath(r: ApiResource): string {
+  return `${groupVersionPath(r)}/${r.resource}`;
+}
+
 interface ResourceDef {
   readonly name: CacheName;
   readonly kind: ObjectKind;
@@ -193,9 +240,9 @@ class ApiSource implements ClusterSource {
     if (this.#started) throw new Error('the API source was already started');
     this.#started = true;
     const defs: ResourceDef[] = [
-      { name: 'services', kind: 'Service', path: '/api/v1/services' },
-      { name: 'endpointSlices', kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices' },
-      { name: 'node', kind: 'Node', path: '/api/v1/nodes', fieldSelector: `metadata.name=${this.#nodeName}` },
+      { name: 'services', kind: 'Service', path: resourcePath(INFORMED.services) },
+      { name: 'endpointSlices', kind: 'EndpointSlice', path: resourcePath(INFORMED.endpointSlices) },
+      { name: 'node', kind: 'Node', path: resourcePath(INFORMED.node), fieldSelector: `metadata.name=${this.#nodeName}` },
     ];
     for (const def of defs) this.#startReflector(def);
     void this.#discoverServiceCIDRs();
@@ -257,7 +304,7 @@ class ApiSource implements ClusterSource {
   }
 
   async #discoverServiceCIDRs(): Promise<void> {
-    const path = '/apis/networking.k8s.io/v1';
+    const path = groupVersionPath(INFORMED.serviceCIDRs);
     for (let failures = 1; !this.stopped; failures++) {
       try {
         const res = await getJson(this.#kc, path, {}, this.#stop.signal, this.#requestTimeoutMs);
@@ -265,12 +312,12 @@ class ApiSource implements ClusterSource {
         let served = false;
         if (res.status === 200) {
           const resources = isRecord(res.body) && Array.isArray(res.body['resources']) ? res.body['resources'] : [];
-          served = resources.some((r: unknown) => isRecord(r) && r['name'] === 'servicecidrs');
+          served = resources.some((r: unknown) => isRecord(r) && r['name'] === INFORMED.serviceCIDRs.resource);
         } else if (res.status !== 404) {
           throw new ApiError(`GET ${path}`, res.status, res.body);
         }
         if (served) {
-          this.#startReflector({ name: 'serviceCIDRs', kind: 'ServiceCIDR', path: `${path}/servicecidrs` });
+          this.#startReflector({ name: 'serviceCIDRs', kind: 'ServiceCIDR', path: resourcePath(INFORMED.serviceCIDRs) });
         } else {
           this.#serviceCIDRsNotServed = true;
           this.#log.info('the API server does not serve networking.k8s.io/v1 servicecidrs: running without ServiceCIDRs');

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { startHealthzServer } from '../../src/daemon/healthz-server.ts';
 import type { RunningServer } from '../../src/daemon/http-listen.ts';
 import { createProxyMetrics } from '../../src/daemon/metrics.ts';
-import { ProxyHealth, healthTimeoutForSyncPeriod, isNodeEligible } from '../../src/daemon/proxy-health.ts';
+import { ProxyHealth, healthTimeoutForSyncPeriod } from '../../src/daemon/proxy-health.ts';
 
 const SYNC_PERIOD_MS = 30_000;
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
@@ -125,13 +125,5 @@ describe('healthz server', () => {
     } finally {
       await new Promise<void>((resolve) => blocker.close(() => resolve()));
     }
-  });
-
-  it('node eligibility from a Node object', () => {
-    expect(isNodeEligible(undefined)).toBe(false);
-    expect(isNodeEligible({ metadata: {}, spec: {} })).toBe(true);
-    expect(isNodeEligible({ metadata: { deletionTimestamp: new Date() } })).toBe(false);
-    expect(isNodeEligible({ spec: { taints: [{ key: 'node.kubernetes.io/unschedulable' }] } })).toBe(true);
-    expect(isNodeEligible({ spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler' }] } })).toBe(false);
   });
 });

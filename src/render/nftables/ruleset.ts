@@ -54,11 +54,20 @@ export interface Ruleset {
 
 export type Transaction = readonly Fragment[];
 
-/** A chain's fingerprint, carried as the comment of its first rule so a later sync can compare. */
+const fingerprints = new WeakMap<Chain, string>();
+
+/**
+ * A chain's fingerprint, carried as the comment of its first rule so a later sync can compare.
+ * Memoised per chain object: a partial sync reuses the unchanged service ports' chains.
+ */
 export function chainFingerprint(chain: Chain): string {
+  const known = fingerprints.get(chain);
+  if (known) return known;
   const h = createHash('sha256');
   for (const r of chain.rules) h.update(ruleText(r)).update('\n');
-  return `sum:${h.digest('base64url').slice(0, 16)}`;
+  const fp = `sum:${h.digest('base64url').slice(0, 16)}`;
+  fingerprints.set(chain, fp);
+  return fp;
 }
 
 export function elementText(e: Element): string {

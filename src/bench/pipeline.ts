@@ -1,0 +1,91 @@
+/**
+ * @module bench/pipeline
+ * kproxy's cold sync, minus the kernel: raw objects → `buildSnapshot` → `desiredState` (model +
+ * render) → the create transaction (`planTransaction` against an empty kernel, as
+ * `NftablesBackend.sync` plans it) → `transactionText`. Each step timed on its own.
+ */
+import { loadProxyConfig } from '../config/load.ts';
+import type { ProxyConfig } from '../config/proxy-config.ts';
+import { planTransaction } from '../render/nftables/diff.ts';
+import { isDynamic, transactionText } from '../render/nftables/ruleset.ts';
+import type { Ruleset } from '../render/nftables/ruleset.ts';
+import type { Fragment } from '../render/nftables/syntax.ts';
+import { buildSnapshot } from '../source/normalize.ts';
+import { desiredState, type Desired } from '../sync/desired.ts';
+import { BENCH_CLUSTER_CIDR, BENCH_NODE } from './cluster-gen.ts';
+
+/** The configuration kproxy runs with in the bench: this node, the pod network as cluster CIDR. */
+export function benchConfig(): ProxyConfig {
+  return loadProxyConfig({
+    argv: ['--hostname-override', BENCH_NODE, '--cluster-cidr', BENCH_CLUSTER_CIDR],
+    hostname: BENCH_NODE,
+    readFile: () => {
+      throw new Error('no config file in the bench');
+    },
+    commandFlags: [],
+  }).config;
+}
+
+export interface RulesetCounts {
+  readonly servicePorts: number;
+  readonly chains: number;
+  readonly rules: number;
+  /** Named sets and maps. */
+  readonly sets: number;
+  readonly elements: number;
+}
+
+export interface PipelineTimings {
+  readonly normalizeMs: number;
+  /** `desiredState`: buildNodeState + renderNftables for both families. */
+  readonly modelRenderMs: number;
+  /** planTransaction (create) + transactionText. */
+  readonly txBuildMs: number;
+}
+
+export interface PipelineRun {
+  readonly desired: Desired;
+  readonly rulesets: readonly Ruleset[];
+  readonly commands: readonly Fragment[];
+  readonly text: string;
+  readonly timings: PipelineTimings;
+  readonly counts: RulesetCounts;
+  readonly problems: number;
+}
+
+export function countRuleset(desired: Desired): RulesetCounts {
+  let chains = 0;
+  let rules = 0;
+  let sets = 0;
+  let elements = 0;
+  let servicePorts = 0;
+  for (const f of desired.families) {
+    servicePorts += f.state.servicePorts.length;
+    chains += f.ruleset.chains.length;
+    for (const c of f.ruleset.chains) rules += c.rules.length;
+    sets += f.ruleset.sets.length;
+    for (const s of f.ruleset.sets) if (!isDynamic(s.spec)) elements += s.elements.length;
+  }
+  return { servicePorts, chains, rules, sets, elements };
+}
+
+export function runPipeline(objects: unknown[], config: ProxyConfig): PipelineRun {
+  const t0 = performance.now();
+  const { snapshot, problems } = buildSnapshot(objects, config.nodeName);
+  const t1 = performance.now();
+  const desired = desiredState(snapshot, config);
+  const t2 = performance.now();
+  const rulesets = desired.families.map((f) => f.ruleset);
+  const commands = rulesets.flatMap((rs) => planTransaction(rs, undefined).commands);
+  const text = transactionText(commands);
+  const t3 = performance.now();
+  return {
+    desired,
+    rulesets,
+    commands,
+    text,
+    timings: { normalizeMs: t1 - t0, modelRenderMs: t2 - t1, txBuildMs: t3 - t2 },
+    counts: countRuleset(desired),
+    problems: problems.length + desired.problems.length,
+  };
+}

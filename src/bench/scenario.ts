@@ -1,0 +1,53 @@
+/**
+ * @module bench/scenario
+ * What one measurement module looks like. A scenario gets the options and the results of the
+ * scenarios that ran before it, and returns a printable table plus JSON-able data. To add a
+ * measurement: write `scenarios/<name>.ts` exporting a `Scenario`, list it in `scenarios/index.ts`.
+ */
+import type { ClusterShape, ClusterSize } from './cluster-gen.ts';
+
+export interface BenchOptions {
+  readonly sizes: readonly ClusterSize[];
+  readonly shape: ClusterShape;
+  /** Upstream-layout loads are skipped above this many Services. */
+  readonly upstreamMaxServices: number;
+  /** Per `nft -f` load of the upstream layout. */
+  readonly upstreamTimeoutMs: number;
+  /** Per `nft -f` load of kproxy's ruleset. */
+  readonly kproxyTimeoutMs: number;
+  /** Service counts of the first-packet latency measurement (each with `latencyEndpoints` endpoints). */
+  readonly latencyServices: readonly number[];
+  readonly latencyEndpoints: number;
+  readonly connects: number;
+  /** Scenario names to run (in registry order). */
+  readonly scenarios: readonly string[];
+  readonly keepFiles: boolean;
+}
+
+export interface Table {
+  readonly columns: readonly string[];
+  readonly rows: readonly (readonly string[])[];
+}
+
+export interface ScenarioResult {
+  readonly title: string;
+  readonly tables: readonly Table[];
+  readonly notes: readonly string[];
+  /** Everything measured, for the JSON file. */
+  readonly data: unknown;
+}
+
+export interface BenchContext {
+  readonly options: BenchOptions;
+  /** A temporary directory for transaction files, removed at the end (unless --keep-files). */
+  readonly workDir: string;
+  /** Results of the scenarios that already ran, by name. */
+  readonly results: ReadonlyMap<string, ScenarioResult>;
+  log(message: string): void;
+}
+
+export interface Scenario {
+  readonly name: string;
+  readonly description: string;
+  run(ctx: BenchContext): Promise<ScenarioResult>;
+}

@@ -1,0 +1,104 @@
+/**
+ * @module daemon/daemon
+ * `kproxy run` assembled from its parts: a cluster source, the proxier driven by a bounded-
+ * frequency runner, health and metrics servers, health-check NodePorts and events. Every
+ * dependency with an effect outside the process (the source, the program runner that reaches the
+ * kernel, the event recorder) is passed in, so tests run the same daemon against a fake API
+ * server and a network namespace.
+ */
+import type { ProxyConfig } from '../config/proxy-config.ts';
+import { execProgram, Nft, type Exec } from '../kernel/nft.ts';
+import { NftablesBackend } from '../kernel/nftables-backend.ts';
+import type { ClusterSource } from '../source/api-source.ts';
+import type { Logger } from '../util/log.ts';
+import type { EventRecorder } from './events.ts';
+import { startHealthzServer } from './healthz-server.ts';
+import type { RunningServer } from './http-listen.ts';
+import { startMetricsServer } from './metrics-server.ts';
+import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
+import { Proxier } from './proxier.ts';
+import { healthTimeoutForSyncPeriod, ProxyHealth } from './proxy-health.ts';
+import { BoundedFrequencyRunner } from './runner.ts';
+import { ServiceHealthServer } from './service-health.ts';
+
+export interface DaemonOptions {
+  readonly config: ProxyConfig;
+  readonly source: ClusterSource;
+  readonly events: EventRecorder;
+  readonly log: Logger;
+  /** Runs nft and conntrack; default: directly, in this process's network namespace. */
+  readonly exec?: Exec;
+  /** Addresses health-check NodePorts listen on; default: all. */
+  readonly serviceHealthAddresses?: readonly string[];
+}
+
+export interface Daemon {
+  readonly healthz: RunningServer | null;
+  readonly metricsServer: RunningServer | null;
+  readonly metrics: ProxyMetrics;
+  readonly health: ProxyHealth;
+  readonly proxier: Proxier;
+  /** Lets the sync in flight finish, then stops; kproxy's rules stay in the kernel. */
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  const { config, source, events, log } = o;
+  const metrics = createProxyMetrics({ defaultMetrics: true });
+  // Not eligible until this Node is seen (upstream): a node being removed gets no new traffic.
+  const health = new ProxyHealth({ healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs), nodeEligible: false });
+  const healthz = await startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log });
+  const metricsServer = await startMetricsServer({ bindAddress: config.metricsBindAddress, registry: metrics.registry, proxyMode: config.mode, logger: log });
+  const serviceHealth = new ServiceHealthServer({
+    nodeName: config.nodeName,
+    ...(o.serviceHealthAddresses ? { addresses: o.serviceHealthAddresses } : {}),
+    proxyHealthy: () => health.isHealthy(),
+    onListenError: (e) => void events.record({ kind: 'Service', ...e.service }, 'Warning', e.reason, e.message),
+    logger: log,
+  });
+  const exec = o.exec ?? execProgram;
+  const proxier = new Proxier({ config, source, backend: new NftablesBackend(new Nft(exec)), run: exec, log, metrics, health, serviceHealth });
+  const runner = new BoundedFrequencyRunner({
+    name: 'sync-proxy-rules',
+    fn: async () => {
+      await proxier.sync();
+    },
+    minIntervalMs: config.minSyncPeriodMs,
+    maxIntervalMs: config.syncPeriodMs,
+    logger: log,
+  });
+
+  source.onChange((change) => {
+    proxier.noteChange(change);
+    if (source.isSynced()) {
+      const node = source.snapshot().node;
+      health.setNodeEligible(node !== undefined && !node.beingRemoved);
+    }
+    runner.run();
+  });
+  await source.start();
+  runner.start();
+  runner.run();
+  void events.record({ kind: 'Node', name: config.nodeName, namespace: 'default' }, 'Normal', 'Starting', 'Starting kube-proxy.');
+  log.info({ mode: config.mode, node: config.nodeName, healthz: healthz?.url, metrics: metricsServer?.url }, 'kproxy started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    healthz,
+    metricsServer,
+    metrics,
+    health,
+    proxier,
+    stop() {
+      stopping ??= (async () => {
+        await runner.stop();
+        await source.stop();
+        await serviceHealth.close();
+        await healthz?.close();
+        await metricsServer?.close();
+        log.info('kproxy stopped; rules left in place');
+      })();
+      return stopping;
+    },
+  };
+}
