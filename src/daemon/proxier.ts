@@ -11,13 +11,12 @@ import type { ClusterSnapshot, EndpointSlice, Family } from '../model/cluster.ts
 import { groupSlices, nodeContext, serviceKey, servicePortsOf } from '../model/build-node-state.ts';
 import type { NodeState } from '../model/node-state.ts';
 import type { ClusterSource, SourceChange } from '../source/api-source.ts';
-import { assembleTable, fragmentContext, type TableContext } from '../render/nftables/layout.ts';
-import { renderServicePort, type ServicePortFragment } from '../render/nftables/service-port.ts';
-import { observedFromRuleset, type ObservedTable } from '../render/nftables/observed.ts';
+import { fragmentContext } from '../render/nftables/layout.ts';
+import { renderServicePort, type FragmentContext, type ServicePortFragment } from '../render/nftables/service-port.ts';
+import { TableState } from '../render/nftables/table-state.ts';
 import { planTransaction } from '../render/nftables/diff.ts';
-import type { Ruleset } from '../render/nftables/ruleset.ts';
-import { nftFamily, type NftFamily } from '../render/nftables/syntax.ts';
-import type { NftablesBackend, SyncReport } from '../kernel/nftables-backend.ts';
+import type { Fragment } from '../render/nftables/syntax.ts';
+import type { NftablesBackend } from '../kernel/nftables-backend.ts';
 import { cleanupStaleConntrack, type Run } from '../kernel/conntrack.ts';
 import type { Logger } from '../util/log.ts';
 import { formatProblem } from '../util/problems.ts';
@@ -43,11 +42,9 @@ export interface ProxierOptions {
 /** What kproxy keeps per family between syncs. */
 interface FamilyCache {
   contextKey: string;
-  context?: TableContext;
-  readonly fragments: Map<string, ServicePortFragment>;
+  /** The table as last committed; undefined: unknown (start, failure), the next sync is full. */
+  table?: TableState;
   readonly portsOfService: Map<string, string[]>;
-  /** What the last successful sync committed; undefined: unknown, read the kernel. */
-  applied?: ObservedTable;
   /** The state of the last successful sync, for conntrack cleanup of deleted Services. */
   state?: NodeState;
   problems: string;
@@ -57,7 +54,8 @@ export type SyncKind = 'full' | 'partial';
 
 export interface SyncResult {
   readonly kind: SyncKind;
-  readonly report: SyncReport;
+  /** Commands committed (0: the kernel already matched). */
+  readonly commands: number;
   readonly servicesRendered: number;
 }
 
@@ -74,7 +72,7 @@ export class Proxier {
   constructor(options: ProxierOptions) {
     this.o = options;
     this.now = options.now ?? Date.now;
-    for (const f of FAMILIES) this.families.set(f, { contextKey: '', fragments: new Map(), portsOfService: new Map(), problems: '' });
+    for (const f of FAMILIES) this.families.set(f, { contextKey: '', portsOfService: new Map(), problems: '' });
   }
 
   /** Records a change from the source; the caller asks the runner for a sync. */
@@ -115,81 +113,82 @@ export class Proxier {
     metrics.serviceChangesPending.set(0);
 
     const snapshot = source.snapshot();
-    const rulesets: Ruleset[] = [];
-    const states = new Map<Family, NodeState>();
-    const known = new Map<NftFamily, ObservedTable>();
-    let servicesRendered = 0;
-    const services = full ? undefined : new Map(snapshot.services.map((s) => [serviceKey(s), s]));
+    const services = new Map(snapshot.services.map((s) => [serviceKey(s), s]));
     const slices = groupSlices(snapshot.endpointSlices);
+    const tables = new Map<Family, TableState>();
+    const commands: Fragment[] = [];
+    const fullFamilies: Family[] = [];
+    let drift = false;
     for (const family of FAMILIES) {
       const cache = this.cache(family);
       const context = nodeContext(snapshot, family, this.o.config);
       const contextKey = JSON.stringify(context);
-      if (full || contextKey !== cache.contextKey) {
-        servicesRendered = this.renderAll(cache, snapshot, slices, family, context);
-        cache.contextKey = contextKey;
-        cache.context = context;
-      } else {
-        for (const key of changed) {
-          this.renderService(cache, key, services?.get(key), slices.get(key) ?? [], family, snapshot, context);
+      let table = cache.table;
+      if (full || !table || contextKey !== cache.contextKey) {
+        // Re-render everything and compare with what the kernel really holds.
+        const ctx = fragmentContext(context);
+        cache.portsOfService.clear();
+        const fragments = snapshot.services.flatMap((service) => this.renderService(cache, service, slices, family, snapshot, ctx));
+        const unchanged = table !== undefined && changed.size === 0 && contextKey === cache.contextKey;
+        table = new TableState(context, fragments);
+        const rs = table.ruleset();
+        const plan = planTransaction(rs, await this.o.backend.observe(rs));
+        if (unchanged && plan.commands.length > 0) {
+          drift = true;
+          log.warn({ family: rs.family, repairing: plan.summary, reason: plan.reason }, 'drift: the kernel did not hold what kproxy last wrote; restoring');
         }
-        servicesRendered = changed.size;
-        if (cache.applied) known.set(nftFamily(family), cache.applied);
+        commands.push(...plan.commands);
+        fullFamilies.push(family);
+      } else {
+        // Only the Services that changed: swap their fragments.
+        const ctx = fragmentContext(context);
+        const removed: string[] = [];
+        const added: ServicePortFragment[] = [];
+        for (const key of changed) {
+          removed.push(...(cache.portsOfService.get(key) ?? []));
+          cache.portsOfService.delete(key);
+          const service = services.get(key);
+          if (service) added.push(...this.renderService(cache, service, slices, family, snapshot, ctx));
+        }
+        commands.push(...table.update(removed, added));
       }
-      const fragments = [...cache.fragments.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, f]) => f);
-      const rendered = assembleTable(context, fragments);
-      this.reportProblems(cache, rendered.problems.map(formatProblem));
-      rulesets.push(rendered.ruleset);
-      states.set(family, { ...context, servicePorts: fragments.map((f) => f.sp) });
+      cache.contextKey = contextKey;
+      cache.table = undefined; // set again once the kernel has taken the transaction
+      tables.set(family, table);
+      this.reportProblems(cache, table.problems().map(formatProblem));
     }
 
-    let report: SyncReport;
     try {
-      report = await this.o.backend.sync(rulesets, { known });
+      await this.o.backend.apply(commands);
     } catch (err) {
       this.fullPending = true;
-      for (const f of FAMILIES) {
-        this.cache(f).applied = undefined;
-        metrics.nftablesSyncFailuresTotal.inc({ ip_family: ipFamilyLabel(f) });
-      }
+      for (const f of FAMILIES) metrics.nftablesSyncFailuresTotal.inc({ ip_family: ipFamilyLabel(f) });
       throw err;
     }
+    for (const [family, table] of tables) this.cache(family).table = table;
     if (full) this.nextFullAt = this.now() + this.o.config.syncPeriodMs;
-    await this.afterApply(full ? 'full' : 'partial', rulesets, states, report, changed, snapshot, started);
-    return { kind: full ? 'full' : 'partial', report, servicesRendered };
+    const kind: SyncKind = fullFamilies.length > 0 ? 'full' : 'partial';
+    await this.afterApply(kind, tables, commands.length, changed, snapshot, started, drift);
+    return { kind, commands: commands.length, servicesRendered: kind === 'full' ? snapshot.services.length : changed.size };
   }
 
   private cache(family: Family): FamilyCache {
     return this.families.get(family) as FamilyCache;
   }
 
-  private renderAll(cache: FamilyCache, snapshot: ClusterSnapshot, slices: Map<string, EndpointSlice[]>, family: Family, context: TableContext): number {
-    cache.fragments.clear();
-    cache.portsOfService.clear();
-    for (const service of snapshot.services) {
-      const key = serviceKey(service);
-      this.renderService(cache, key, service, slices.get(key) ?? [], family, snapshot, context);
-    }
-    return snapshot.services.length;
-  }
-
-  /** Replaces one Service's fragments (none when it is gone or has no ClusterIP of the family). */
+  /** One Service's fragments for a family (none without a ClusterIP of the family). */
   private renderService(
     cache: FamilyCache,
-    key: string,
-    service: ClusterSnapshot['services'][number] | undefined,
-    slices: readonly EndpointSlice[],
+    service: ClusterSnapshot['services'][number],
+    slices: ReadonlyMap<string, EndpointSlice[]>,
     family: Family,
     snapshot: ClusterSnapshot,
-    context: TableContext,
-  ): void {
-    for (const spKey of cache.portsOfService.get(key) ?? []) cache.fragments.delete(spKey);
-    cache.portsOfService.delete(key);
-    if (!service) return;
-    const ports = servicePortsOf(service, slices, family, this.o.config.nodeName, snapshot.node);
-    const ctx = fragmentContext(context);
-    for (const sp of ports) cache.fragments.set(sp.key, renderServicePort(sp, ctx));
+    ctx: FragmentContext,
+  ): ServicePortFragment[] {
+    const key = serviceKey(service);
+    const ports = servicePortsOf(service, slices.get(key) ?? [], family, this.o.config.nodeName, snapshot.node);
     if (ports.length > 0) cache.portsOfService.set(key, ports.map((p) => p.key));
+    return ports.map((sp) => renderServicePort(sp, ctx));
   }
 
   /** Conflicts are logged when they change, not on every sync. */
@@ -202,24 +201,19 @@ export class Proxier {
 
   private async afterApply(
     kind: SyncKind,
-    rulesets: readonly Ruleset[],
-    states: ReadonlyMap<Family, NodeState>,
-    report: SyncReport,
+    tables: ReadonlyMap<Family, TableState>,
+    commands: number,
     changed: ReadonlySet<string>,
     snapshot: ClusterSnapshot,
     started: number,
+    drift: boolean,
   ): Promise<void> {
     const { log, metrics, health } = this.o;
-    for (const [i, family] of FAMILIES.entries()) {
+    const states = new Map<Family, NodeState>();
+    for (const [family, table] of tables) {
       const cache = this.cache(family);
-      const rs = rulesets[i] as Ruleset;
-      const familyReport = report.families[i];
-      if (kind === 'full' && cache.applied && familyReport && familyReport.commands > 0 && planTransaction(rs, cache.applied).commands.length === 0) {
-        // Nothing changed in what kproxy wanted, yet the kernel differed: someone edited it.
-        log.warn({ family: rs.family, repaired: familyReport.summary }, 'drift: the kernel did not hold what kproxy last wrote; restored');
-      }
-      cache.applied = observedFromRuleset(rs);
-      const state = states.get(family) as NodeState;
+      const state: NodeState = { ...table.context, servicePorts: table.fragmentsInKeyOrder().map((f) => f.sp) };
+      states.set(family, state);
       try {
         const r = await cleanupStaleConntrack(this.o.run, { state, ...(cache.state ? { previous: cache.state } : {}) });
         if (r.deleted > 0) log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
@@ -243,13 +237,7 @@ export class Proxier {
     this.observeProgrammingLatency(kind === 'full' ? undefined : changed, snapshot);
     await this.syncServiceHealth(states);
     log.info(
-      {
-        kind,
-        commands: report.commands,
-        families: report.families.map((f) => ({ family: f.family, ...f.summary })),
-        servicePorts: [...states.values()].map((s) => s.servicePorts.length),
-        ms: Math.round(performance.now() - started),
-      },
+      { kind, commands, servicePorts: [...states.values()].map((s) => s.servicePorts.length), ...(drift ? { drift } : {}), ms: Math.round(performance.now() - started) },
       'sync',
     );
   }

@@ -5,7 +5,7 @@
  * fails the kernel keeps the previous rules untouched (nft transactions are all-or-nothing).
  */
 import type { Nft } from './nft.ts';
-import type { Ruleset } from '../render/nftables/ruleset.ts';
+import type { Ruleset, Transaction } from '../render/nftables/ruleset.ts';
 import type { NftFamily } from '../render/nftables/syntax.ts';
 import type { Fragment } from '../render/nftables/syntax.ts';
 import { parseObservedTable, type ObservedTable } from '../render/nftables/observed.ts';
@@ -32,24 +32,23 @@ export class NftablesBackend {
     this.nft = nft;
   }
 
-  /**
-   * Plans every family against what the kernel holds now (or, for a family in `known`, against
-   * what kproxy knows it last committed there) and commits the difference atomically.
-   */
-  async sync(
-    rulesets: readonly Ruleset[],
-    options: { check?: boolean; known?: ReadonlyMap<NftFamily, ObservedTable> } = {},
-  ): Promise<SyncReport> {
+  /** Plans every family against what the kernel holds now and commits the difference atomically. */
+  async sync(rulesets: readonly Ruleset[], options: { check?: boolean } = {}): Promise<SyncReport> {
     const families: FamilySyncReport[] = [];
     const commands: Fragment[] = [];
     for (const rs of rulesets) {
-      const observed = options.known?.get(rs.family) ?? (await this.observe(rs));
+      const observed = await this.observe(rs);
       const plan = planTransaction(rs, observed);
       commands.push(...plan.commands);
       families.push({ family: rs.family, summary: plan.summary, commands: plan.commands.length, ...(plan.reason ? { reason: plan.reason } : {}) });
     }
     await this.nft.apply(commands, options);
     return { families, commands: commands.length };
+  }
+
+  /** Commits commands planned elsewhere (a partial sync's), atomically. */
+  async apply(commands: Transaction): Promise<void> {
+    await this.nft.apply(commands);
   }
 
   /** What the kernel holds in kproxy's table for this ruleset's family, or undefined if nothing. */

@@ -120,14 +120,13 @@ export interface ApiAccess {
  * (test/unit/deploy.test.ts). Reads come from {@link INFORMED}: a Reflector only lists (the Node with
  * a field selector, which RBAC checks as `list`) and watches, never GETs one object. The discovery
  * GET of `/apis/networking.k8s.io/v1` is a non-resource URL every authenticated user may read
- * (built-in `system:discovery`). Events: the daemon records a `Starting` Event on its Node and
- * Warning Events (e.g. on a Service whose health-check server cannot start), in any namespace,
- * through core v1 or events.k8s.io/v1; creating and patching (aggregated repeats) is all it does.
+ * (built-in `system:discovery`). Events (`daemon/events.ts`): a `Starting` Event on this node's Node
+ * (namespace "default") and Warnings on Services (their namespace), each a core v1 create; no
+ * patch (repeats are not aggregated) and no events.k8s.io. Change this when that code changes.
  */
 export const API_ACCESS: readonly ApiAccess[] = [
   ...Object.values(INFORMED).map((r): ApiAccess => ({ group: r.group, resource: r.resource, verbs: ['list', 'watch'] })),
-  { group: '', resource: 'events', verbs: ['create', 'patch'] },
-  { group: 'events.k8s.io', resource: 'events', verbs: ['create', 'patch'] },
+  { group: '', resource: 'events', verbs: ['create'] },
 ];
 
 /** `/api/v1` or `/apis/GROUP/VERSION`. */

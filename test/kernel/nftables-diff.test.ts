@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Nft, inNetns } from '../../src/kernel/nft.ts';
 import { NftablesBackend } from '../../src/kernel/nftables-backend.ts';
-import { renderNftables } from '../../src/render/nftables/layout.ts';
+import { fragmentContext, renderNftables } from '../../src/render/nftables/layout.ts';
+import { renderServicePort } from '../../src/render/nftables/service-port.ts';
+import { TableState } from '../../src/render/nftables/table-state.ts';
 import { parseObservedTable } from '../../src/render/nftables/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
@@ -83,6 +85,50 @@ describe('incremental nftables sync', () => {
       await nft.deleteTable('ip', 'kproxy');
       await backend.sync([rs]);
       expect(await kernelView(nft)).toEqual(want);
+    });
+  });
+});
+
+describe('TableState.update: the commands of a partial sync', () => {
+  const fragmentsOf = (s: NodeState) => s.servicePorts.map((sp) => renderServicePort(sp, fragmentContext(s)));
+  // Changes of service ports only; a context change makes the daemon re-render everything.
+  const portChanges = ['a Service added', 'a Service removed', 'endpoints changed', 'affinity timeout changed', 'everything scaled to zero', 'all Services deleted'];
+  for (const label of portChanges) {
+    it(`${label}: swapping the changed fragments leaves the kernel equal to a fresh load`, async () => {
+      const next = changes[label]!(base);
+      const fresh = await withNetns(async (ns) => {
+        const nft = new Nft(inNetns(ns));
+        await new NftablesBackend(nft).sync([renderNftables(next).ruleset]);
+        return kernelView(nft);
+      });
+      await withNetns(async (ns) => {
+        const nft = new Nft(inNetns(ns));
+        const table = new TableState(base, fragmentsOf(base));
+        await new NftablesBackend(nft).sync([table.ruleset()]);
+        const before = new Map(base.servicePorts.map((sp) => [sp.key, sp]));
+        const after = new Map(next.servicePorts.map((sp) => [sp.key, sp]));
+        const removed = [...before.keys()].filter((k) => before.get(k) !== after.get(k));
+        const added = fragmentsOf(next).filter((f) => before.get(f.sp.key) !== f.sp);
+        await nft.apply(table.update(removed, added));
+        expect(await kernelView(nft)).toEqual(fresh);
+        expect(await new NftablesBackend(nft).matches([table.ruleset()])).toBe(true);
+      });
+    });
+  }
+
+  it('a conflict resolved by a removal hands the frontend to the next claimant', async () => {
+    const owner = servicePort({ ref: { namespace: 'default', name: 'a-owner', portName: 'p', protocol: 'TCP' }, key: 'default/a-owner:p', clusterIP: '10.96.1.1', externalIPs: ['192.0.2.77'], internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] }, external: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] } });
+    const thief = servicePort({ ref: { namespace: 'default', name: 'z-thief', portName: 'p', protocol: 'TCP' }, key: 'default/z-thief:p', clusterIP: '10.96.1.2', externalIPs: ['192.0.2.77'], internal: { kind: 'reject' }, external: { kind: 'reject' } });
+    const both = { ...base, servicePorts: [owner, thief] };
+    const table = new TableState(both, fragmentsOf(both));
+    expect(table.problems().map((p) => p.object)).toEqual(['default/z-thief']);
+    await withNetns(async (ns) => {
+      const nft = new Nft(inNetns(ns));
+      await new NftablesBackend(nft).sync([table.ruleset()]);
+      await nft.apply(table.update([owner.key], []));
+      const onlyThief = { ...base, servicePorts: [thief] };
+      expect(await new NftablesBackend(nft).matches([renderNftables(onlyThief).ruleset])).toBe(true);
+      expect(table.problems()).toEqual([]);
     });
   });
 });

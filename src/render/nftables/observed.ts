@@ -5,8 +5,8 @@
  * each set's definition and elements in the same canonical text the renderer writes.
  */
 import { parseIp } from '../../model/ip.ts';
-import type { BaseChainSpec, Hook, Ruleset, SetFlag, SetSpec } from './ruleset.ts';
-import { chainFingerprint, elementText as renderedElementText, isDynamic, setSpecText } from './ruleset.ts';
+import type { BaseChainSpec, Hook, SetFlag, SetSpec } from './ruleset.ts';
+import { setSpecText } from './ruleset.ts';
 
 export interface ObservedChain {
   readonly base?: BaseChainSpec;
@@ -113,16 +113,3 @@ function verdictText(v: unknown): string {
   return `<unrecognised ${JSON.stringify(v)}>`;
 }
 
-/**
- * What the kernel holds right after `rs` was committed: lets a partial sync plan against memory
- * instead of listing the table again (full syncs still read the kernel, to catch drift).
- */
-export function observedFromRuleset(rs: Ruleset): ObservedTable {
-  const chains = new Map<string, ObservedChain>();
-  for (const c of rs.chains) {
-    chains.set(c.name, { ...(c.base ? { base: c.base } : {}), ruleCount: c.rules.length, ...(c.rules.length > 0 ? { fingerprint: chainFingerprint(c) } : {}) });
-  }
-  const sets = new Map<string, ObservedSet>();
-  for (const s of rs.sets) sets.set(s.spec.name, { spec: s.spec, elements: new Set(isDynamic(s.spec) ? [] : s.elements.map(renderedElementText)) });
-  return { chains, sets };
-}

@@ -1,0 +1,240 @@
+/**
+ * @module render/nftables/table-state
+ * kproxy's table as the sum of its service ports' fragments, kept between syncs so that a change
+ * costs in proportion to the change: `update` swaps some fragments and returns exactly the
+ * commands that move the kernel from the old table to the new one. Pure.
+ *
+ * Ownership: a frontend (address . protocol . port, or protocol . NodePort) belongs to the first
+ * service port (by key) that claims it; only the owner's elements for it are in the table, and a
+ * port's chain stays only while the port owns a frontend routed through it. Elements any number of
+ * ports may add (ClusterIPs, hairpin pairs) are reference-counted.
+ */
+import type { Problem } from '../../util/problems.ts';
+import type { Fragment } from './syntax.ts';
+import { nftFamily } from './syntax.ts';
+import type { Chain, Element, Ruleset } from './ruleset.ts';
+import { chainFingerprint, Commands, elementText, ruleCommands } from './ruleset.ts';
+import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
+import { TABLE, type SetName } from './names.ts';
+import type { ServicePortFragment, SetElement } from './service-port.ts';
+
+/** What a set of fragments puts in the table, by identity, for diffing. */
+interface Contribution {
+  readonly chains: Map<string, Chain>;
+  /** `set \0 element text` → the element. */
+  readonly elements: Map<string, SetElement>;
+  readonly affinitySets: Map<string, number>;
+}
+
+const elementId = (e: SetElement) => `${e.set}\u0000${elementText(e.element)}`;
+
+export class TableState {
+  readonly context: TableContext;
+  private readonly fragments = new Map<string, ServicePortFragment>();
+  /** Frontend → the keys of the ports claiming it, sorted: the first owns it. */
+  private readonly claimants = new Map<string, string[]>();
+  /** Frontends claimed by more than one port. */
+  private readonly contested = new Set<string>();
+  private readonly shared = new Map<string, { readonly element: SetElement; count: number }>();
+
+  constructor(context: TableContext, fragments: Iterable<ServicePortFragment> = []) {
+    this.context = context;
+    for (const f of fragments) this.insert(f);
+  }
+
+  get size(): number {
+    return this.fragments.size;
+  }
+
+  /**
+   * Replaces the fragments of `removed` keys with `added` ones and returns the commands that turn
+   * the old table into the new one, in an order the kernel accepts in one transaction.
+   */
+  update(removed: Iterable<string>, added: Iterable<ServicePortFragment>): Fragment[] {
+    const adding = [...added];
+    const removing = [...removed].filter((k) => this.fragments.has(k));
+    // Every port whose contribution may change: the ones swapped, and the other claimants of any
+    // frontend they touch (ownership may pass to or from them).
+    const affected = new Set<string>([...removing, ...adding.map((f) => f.sp.key)]);
+    for (const key of [...affected]) {
+      for (const frontend of this.fragments.get(key)?.frontends.keys() ?? []) for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
+    }
+    for (const f of adding) for (const frontend of f.frontends.keys()) for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
+
+    const before = this.contribution(affected);
+    // Shared elements the swap may add or remove, with what they were before it.
+    const touchedShared = new Set<string>();
+    for (const key of affected) for (const e of this.fragments.get(key)?.sharedElements ?? []) touchedShared.add(elementId(e));
+    for (const f of adding) for (const e of f.sharedElements) touchedShared.add(elementId(e));
+    const sharedBefore = new Map([...touchedShared].map((id) => [id, this.shared.get(id)?.element]));
+    for (const key of removing) this.remove(key);
+    for (const f of adding) {
+      this.remove(f.sp.key);
+      this.insert(f);
+    }
+    const after = this.contribution(affected);
+    for (const id of touchedShared) {
+      const was = sharedBefore.get(id);
+      const is = this.shared.get(id)?.element;
+      if (was) before.elements.set(id, was);
+      if (is) after.elements.set(id, is);
+    }
+    return this.commands(before, after);
+  }
+
+  /** The whole table (full syncs and dumps): the skeleton, then the ports in key order. */
+  ruleset(): Ruleset {
+    const all = this.contribution(new Set(this.fragments.keys()));
+    for (const [id, s] of this.shared) all.elements.set(id, s.element);
+    const f = nftFamily(this.context.family);
+    const bySet = new Map<SetName, Element[]>();
+    for (const { set, element } of all.elements.values()) {
+      const list = bySet.get(set);
+      if (list) list.push(element);
+      else bySet.set(set, [element]);
+    }
+    const chains = [...all.chains.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return {
+      family: f,
+      table: TABLE,
+      chains: [...skeletonChains(this.context), ...this.inKeyOrder(chains)],
+      sets: [...skeletonSets(this.context, bySet), ...[...all.affinitySets].map(([name, timeout]) => affinitySetSpec(f, name, timeout))],
+    };
+  }
+
+  /** Conflicts: every port that claims a frontend another port owns. */
+  problems(): Problem[] {
+    if (this.contested.size === 0) return [];
+    const out: Problem[] = [];
+    for (const key of [...this.fragments.keys()].sort()) {
+      const f = this.fragments.get(key) as ServicePortFragment;
+      for (const frontend of f.frontends.keys()) {
+        const owner = this.claimants.get(frontend)?.[0];
+        if (owner === undefined || owner === key) continue;
+        out.push({
+          kind: 'Service',
+          object: `${f.sp.ref.namespace}/${f.sp.ref.name}`,
+          path: '',
+          message: `${frontend} is already used by Service port ${owner}; this port does not get it`,
+        });
+      }
+    }
+    return out;
+  }
+
+  fragmentsInKeyOrder(): ServicePortFragment[] {
+    return [...this.fragments.keys()].sort().map((k) => this.fragments.get(k) as ServicePortFragment);
+  }
+
+  /** Chains ordered by their port's key, as the table lists them (names start with a hash). */
+  private inKeyOrder(chains: Chain[]): Chain[] {
+    const order = new Map<string, number>();
+    this.fragmentsInKeyOrder().forEach((f, i) => {
+      for (const c of f.chains) order.set(c.chain.name, i);
+    });
+    return chains.sort((a, b) => (order.get(a.name) ?? 0) - (order.get(b.name) ?? 0));
+  }
+
+  private insert(f: ServicePortFragment): void {
+    const key = f.sp.key;
+    this.fragments.set(key, f);
+    for (const frontend of f.frontends.keys()) {
+      const list = this.claimants.get(frontend);
+      if (!list) this.claimants.set(frontend, [key]);
+      else {
+        list.push(key);
+        list.sort();
+        this.contested.add(frontend);
+      }
+    }
+    for (const e of f.sharedElements) {
+      const id = elementId(e);
+      const s = this.shared.get(id);
+      if (s) s.count++;
+      else this.shared.set(id, { element: e, count: 1 });
+    }
+  }
+
+  private remove(key: string): void {
+    const f = this.fragments.get(key);
+    if (!f) return;
+    this.fragments.delete(key);
+    for (const frontend of f.frontends.keys()) {
+      const list = (this.claimants.get(frontend) ?? []).filter((k) => k !== key);
+      if (list.length === 0) this.claimants.delete(frontend);
+      else this.claimants.set(frontend, list);
+      if (list.length <= 1) this.contested.delete(frontend);
+    }
+    for (const e of f.sharedElements) {
+      const id = elementId(e);
+      const s = this.shared.get(id);
+      if (s && --s.count === 0) this.shared.delete(id);
+    }
+  }
+
+  /** What the given ports put in the table now (owned frontends' elements, kept chains). */
+  private contribution(keys: ReadonlySet<string>): Contribution {
+    const out: Contribution = { chains: new Map(), elements: new Map(), affinitySets: new Map() };
+    for (const key of keys) {
+      const f = this.fragments.get(key);
+      if (!f) continue;
+      const owned = new Set<string>();
+      for (const [frontend, elements] of f.frontends) {
+        if (this.claimants.get(frontend)?.[0] !== key) continue;
+        owned.add(frontend);
+        for (const e of elements) out.elements.set(elementId(e), e);
+      }
+      let kept = 0;
+      for (const c of f.chains) {
+        if (!c.frontends.some((fr) => owned.has(fr))) continue;
+        out.chains.set(c.chain.name, c.chain);
+        kept++;
+      }
+      if (kept > 0) for (const [name, timeout] of f.affinitySets) out.affinitySets.set(name, timeout);
+    }
+    return out;
+  }
+
+  /** The commands from one contribution to another (see diff.ts for why this order). */
+  private commands(before: Contribution, after: Contribution): Fragment[] {
+    const f = nftFamily(this.context.family);
+    const c = new Commands(f, TABLE);
+    const newSets: Fragment[] = [];
+    const newChains: Fragment[] = [];
+    const flushes: Fragment[] = [];
+    const rules: Fragment[] = [];
+    const staleFlushes: Fragment[] = [];
+    const staleDeletes: Fragment[] = [];
+    for (const [name, timeout] of after.affinitySets) if (!before.affinitySets.has(name)) newSets.push(c.addSet(affinitySetSpec(f, name, timeout).spec));
+    for (const [name, chain] of after.chains) {
+      const old = before.chains.get(name);
+      if (!old) {
+        newChains.push(c.addChain(chain));
+        rules.push(...ruleCommands(c, chain));
+      } else if (old !== chain && (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))) {
+        flushes.push(c.flushChain(name));
+        rules.push(...ruleCommands(c, chain));
+      }
+    }
+    for (const name of before.chains.keys()) {
+      if (after.chains.has(name)) continue;
+      staleFlushes.push(c.flushChain(name));
+      staleDeletes.push(c.deleteChain(name));
+    }
+    for (const [name, timeout] of before.affinitySets) if (!after.affinitySets.has(name)) staleDeletes.push(c.deleteSet(affinitySetSpec(f, name, timeout).spec));
+
+    const group = (m: Map<string, SetElement>, skip: Map<string, SetElement>) => {
+      const bySet = new Map<SetName, Element[]>();
+      for (const [id, e] of m) {
+        if (skip.has(id)) continue;
+        const list = bySet.get(e.set);
+        if (list) list.push(e.element);
+        else bySet.set(e.set, [e.element]);
+      }
+      return bySet;
+    };
+    const deletes = [...group(before.elements, after.elements)].map(([set, list]) => c.deleteElements(set, list.map((e) => e.key)));
+    const adds = [...group(after.elements, before.elements)].map(([set, list]) => c.addElements(set, list));
+    return [...newSets, ...newChains, ...flushes, ...deletes, ...adds, ...rules, ...staleFlushes, ...staleDeletes];
+  }
+}
