@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
-import { commentCheck, identifier, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
+import { commentCheck, identifier, lazyFragment, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
 
 export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
 
@@ -131,9 +131,11 @@ export class Commands {
   }
 
   addRule(chain: string, rule: Rule): Fragment {
-    const json: Record<string, unknown> = this.ref({ chain, expr: ruleJsonExpr(rule) });
-    if (rule.comment !== undefined) json['comment'] = rule.comment;
-    return { text: `add rule ${this.where()} ${identifier(chain)} ${ruleText(rule)}`, json: { add: { rule: json } } };
+    return lazyFragment(`add rule ${this.where()} ${identifier(chain)} ${ruleText(rule)}`, () => {
+      const json: Record<string, unknown> = this.ref({ chain, expr: ruleJsonExpr(rule) });
+      if (rule.comment !== undefined) json['comment'] = rule.comment;
+      return { add: { rule: json } };
+    });
   }
 
   addSet(spec: SetSpec): Fragment {
@@ -172,13 +174,15 @@ export class Commands {
   }
 
   private elements(op: 'add' | 'delete', set: string, elements: readonly Element[]): Fragment {
-    const elem = elements.map((e) => (e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.key.json));
     const head = `${op} element ${this.where()} ${identifier(set)}`;
     const text =
       elements.length === 1 && elements[0]
         ? `${head} { ${elementText(elements[0])} }`
         : `${head} {\n${elements.map((e) => `\t${elementText(e)}`).join(',\n')}\n}`;
-    return { text, json: { [op]: { element: this.ref({ name: set, elem }) } } };
+    return lazyFragment(text, () => {
+      const elem = elements.map((e) => (e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.key.json));
+      return { [op]: { element: this.ref({ name: set, elem }) } };
+    });
   }
 }
 

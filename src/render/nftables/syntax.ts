@@ -201,9 +201,26 @@ export interface Rule {
   readonly comment?: string;
 }
 
+const ruleTexts = new WeakMap<Rule, string>();
+
+/** A rule's text, memoised: fingerprints and commands both need it, for every rule of a sync. */
 export function ruleText(r: Rule): string {
+  const known = ruleTexts.get(r);
+  if (known !== undefined) return known;
   const body = r.statements.map((s) => s.text).join(' ');
-  return r.comment === undefined ? body : `${body} comment ${quoted(r.comment, COMMENT, 'comment')}`;
+  const text = r.comment === undefined ? body : `${body} comment ${quoted(r.comment, COMMENT, 'comment')}`;
+  ruleTexts.set(r, text);
+  return text;
+}
+
+/** A command whose JSON is built only if asked for (`dump --format json`): most syncs send text. */
+export function lazyFragment(text: string, json: () => unknown): Fragment {
+  return {
+    text,
+    get json() {
+      return json();
+    },
+  };
 }
 
 export function ruleJsonExpr(r: Rule): unknown[] {
