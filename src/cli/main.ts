@@ -159,13 +159,23 @@ async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
     events = apiEventRecorder(kubeConfig, config.nodeName, log);
   }
   const daemon = await startDaemon({ config, source, events, log });
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await untilSignal(['SIGTERM', 'SIGINT']);
   log.info({ signal }, 'stopping');
   await daemon.stop();
   return 0;
+}
+
+/**
+ * Resolves with the first of `signals` received. The handlers stay installed until then and for
+ * as long as the caller runs after it (a repeated signal while stopping is ignored): with
+ * `process.once`, execa's exit hook (signal-exit) sees itself as the only remaining listener when
+ * a signal arrives while a subprocess (nft, conntrack) runs, and re-raises the signal, killing the
+ * process before the sync in flight finishes and the daemon exits 0.
+ */
+function untilSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    for (const s of signals) process.on(s, () => resolve(s));
+  });
 }
 
 /** The standard client-node way: --kubeconfig, else in-cluster, else the default chain; --master overrides the server. */
