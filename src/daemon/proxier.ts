@@ -11,7 +11,7 @@ import type { ClusterSnapshot, EndpointSlice, Family } from '../model/cluster.ts
 import { groupSlices, nodeContext, serviceKey, servicePortsOf } from '../model/build-node-state.ts';
 import type { NodeState } from '../model/node-state.ts';
 import type { ClusterSource, SourceChange } from '../source/api-source.ts';
-import { fragmentContext } from '../render/nftables/layout.ts';
+import { fragmentContext, type TableContext } from '../render/nftables/layout.ts';
 import { renderServicePort, type FragmentContext, type ServicePortFragment } from '../render/nftables/service-port.ts';
 import { TableState } from '../render/nftables/table-state.ts';
 import { planTransaction } from '../render/nftables/diff.ts';
@@ -113,22 +113,37 @@ export class Proxier {
     metrics.serviceChangesPending.set(0);
 
     const snapshot = source.snapshot();
-    const services = new Map(snapshot.services.map((s) => [serviceKey(s), s]));
-    const slices = groupSlices(snapshot.endpointSlices);
+    const contexts = new Map(FAMILIES.map((f) => [f, nodeContext(snapshot, f, this.o.config)]));
+    const contextKeys = new Map(FAMILIES.map((f) => [f, JSON.stringify(contexts.get(f))]));
+    // A family re-renders everything on a full sync, when its table is unknown (start, failure),
+    // or when what every port depends on changed (node IPs, detector, ServiceCIDRs...).
+    const rerender = new Map(FAMILIES.map((f) => {
+      const cache = this.cache(f);
+      return [f, full || !cache.table || contextKeys.get(f) !== cache.contextKey];
+    }));
+    const everything = [...rerender.values()].some(Boolean);
+    // Otherwise only the Services that changed are looked up.
+    const wanted = (key: string) => everything || changed.has(key);
+    const services = new Map(snapshot.services.filter((s) => wanted(serviceKey(s))).map((s) => [serviceKey(s), s]));
+    const slices = groupSlices(snapshot.endpointSlices.filter((s) => wanted(`${s.namespace}/${s.serviceName}`)));
     const tables = new Map<Family, TableState>();
     const commands: Fragment[] = [];
     const fullFamilies: Family[] = [];
     let drift = false;
+    // Stale conntrack entries exist only for UDP/SCTP frontends: a partial sync that touched none
+    // skips the cleanup (two process runs per family).
+    let datagramTouched = false;
+    const datagram = (p: { ref: { protocol: string } }) => p.ref.protocol !== 'TCP';
     for (const family of FAMILIES) {
       const cache = this.cache(family);
-      const context = nodeContext(snapshot, family, this.o.config);
-      const contextKey = JSON.stringify(context);
+      const context = contexts.get(family) as TableContext;
+      const contextKey = contextKeys.get(family) as string;
       let table = cache.table;
-      if (full || !table || contextKey !== cache.contextKey) {
+      if (rerender.get(family) || !table) {
         // Re-render everything and compare with what the kernel really holds.
         const ctx = fragmentContext(context);
         cache.portsOfService.clear();
-        const fragments = snapshot.services.flatMap((service) => this.renderService(cache, service, slices, family, snapshot, ctx));
+        const fragments = [...services.values()].flatMap((service) => this.renderService(cache, service, slices, family, snapshot, ctx));
         const unchanged = table !== undefined && changed.size === 0 && contextKey === cache.contextKey;
         table = new TableState(context, fragments);
         const rs = table.ruleset();
@@ -150,6 +165,8 @@ export class Proxier {
           const service = services.get(key);
           if (service) added.push(...this.renderService(cache, service, slices, family, snapshot, ctx));
         }
+        const current = table;
+        datagramTouched ||= removed.some((k) => { const f = current.get(k); return f !== undefined && datagram(f.sp); }) || added.some((f) => datagram(f.sp));
         commands.push(...table.update(removed, added));
       }
       cache.contextKey = contextKey;
@@ -168,7 +185,7 @@ export class Proxier {
     for (const [family, table] of tables) this.cache(family).table = table;
     if (full) this.nextFullAt = this.now() + this.o.config.syncPeriodMs;
     const kind: SyncKind = fullFamilies.length > 0 ? 'full' : 'partial';
-    await this.afterApply(kind, tables, commands.length, changed, snapshot, started, drift);
+    await this.afterApply(kind, tables, commands.length, changed, snapshot, started, drift, kind === 'full' || datagramTouched);
     return { kind, commands: commands.length, servicesRendered: kind === 'full' ? snapshot.services.length : changed.size };
   }
 
@@ -207,37 +224,39 @@ export class Proxier {
     snapshot: ClusterSnapshot,
     started: number,
     drift: boolean,
+    cleanConntrack: boolean,
   ): Promise<void> {
     const { log, metrics, health } = this.o;
-    const states = new Map<Family, NodeState>();
     for (const [family, table] of tables) {
       const cache = this.cache(family);
-      const state: NodeState = { ...table.context, servicePorts: table.fragmentsInKeyOrder().map((f) => f.sp) };
-      states.set(family, state);
-      try {
-        const r = await cleanupStaleConntrack(this.o.run, { state, ...(cache.state ? { previous: cache.state } : {}) });
-        if (r.deleted > 0) log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
-        for (const e of r.errors) log.warn({ family }, `conntrack cleanup: ${e}`);
-      } catch (err) {
-        log.warn({ family, err: err instanceof Error ? err.message : String(err) }, 'conntrack cleanup failed');
+      const ports = [...table.ports()];
+      if (cleanConntrack) {
+        const state: NodeState = { ...table.context, servicePorts: ports };
+        try {
+          const r = await cleanupStaleConntrack(this.o.run, { state, ...(cache.state ? { previous: cache.state } : {}) });
+          if (r.deleted > 0) log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
+          for (const e of r.errors) log.warn({ family }, `conntrack cleanup: ${e}`);
+        } catch (err) {
+          log.warn({ family, err: err instanceof Error ? err.message : String(err) }, 'conntrack cleanup failed');
+        }
+        cache.state = state;
       }
-      cache.state = state;
       health.updated(family);
       const labels = { ip_family: ipFamilyLabel(family) };
       const seconds = (performance.now() - started) / 1000;
       metrics.syncProxyRulesDuration.observe(labels, seconds);
       (kind === 'full' ? metrics.syncFullProxyRulesDuration : metrics.syncPartialProxyRulesDuration).observe(labels, seconds);
       metrics.syncProxyRulesLastTimestamp.setToCurrentTime(labels);
-      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, state.servicePorts.filter((sp) => sp.internal.kind === 'drop').length);
+      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, ports.filter((sp) => sp.internal.kind === 'drop').length);
       metrics.noLocalEndpointsTotal.set(
         { ...labels, traffic_policy: 'external' },
-        state.servicePorts.filter((sp) => sp.external?.kind === 'local' && sp.external.local.length === 0).length,
+        ports.filter((sp) => sp.external?.kind === 'local' && sp.external.local.length === 0).length,
       );
     }
     this.observeProgrammingLatency(kind === 'full' ? undefined : changed, snapshot);
-    await this.syncServiceHealth(states);
+    await this.syncServiceHealth(tables);
     log.info(
-      { kind, commands, servicePorts: [...states.values()].map((s) => s.servicePorts.length), ...(drift ? { drift } : {}), ms: Math.round(performance.now() - started) },
+      { kind, commands, servicePorts: [...tables.values()].map((t) => t.size), ...(drift ? { drift } : {}), ms: Math.round(performance.now() - started) },
       'sync',
     );
   }
@@ -258,13 +277,13 @@ export class Proxier {
   }
 
   /** Health-check NodePorts answer with this node's ready local endpoints (primary family first). */
-  private async syncServiceHealth(states: ReadonlyMap<Family, NodeState>): Promise<void> {
+  private async syncServiceHealth(tables: ReadonlyMap<Family, TableState>): Promise<void> {
     const server = this.o.serviceHealth;
     if (!server) return;
     const ports = new Map<number, ServiceRef>();
     const counts = new Map<string, number>();
-    for (const state of states.values()) {
-      for (const sp of state.servicePorts) {
+    for (const table of tables.values()) {
+      for (const sp of table.ports()) {
         if (sp.healthCheckNodePort === undefined) continue;
         const key = `${sp.ref.namespace}/${sp.ref.name}`;
         if (!ports.has(sp.healthCheckNodePort)) ports.set(sp.healthCheckNodePort, { namespace: sp.ref.namespace, name: sp.ref.name });

@@ -122,6 +122,19 @@ export class TableState {
     return out;
   }
 
+  /** The service ports in the table, in no particular order (cheap: no sorting). */
+  ports(): IterableIterator<ServicePortFragment['sp']> {
+    const it = this.fragments.values();
+    return (function* () {
+      for (const f of it) yield f.sp;
+    })();
+  }
+
+  /** The fragment of one service port, if the table has it. */
+  get(key: string): ServicePortFragment | undefined {
+    return this.fragments.get(key);
+  }
+
   fragmentsInKeyOrder(): ServicePortFragment[] {
     return [...this.fragments.keys()].sort().map((k) => this.fragments.get(k) as ServicePortFragment);
   }
