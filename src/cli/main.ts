@@ -113,7 +113,7 @@ async function sync(loaded: Loaded, log: Logger): Promise<number> {
   const rulesets = desired.families.map((f) => f.ruleset);
   const started = performance.now();
   const report = await backend.sync(rulesets);
-  if (!(await backend.matches(rulesets))) {
+  if (!(await backend.matches(rulesets, { light: true }))) {
     log.error('the kernel does not hold the desired rules after the transaction (someone else changed them?)');
     return 1;
   }

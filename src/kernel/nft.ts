@@ -71,6 +71,13 @@ export class Nft {
     throw err;
   }
 
+  /** `nft -j list chains|sets|maps FAMILY`: every table's objects of that kind, without rules. */
+  async listObjects(kind: 'chains' | 'sets' | 'maps', family: NftFamily): Promise<unknown> {
+    const r = await this.exec('nft', ['-j', 'list', kind, family]);
+    if (r.exitCode === 0) return JSON.parse(r.stdout) as unknown;
+    throw classify(r);
+  }
+
   async deleteTable(family: NftFamily, table: string): Promise<boolean> {
     const r = await this.exec('nft', ['delete', 'table', family, table]);
     if (r.exitCode === 0) return true;

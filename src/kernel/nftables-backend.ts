@@ -8,7 +8,8 @@ import type { Nft } from './nft.ts';
 import type { Ruleset, Transaction } from '../render/nftables/ruleset.ts';
 import type { NftFamily } from '../render/nftables/syntax.ts';
 import type { Fragment } from '../render/nftables/syntax.ts';
-import { parseObservedTable, type ObservedTable } from '../render/nftables/observed.ts';
+import { lightObservedTable, parseObservedTable, type ObservedTable } from '../render/nftables/observed.ts';
+import { chainFingerprint } from '../render/nftables/ruleset.ts';
 import { planTransaction, type PlanSummary } from '../render/nftables/diff.ts';
 import { TABLE } from '../render/nftables/layout.ts';
 
@@ -57,10 +58,20 @@ export class NftablesBackend {
     return listing === undefined ? undefined : parseObservedTable(listing);
   }
 
-  /** True when the kernel holds exactly the desired rulesets (nothing left to plan). */
-  async matches(rulesets: readonly Ruleset[]): Promise<boolean> {
+  /** What the kernel holds, without reading its rules; chains' contents are assumed to be `committed`. */
+  async observeLight(rs: Ruleset, committed: Ruleset): Promise<ObservedTable | undefined> {
+    const listings = await Promise.all((['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, rs.family)));
+    const known = new Map(committed.chains.map((c) => [c.name, { ruleCount: c.rules.length, ...(c.rules.length > 0 ? { fingerprint: chainFingerprint(c) } : {}) }]));
+    return lightObservedTable(listings, rs.table, known);
+  }
+
+  /**
+   * True when the kernel holds exactly the desired rulesets (nothing left to plan). `light`: right
+   * after committing them, check chains, sets and maps without reading every rule back.
+   */
+  async matches(rulesets: readonly Ruleset[], options: { light?: boolean } = {}): Promise<boolean> {
     for (const rs of rulesets) {
-      const observed = await this.observe(rs);
+      const observed = options.light ? await this.observeLight(rs, rs) : await this.observe(rs);
       if (!observed || planTransaction(rs, observed).commands.length > 0) return false;
     }
     return true;

@@ -4,6 +4,7 @@ import { NftablesBackend } from '../../src/kernel/nftables-backend.ts';
 import { fragmentContext, renderNftables } from '../../src/render/nftables/layout.ts';
 import { renderServicePort } from '../../src/render/nftables/service-port.ts';
 import { TableState } from '../../src/render/nftables/table-state.ts';
+import { planTransaction } from '../../src/render/nftables/diff.ts';
 import { parseObservedTable } from '../../src/render/nftables/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
@@ -129,6 +130,29 @@ describe('TableState.update: the commands of a partial sync', () => {
       const onlyThief = { ...base, servicePorts: [thief] };
       expect(await new NftablesBackend(nft).matches([renderNftables(onlyThief).ruleset])).toBe(true);
       expect(table.problems()).toEqual([]);
+    });
+  });
+});
+
+describe('light observation (periodic consistency checks)', () => {
+  it('sees a missing table, chain or element without reading the rules back', async () => {
+    await withNetns(async (ns) => {
+      const nft = new Nft(inNetns(ns));
+      const backend = new NftablesBackend(nft);
+      const rs = renderNftables(base).ruleset;
+      await backend.sync([rs]);
+      expect(await backend.matches([rs], { light: true })).toBe(true);
+      await nft.apply([{ text: 'delete element ip kproxy service-ips { 10.96.0.5 . tcp . 80 }', json: null }]);
+      expect(await backend.matches([rs], { light: true })).toBe(false);
+      const plan = planTransaction(rs, await backend.observeLight(rs, rs));
+      await nft.apply(plan.commands);
+      expect(await backend.matches([rs])).toBe(true);
+      await nft.apply([{ text: 'flush chain ip kproxy services', json: null }]);
+      // An edit inside a chain is found only by a complete read (what every 10th full sync does).
+      expect(await backend.matches([rs], { light: true })).toBe(true);
+      expect(await backend.matches([rs])).toBe(false);
+      await nft.deleteTable('ip', 'kproxy');
+      expect(await backend.observeLight(rs, rs)).toBeUndefined();
     });
   });
 });

@@ -28,12 +28,14 @@ export interface ObservedTable {
 type Json = Record<string, unknown>;
 
 /** Parses `nft -j list table` output. Unknown shapes become "unrecognised" values, never a crash. */
-export function parseObservedTable(listing: unknown): ObservedTable {
+export function parseObservedTable(listing: unknown, table?: string): ObservedTable {
   const items = (listing as Json | null)?.['nftables'];
   const chains = new Map<string, { base?: BaseChainSpec; ruleCount: number; fingerprint?: string }>();
   const sets = new Map<string, ObservedSet>();
   if (!Array.isArray(items)) return { chains, sets };
   for (const item of items as Json[]) {
+    const object = (item['chain'] ?? item['rule'] ?? item['set'] ?? item['map']) as Json | undefined;
+    if (table !== undefined && object?.['table'] !== table) continue;
     if (item['chain']) {
       const c = item['chain'] as Json;
       const name = String(c['name']);
@@ -113,3 +115,21 @@ function verdictText(v: unknown): string {
   return `<unrecognised ${JSON.stringify(v)}>`;
 }
 
+/**
+ * What the kernel holds, read without its rules (listing ~100k rules back costs more than loading
+ * them: 7 s at 10,000 Services): chain names and hooks, sets and maps with their elements. Each
+ * chain's rule count and fingerprint are taken from `committed`, what kproxy last wrote there,
+ * so a chain that is missing is recreated and every set is compared for real, but an edit inside
+ * an existing chain is only found by a complete read.
+ */
+export function lightObservedTable(listings: readonly unknown[], table: string, committed: ReadonlyMap<string, { ruleCount: number; fingerprint?: string }>): ObservedTable | undefined {
+  const merged = { nftables: listings.flatMap((l) => ((l as Json | null)?.['nftables'] as unknown[] | undefined) ?? []) };
+  const seen = parseObservedTable(merged, table);
+  if (seen.chains.size === 0) return undefined;
+  const chains = new Map<string, ObservedChain>();
+  for (const [name, chain] of seen.chains) {
+    const known = committed.get(name);
+    chains.set(name, { ...(chain.base ? { base: chain.base } : {}), ruleCount: known?.ruleCount ?? -1, ...(known?.fingerprint ? { fingerprint: known.fingerprint } : {}) });
+  }
+  return { chains, sets: seen.sets };
+}
