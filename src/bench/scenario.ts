@@ -19,6 +19,8 @@ export interface BenchOptions {
   readonly latencyServices: readonly number[];
   readonly latencyEndpoints: number;
   readonly connects: number;
+  /** Incremental syncs measured per kind of change (endpoint, add, delete) and size. */
+  readonly changes: number;
   /** Scenario names to run (in registry order). */
   readonly scenarios: readonly string[];
   readonly keepFiles: boolean;
