@@ -25,6 +25,7 @@ import type { ProxyMetrics } from './metrics.ts';
 import { ipFamilyLabel } from './metrics.ts';
 import type { ProxyHealth } from './proxy-health.ts';
 import type { ServiceHealthServer, ServiceRef } from './service-health.ts';
+import { appendAll } from '../util/arrays.ts';
 
 export interface ProxierOptions {
   readonly config: ProxyConfig;
@@ -161,7 +162,7 @@ export class Proxier {
           drift = true;
           log.warn({ family: rs.family, repairing: plan.summary, reason: plan.reason }, 'drift: the kernel did not hold what kproxy last wrote; restoring');
         }
-        commands.push(...plan.commands);
+        appendAll(commands, plan.commands);
         fullFamilies.push(family);
       } else {
         // Only the Services that changed: swap their fragments.
@@ -172,11 +173,11 @@ export class Proxier {
           removed.push(...(cache.portsOfService.get(key) ?? []));
           cache.portsOfService.delete(key);
           const service = services.get(key);
-          if (service) added.push(...this.renderService(cache, service, slices, family, snapshot, ctx));
+          if (service) appendAll(added, this.renderService(cache, service, slices, family, snapshot, ctx));
         }
         const current = table;
         datagramTouched ||= removed.some((k) => { const f = current.get(k); return f !== undefined && datagram(f.sp); }) || added.some((f) => datagram(f.sp));
-        commands.push(...table.update(removed, added));
+        appendAll(commands, table.update(removed, added));
       }
       cache.contextKey = contextKey;
       cache.table = undefined; // set again once the kernel has taken the transaction

@@ -17,6 +17,7 @@ import {
   type StaleReason,
 } from '../model/conntrack-plan.ts';
 import { parseIp } from '../model/ip.ts';
+import { appendAll } from '../util/arrays.ts';
 
 export interface RunResult {
   readonly exitCode: number;
@@ -201,7 +202,7 @@ export async function cleanupStaleConntrack(run: Run, options: ConntrackCleanupO
   let unparsed = 0;
   for (const protocol of protocols) {
     const listed = await listConntrackEntries(run, family, protocol);
-    entries.push(...listed.entries);
+    appendAll(entries, listed.entries);
     unparsed += listed.unparsed;
   }
   const plan = planConntrackCleanup(entries, { ...options, protocols });

@@ -12,6 +12,7 @@ import { lightObservedTable, parseObservedTable, type ObservedTable } from '../r
 import { chainFingerprint } from '../render/nftables/ruleset.ts';
 import { planTransaction, type PlanSummary } from '../render/nftables/diff.ts';
 import { TABLE } from '../render/nftables/layout.ts';
+import { appendAll } from '../util/arrays.ts';
 
 export interface FamilySyncReport {
   readonly family: NftFamily;
@@ -40,7 +41,7 @@ export class NftablesBackend {
     for (const rs of rulesets) {
       const observed = await this.observe(rs);
       const plan = planTransaction(rs, observed);
-      commands.push(...plan.commands);
+      appendAll(commands, plan.commands);
       families.push({ family: rs.family, summary: plan.summary, commands: plan.commands.length, ...(plan.reason ? { reason: plan.reason } : {}) });
     }
     await this.nft.apply(commands, options);

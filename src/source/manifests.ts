@@ -9,6 +9,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { Problem } from '../util/problems.ts';
+import { appendAll } from '../util/arrays.ts';
 
 export interface ManifestObjects {
   readonly objects: unknown[];
@@ -54,8 +55,8 @@ export async function readManifestDir(dir: string): Promise<ManifestObjects> {
       continue;
     }
     const parsed = parseManifestText(text, path);
-    objects.push(...parsed.objects);
-    problems.push(...parsed.problems);
+    appendAll(objects, parsed.objects);
+    appendAll(problems, parsed.problems);
   }
   return { objects, problems };
 }

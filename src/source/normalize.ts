@@ -27,6 +27,7 @@ import type {
 } from '../model/cluster.ts';
 import { cidrContains, parseCidr, parseIp } from '../model/ip.ts';
 import type { Problem } from '../util/problems.ts';
+import { appendAll } from '../util/arrays.ts';
 
 /** The cluster autoscaler's taint on a Node it is about to remove. */
 export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
@@ -649,7 +650,7 @@ function readObject<T>(spec: KindSpec<T>, root: Field, problems: Problem[]): { k
   const r = new Reporter(spec.kind, object);
   try {
     const value = spec.read(root, id, r);
-    problems.push(...r.problems);
+    appendAll(problems, r.problems);
     return { key: object, value };
   } catch (err) {
     if (!(err instanceof Invalid)) throw err;
@@ -759,7 +760,7 @@ export function buildSnapshot(objects: unknown[], nodeName: string): { snapshot:
     ServiceCIDR: new Map(),
   };
   const keep = <K extends ObjectKind>(n: NormalizedObject<K>): void => {
-    problems.push(...n.problems);
+    appendAll(problems, n.problems);
     if (n.key !== undefined) store(latest[n.kind], n.kind, n.key, n.value, problems);
   };
 

@@ -10,6 +10,7 @@ import type { NodeState } from '../model/node-state.ts';
 import { renderNftables } from '../render/nftables/layout.ts';
 import type { Ruleset } from '../render/nftables/ruleset.ts';
 import type { Problem } from '../util/problems.ts';
+import { appendAll } from '../util/arrays.ts';
 
 export const FAMILIES: readonly Family[] = ['ipv4', 'ipv6'];
 
@@ -28,7 +29,7 @@ export function desiredState(snapshot: ClusterSnapshot, config: ProxyConfig): De
   const families = FAMILIES.map((family) => {
     const state = buildNodeState(snapshot, family, config);
     const rendered = renderNftables(state);
-    problems.push(...rendered.problems);
+    appendAll(problems, rendered.problems);
     return { state, ruleset: rendered.ruleset };
   });
   return { families, problems };

@@ -14,6 +14,7 @@ import type { Chain, Ruleset } from './ruleset.ts';
 import { chainFingerprint, Commands, createCommands, elementText, isDynamic, ruleCommands } from './ruleset.ts';
 import type { ObservedTable } from './observed.ts';
 import { sameSetSpec } from './observed.ts';
+import { appendAll } from '../../util/arrays.ts';
 
 export interface PlanSummary {
   readonly kind: 'create' | 'replace' | 'update';
@@ -58,11 +59,11 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     const seen = observed.chains.get(chain.name);
     if (!seen) {
       newChains.push(c.addChain(chain));
-      rules.push(...ruleCommands(c, chain));
+      appendAll(rules, ruleCommands(c, chain));
       chainsAdded++;
     } else if (!sameContent(chain, seen.ruleCount, seen.fingerprint)) {
       flushes.push(c.flushChain(chain.name));
-      rules.push(...ruleCommands(c, chain));
+      appendAll(rules, ruleCommands(c, chain));
       chainsChanged++;
     }
   }

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
 import { commentCheck, identifier, lazyFragment, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
+import { appendAll } from '../../util/arrays.ts';
 
 export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
 
@@ -195,7 +196,7 @@ export function createCommands(rs: Ruleset): Fragment[] {
   for (const set of rs.sets) {
     if (!isDynamic(set.spec) && set.elements.length > 0) out.push(c.addElements(set.spec.name, set.elements));
   }
-  for (const chain of rs.chains) out.push(...ruleCommands(c, chain));
+  for (const chain of rs.chains) appendAll(out, ruleCommands(c, chain));
   return out;
 }
 

@@ -17,6 +17,7 @@ import { chainFingerprint, Commands, elementText, ruleCommands } from './ruleset
 import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
 import { TABLE, type SetName } from './names.ts';
 import type { ServicePortFragment, SetElement } from './service-port.ts';
+import { appendAll } from '../../util/arrays.ts';
 
 /** What a set of fragments puts in the table, by identity, for diffing. */
 interface Contribution {
@@ -223,10 +224,10 @@ export class TableState {
       const old = before.chains.get(name);
       if (!old) {
         newChains.push(c.addChain(chain));
-        rules.push(...ruleCommands(c, chain));
+        appendAll(rules, ruleCommands(c, chain));
       } else if (old !== chain && (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))) {
         flushes.push(c.flushChain(name));
-        rules.push(...ruleCommands(c, chain));
+        appendAll(rules, ruleCommands(c, chain));
       }
     }
     for (const name of before.chains.keys()) {
