@@ -159,7 +159,7 @@ export const coldSync: Scenario = {
         'size = Services x endpoints per Service; normalize = buildSnapshot, model+render = desiredState, tx build = planTransaction (create) + transactionText, all in a fresh Node process.',
         "nft user = nft's own parsing/evaluation, nft sys = system time of nft's process (the kernel committing the batch); total = normalize + model+render + tx build + nft wall.",
         'peak RSS = maxRSS of the pipeline process, which also holds the synthetic API objects (input RSS in the JSON); nft RSS = maxRSS of nft -f.',
-        "list = `nft -j list table ip kproxy` after the load (what NftablesBackend.sync reads before every sync); matches = NftablesBackend.matches (list + parse + plan), the check that the kernel holds the desired rulesets.",
+        "list = `nft -j list table ip kproxy` after the load (a complete read: what `kproxy sync` and the daemon's start-up and every 10th consistency sync do; the other syncs read chains, sets and maps only); matches = NftablesBackend.matches (list + parse + plan), the check that the kernel holds the desired rulesets.",
       ],
       data,
     };
