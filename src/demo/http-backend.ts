@@ -6,7 +6,7 @@
 import { createServer } from 'node:http';
 
 const [name = 'backend', port = '8080'] = process.argv.slice(2);
-createServer((req, res) => {
+createServer((_req, res) => {
   res.writeHead(200, { 'content-type': 'text/plain' });
   res.end(`${name}\n`);
 }).listen(Number(port), '::', () => process.stdout.write('ready\n'));

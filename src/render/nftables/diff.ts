@@ -3,18 +3,12 @@
  * Plans the one transaction that turns what the kernel holds into the desired ruleset, touching
  * only what differs: chains are flushed and refilled only when their fingerprint or rule count
  * differ, set and map elements are added and deleted one by one. Pure.
- *
- * Command order inside the transaction matters to the kernel's reference counting: new sets and
- * chains first, then flushes, element deletions, element additions, rules, and last the deletion
- * of chains and sets nothing refers to any more (Linux >= 5.x resolves these references within one
- * transaction; upstream kube-proxy deletes stale chains a second later only for older kernels).
  */
 import type { Fragment, Value } from './syntax.ts';
 import type { Chain, Ruleset } from './ruleset.ts';
-import { chainFingerprint, Commands, createCommands, elementText, isDynamic, ruleCommands } from './ruleset.ts';
+import { chainFingerprint, Commands, createCommands, elementText, isDynamic, TransactionBuilder } from './ruleset.ts';
 import type { ObservedTable } from './observed.ts';
 import { sameSetSpec } from './observed.ts';
-import { appendAll } from '../../util/arrays.ts';
 
 export interface PlanSummary {
   readonly kind: 'create' | 'replace' | 'update';
@@ -41,69 +35,29 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     return { ...plan, commands: [c.deleteTable(), ...plan.commands], reason: incompatible };
   }
 
-  const c = new Commands(desired.family, desired.table);
-  const newSets: Fragment[] = [];
-  const newChains: Fragment[] = [];
-  const flushes: Fragment[] = [];
-  const elementDeletes: Fragment[] = [];
-  const elementAdds: Fragment[] = [];
-  const rules: Fragment[] = [];
-  const staleFlushes: Fragment[] = [];
-  const staleDeletes: Fragment[] = [];
-  let chainsAdded = 0;
-  let chainsChanged = 0;
-  let elementsAdded = 0;
-  let elementsDeleted = 0;
-
+  const tx = new TransactionBuilder(desired.family, desired.table);
   for (const chain of desired.chains) {
     const seen = observed.chains.get(chain.name);
-    if (!seen) {
-      newChains.push(c.addChain(chain));
-      appendAll(rules, ruleCommands(c, chain));
-      chainsAdded++;
-    } else if (!sameContent(chain, seen.ruleCount, seen.fingerprint)) {
-      flushes.push(c.flushChain(chain.name));
-      appendAll(rules, ruleCommands(c, chain));
-      chainsChanged++;
-    }
+    if (!seen) tx.addChain(chain);
+    else if (!sameContent(chain, seen.ruleCount, seen.fingerprint)) tx.replaceChain(chain);
   }
   const desiredChains = new Set(desired.chains.map((ch) => ch.name));
-  for (const name of observed.chains.keys()) {
-    if (desiredChains.has(name)) continue;
-    staleFlushes.push(c.flushChain(name));
-    staleDeletes.push(c.deleteChain(name));
-  }
+  for (const name of observed.chains.keys()) if (!desiredChains.has(name)) tx.deleteChain(name);
 
   for (const set of desired.sets) {
     const seen = observed.sets.get(set.spec.name);
-    if (!seen) newSets.push(c.addSet(set.spec));
+    if (!seen) tx.addSet(set.spec);
     if (isDynamic(set.spec)) continue;
     const wanted = new Map(set.elements.map((e) => [elementText(e), e]));
     const existing = seen?.elements ?? new Set<string>();
     // A map element is deleted by its key alone; the key is the text before " : ".
-    const stale = [...existing].filter((text) => !wanted.has(text)).map((text) => keyFromText(text.split(' : ')[0] ?? text));
-    const fresh = [...wanted].filter(([text]) => !existing.has(text)).map(([, e]) => e);
-    if (stale.length > 0) elementDeletes.push(c.deleteElements(set.spec.name, stale));
-    if (fresh.length > 0) elementAdds.push(c.addElements(set.spec.name, fresh));
-    elementsDeleted += stale.length;
-    elementsAdded += fresh.length;
+    tx.deleteElements(set.spec.name, [...existing].filter((text) => !wanted.has(text)).map((text) => keyFromText(text.split(' : ')[0] ?? text)));
+    tx.addElements(set.spec.name, [...wanted].filter(([text]) => !existing.has(text)).map(([, e]) => e));
   }
-  const desiredSets = new Map(desired.sets.map((s) => [s.spec.name, s]));
-  for (const [name, seen] of observed.sets) {
-    if (!desiredSets.has(name)) staleDeletes.push(c.deleteSet(seen.spec));
-  }
+  const desiredSets = new Set(desired.sets.map((s) => s.spec.name));
+  for (const [name, seen] of observed.sets) if (!desiredSets.has(name)) tx.deleteSet(seen.spec);
 
-  return {
-    commands: [...newSets, ...newChains, ...flushes, ...elementDeletes, ...elementAdds, ...rules, ...staleFlushes, ...staleDeletes],
-    summary: {
-      kind: 'update',
-      chainsAdded,
-      chainsChanged,
-      chainsDeleted: staleFlushes.length,
-      elementsAdded,
-      elementsDeleted,
-    },
-  };
+  return { commands: tx.commands(), summary: { kind: 'update', ...tx.counts } };
 }
 
 function fullPlan(kind: 'create' | 'replace', desired: Ruleset): Plan {

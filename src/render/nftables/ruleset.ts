@@ -187,6 +187,83 @@ export class Commands {
   }
 }
 
+/**
+ * The changes of one sync, collected in any order and emitted in the one order the kernel accepts
+ * within a single transaction: new sets and chains first (rules and elements refer to them),
+ * flushes, element deletions, element additions, rules, and last the deletion of chains and sets
+ * nothing refers to any more (Linux >= 5.x resolves these references within one transaction;
+ * upstream kube-proxy deletes stale chains a second later only for older kernels).
+ */
+export class TransactionBuilder {
+  private readonly c: Commands;
+  private readonly newSets: Fragment[] = [];
+  private readonly newChains: Fragment[] = [];
+  private readonly flushes: Fragment[] = [];
+  private readonly elementDeletes: Fragment[] = [];
+  private readonly elementAdds: Fragment[] = [];
+  private readonly rules: Fragment[] = [];
+  private readonly staleFlushes: Fragment[] = [];
+  private readonly staleDeletes: Fragment[] = [];
+  readonly counts = { chainsAdded: 0, chainsChanged: 0, chainsDeleted: 0, elementsAdded: 0, elementsDeleted: 0 };
+
+  constructor(family: NftFamily, table: string) {
+    this.c = new Commands(family, table);
+  }
+
+  addChain(chain: Chain): void {
+    this.newChains.push(this.c.addChain(chain));
+    appendAll(this.rules, ruleCommands(this.c, chain));
+    this.counts.chainsAdded++;
+  }
+
+  /** Flushes an existing chain and writes its rules again. */
+  replaceChain(chain: Chain): void {
+    this.flushes.push(this.c.flushChain(chain.name));
+    appendAll(this.rules, ruleCommands(this.c, chain));
+    this.counts.chainsChanged++;
+  }
+
+  deleteChain(name: string): void {
+    this.staleFlushes.push(this.c.flushChain(name));
+    this.staleDeletes.push(this.c.deleteChain(name));
+    this.counts.chainsDeleted++;
+  }
+
+  addSet(spec: SetSpec): void {
+    this.newSets.push(this.c.addSet(spec));
+  }
+
+  deleteSet(spec: SetSpec): void {
+    this.staleDeletes.push(this.c.deleteSet(spec));
+  }
+
+  addElements(set: string, elements: readonly Element[]): void {
+    if (elements.length === 0) return;
+    this.elementAdds.push(this.c.addElements(set, elements));
+    this.counts.elementsAdded += elements.length;
+  }
+
+  /** Map elements are deleted by key alone. */
+  deleteElements(set: string, keys: readonly Value[]): void {
+    if (keys.length === 0) return;
+    this.elementDeletes.push(this.c.deleteElements(set, keys));
+    this.counts.elementsDeleted += keys.length;
+  }
+
+  commands(): Fragment[] {
+    return [
+      ...this.newSets,
+      ...this.newChains,
+      ...this.flushes,
+      ...this.elementDeletes,
+      ...this.elementAdds,
+      ...this.rules,
+      ...this.staleFlushes,
+      ...this.staleDeletes,
+    ];
+  }
+}
+
 /** Every command that creates the ruleset from nothing, in an order nft accepts. */
 export function createCommands(rs: Ruleset): Fragment[] {
   const c = new Commands(rs.family, rs.table);

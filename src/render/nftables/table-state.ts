@@ -13,11 +13,10 @@ import type { Problem } from '../../util/problems.ts';
 import type { Fragment } from './syntax.ts';
 import { nftFamily } from './syntax.ts';
 import type { Chain, Element, Ruleset } from './ruleset.ts';
-import { chainFingerprint, Commands, elementText, ruleCommands } from './ruleset.ts';
+import { chainFingerprint, elementText, TransactionBuilder } from './ruleset.ts';
 import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
 import { TABLE, type SetName } from './names.ts';
 import type { ServicePortFragment, SetElement } from './service-port.ts';
-import { appendAll } from '../../util/arrays.ts';
 
 /** What a set of fragments puts in the table, by identity, for diffing. */
 interface Contribution {
@@ -209,46 +208,32 @@ export class TableState {
     return out;
   }
 
-  /** The commands from one contribution to another (see diff.ts for why this order). */
+  /** The commands from one contribution to another. */
   private commands(before: Contribution, after: Contribution): Fragment[] {
     const f = nftFamily(this.context.family);
-    const c = new Commands(f, TABLE);
-    const newSets: Fragment[] = [];
-    const newChains: Fragment[] = [];
-    const flushes: Fragment[] = [];
-    const rules: Fragment[] = [];
-    const staleFlushes: Fragment[] = [];
-    const staleDeletes: Fragment[] = [];
-    for (const [name, timeout] of after.affinitySets) if (!before.affinitySets.has(name)) newSets.push(c.addSet(affinitySetSpec(f, name, timeout).spec));
+    const tx = new TransactionBuilder(f, TABLE);
+    for (const [name, timeout] of after.affinitySets) if (!before.affinitySets.has(name)) tx.addSet(affinitySetSpec(f, name, timeout).spec);
     for (const [name, chain] of after.chains) {
       const old = before.chains.get(name);
-      if (!old) {
-        newChains.push(c.addChain(chain));
-        appendAll(rules, ruleCommands(c, chain));
-      } else if (old !== chain && (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))) {
-        flushes.push(c.flushChain(name));
-        appendAll(rules, ruleCommands(c, chain));
-      }
+      if (!old) tx.addChain(chain);
+      else if (old !== chain && (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))) tx.replaceChain(chain);
     }
-    for (const name of before.chains.keys()) {
-      if (after.chains.has(name)) continue;
-      staleFlushes.push(c.flushChain(name));
-      staleDeletes.push(c.deleteChain(name));
-    }
-    for (const [name, timeout] of before.affinitySets) if (!after.affinitySets.has(name)) staleDeletes.push(c.deleteSet(affinitySetSpec(f, name, timeout).spec));
-
-    const group = (m: Map<string, SetElement>, skip: Map<string, SetElement>) => {
-      const bySet = new Map<SetName, Element[]>();
-      for (const [id, e] of m) {
-        if (skip.has(id)) continue;
-        const list = bySet.get(e.set);
-        if (list) list.push(e.element);
-        else bySet.set(e.set, [e.element]);
-      }
-      return bySet;
-    };
-    const deletes = [...group(before.elements, after.elements)].map(([set, list]) => c.deleteElements(set, list.map((e) => e.key)));
-    const adds = [...group(after.elements, before.elements)].map(([set, list]) => c.addElements(set, list));
-    return [...newSets, ...newChains, ...flushes, ...deletes, ...adds, ...rules, ...staleFlushes, ...staleDeletes];
+    for (const name of before.chains.keys()) if (!after.chains.has(name)) tx.deleteChain(name);
+    for (const [name, timeout] of before.affinitySets) if (!after.affinitySets.has(name)) tx.deleteSet(affinitySetSpec(f, name, timeout).spec);
+    for (const [set, list] of bySet(before.elements, after.elements)) tx.deleteElements(set, list.map((e) => e.key));
+    for (const [set, list] of bySet(after.elements, before.elements)) tx.addElements(set, list);
+    return tx.commands();
   }
+}
+
+/** The elements of `m` that `skip` does not have, grouped by set. */
+function bySet(m: ReadonlyMap<string, SetElement>, skip: ReadonlyMap<string, SetElement>): Map<SetName, Element[]> {
+  const out = new Map<SetName, Element[]>();
+  for (const [id, e] of m) {
+    if (skip.has(id)) continue;
+    const list = out.get(e.set);
+    if (list) list.push(e.element);
+    else out.set(e.set, [e.element]);
+  }
+  return out;
 }
