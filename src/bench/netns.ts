@@ -5,6 +5,7 @@
  * and (for a bench that was killed) at the next run, which sweeps `kpbench<pid>-…` namespaces
  * whose owner process is gone.
  */
+import { pidAlive } from '../util/process.ts';
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
 export const NS_PREFIX = 'kpbench';
@@ -39,14 +40,6 @@ export function ipBatch(lines: readonly string[]): void {
   if (!r.ok) throw new Error(`ip -batch: ${r.stderr.trim()}\n${lines.join('\n')}`);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function killChild(child: ChildProcess): void {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
@@ -135,6 +128,21 @@ export function spawnTracked(file: string, args: readonly string[], options: Spa
 export function killTracked(child: ChildProcess): void {
   killChild(child);
   liveChildren.delete(child);
+}
+
+/** Runs a tracked child to completion and parses the last line of its stdout as JSON. */
+export async function runForJson<T>(what: string, file: string, args: readonly string[]): Promise<T> {
+  const child = spawnTracked(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (c) => resolve(c));
+  });
+  if (code !== 0) throw new Error(`${what} failed (exit ${code}): ${stderr.slice(0, 2000)}`);
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as T;
 }
 
 /** Runs fn with a fresh namespace that is deleted afterwards, whatever happens. */

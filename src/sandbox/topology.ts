@@ -11,6 +11,7 @@
 // output hook can DNAT it) while anything that is *not* DNATed comes back at once as ICMP
 // admin-prohibited (classified 'error', EHOSTUNREACH for IPv4 / EACCES for IPv6) instead of looping.
 import { execaSync } from 'execa';
+import { pidAlive } from '../util/process.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { cidrContains, nthHost, parseCidr, unmapV4, canonical, familyOf } from './addr.ts';
 import { Agent } from './agent-client.ts';
@@ -244,14 +245,6 @@ function installExitHook(): void {
   });
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Delete namespaces left behind by earlier harness runs: those named `kpt<pid>s<n>-…` whose

@@ -14,7 +14,7 @@ import { NftablesBackend } from '../../kernel/nftables-backend.ts';
 import { TABLE } from '../../render/nftables/layout.ts';
 import { sizeLabel, syntheticCluster, type ClusterShape, type ClusterSize } from '../cluster-gen.ts';
 import { count, ms, secs } from '../format.ts';
-import { spawnTracked, withNetns } from '../netns.ts';
+import { runForJson, withNetns } from '../netns.ts';
 import type { WorkerReport } from '../pipeline-worker.ts';
 import { benchConfig, runPipeline } from '../pipeline.ts';
 import type { BenchContext, Scenario, ScenarioResult } from '../scenario.ts';
@@ -60,17 +60,7 @@ export async function runWorker(size: ClusterSize, shape: ClusterShape, out: str
     '--affinity-percent', String(shape.affinityPercent),
     '--out', out,
   ];
-  const child = spawnTracked(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (c) => resolve(c));
-  });
-  if (code !== 0) throw new Error(`pipeline worker for ${sizeLabel(size)} failed (exit ${code}): ${stderr.slice(0, 2000)}`);
-  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as WorkerReport;
+  return runForJson<WorkerReport>(`pipeline worker for ${sizeLabel(size)}`, process.execPath, args);
 }
 
 async function measure(ctx: BenchContext, size: ClusterSize): Promise<ColdSyncRow> {

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { sizeLabel, syntheticCluster, SERVICE_PORT, TARGET_PORT } from '../cluster-gen.ts';
 import { count, ms, percentile, ratio, secs } from '../format.ts';
-import { createNetns, deleteNetns, ip, killTracked, spawnTracked } from '../netns.ts';
+import { createNetns, deleteNetns, ip, killTracked, runForJson, spawnTracked } from '../netns.ts';
 import { benchConfig, runPipeline } from '../pipeline.ts';
 import type { BenchContext, Scenario, ScenarioResult, Table } from '../scenario.ts';
 import { timedInNetns } from '../timed-exec.ts';
@@ -86,17 +86,8 @@ async function runClient(
   warmup: number,
 ): Promise<{ target: string; samplesUs: number[]; failures: number }[]> {
   const args = ['netns', 'exec', ns, process.execPath, HELPER, 'connect', '--targets', targets.join(','), '--count', String(connects), '--warmup', String(warmup)];
-  const child = spawnTracked('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (c) => resolve(c));
-  });
-  if (code !== 0) throw new Error(`latency client failed (exit ${code}): ${stderr.slice(0, 2000)}`);
-  return (JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as { targets: { target: string; samplesUs: number[]; failures: number }[] }).targets;
+  const report = await runForJson<{ targets: { target: string; samplesUs: number[]; failures: number }[] }>('latency client', 'ip', args);
+  return report.targets;
 }
 
 /** One size's topology, ready to be measured. */
