@@ -45,7 +45,7 @@ function pipelineS(r: ColdSyncRow): number {
 }
 
 /** The V8 flags bin/kproxy runs Node with, so the pipeline is timed as kproxy runs it. */
-export const KPROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=64'];
+export const KPROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
 
 const WORKER = fileURLToPath(new URL('../pipeline-worker.ts', import.meta.url));
 
