@@ -8,6 +8,7 @@
  * now; each case shows that first (the datagram still goes the old way), then runs the cleanup and
  * shows the next datagram from the same port goes the new way.
  */
+import { bareState } from '../support/states.ts';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
@@ -223,17 +224,7 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
           },
         ]
       : [];
-    return {
-      family: p.family,
-      nodeName: 'node',
-      nodeIPs: [],
-      servicePorts,
-      serviceCIDRs: [],
-      localDetector: { kind: 'none' },
-      nodePortDestinations: { kind: 'allLocal' },
-      masqueradeAll: false,
-      masqueradeMark: 0x4000,
-    };
+    return bareState(servicePorts, p.family, 'node');
   }
 
   const localAddresses = [p.nodeClientSide, p.nodeServerSide];

@@ -19,6 +19,15 @@ async function kernelView(nft: Nft) {
   };
 }
 
+/** The kernel view after loading `state` into an empty namespace. */
+function freshView(state: NodeState) {
+  return withNetns(async (ns) => {
+    const nft = new Nft(inNetns(ns));
+    await new NftablesBackend(nft).sync([renderNftables(state).ruleset]);
+    return kernelView(nft);
+  });
+}
+
 const base = sampleStateV4();
 const changes: Record<string, (s: NodeState) => NodeState> = {
   'a Service added': (s) => ({
@@ -41,11 +50,7 @@ describe('incremental nftables sync', () => {
   for (const [label, change] of Object.entries(changes)) {
     it(`${label}: the updated kernel equals a fresh load of the new state`, async () => {
       const next = change(base);
-      const fresh = await withNetns(async (ns) => {
-        const nft = new Nft(inNetns(ns));
-        await new NftablesBackend(nft).sync([renderNftables(next).ruleset]);
-        return kernelView(nft);
-      });
+      const fresh = await freshView(next);
       await withNetns(async (ns) => {
         const nft = new Nft(inNetns(ns));
         const backend = new NftablesBackend(nft);
@@ -97,11 +102,7 @@ describe('TableState.update: the commands of a partial sync', () => {
   for (const label of portChanges) {
     it(`${label}: swapping the changed fragments leaves the kernel equal to a fresh load`, async () => {
       const next = changes[label]!(base);
-      const fresh = await withNetns(async (ns) => {
-        const nft = new Nft(inNetns(ns));
-        await new NftablesBackend(nft).sync([renderNftables(next).ruleset]);
-        return kernelView(nft);
-      });
+      const fresh = await freshView(next);
       await withNetns(async (ns) => {
         const nft = new Nft(inNetns(ns));
         const table = new TableState(base, fragmentsOf(base));

@@ -2,6 +2,7 @@
  * Hand-built NodeStates covering every route kind, for tests that need a state without going
  * through manifests.
  */
+import type { Family } from '../../src/model/cluster.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
 
 const ep = (ip: string, port: number, isLocal = false): EndpointTarget => ({ ip, port, isLocal });
@@ -18,6 +19,21 @@ export function servicePort(partial: Partial<ServicePortState> & Pick<ServicePor
     localEndpointCount: 0,
     servingEndpoints: [],
     ...partial,
+  };
+}
+
+/** A NodeState with nothing but these service ports: no detector, NodePorts on every local address. */
+export function bareState(servicePorts: ServicePortState[], family: Family = 'ipv4', nodeName = 'node-a'): NodeState {
+  return {
+    family,
+    nodeName,
+    nodeIPs: [],
+    servicePorts,
+    serviceCIDRs: [],
+    localDetector: { kind: 'none' },
+    nodePortDestinations: { kind: 'allLocal' },
+    masqueradeAll: false,
+    masqueradeMark: 0x4000,
   };
 }
 

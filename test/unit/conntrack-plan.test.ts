@@ -1,3 +1,4 @@
+import { bareState } from '../support/states.ts';
 import { describe, expect, it } from 'vitest';
 import type { Family, Protocol } from '../../src/model/cluster.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
@@ -45,19 +46,7 @@ function routed(sp: ServicePortState): EndpointTarget[] {
   return out;
 }
 
-function nodeState(servicePorts: ServicePortState[], family: Family = 'ipv4'): NodeState {
-  return {
-    family,
-    nodeName: 'node-a',
-    nodeIPs: [],
-    servicePorts,
-    serviceCIDRs: [],
-    localDetector: { kind: 'none' },
-    nodePortDestinations: { kind: 'allLocal' },
-    masqueradeAll: false,
-    masqueradeMark: 0x4000,
-  };
-}
+const nodeState = (servicePorts: ServicePortState[], family: Family = 'ipv4'): NodeState => bareState(servicePorts, family);
 
 function entry(
   orig: [src: string, dst: string, sport: number, dport: number],
