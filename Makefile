@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test` (see README).
-.PHONY: demo test deps typecheck bench clean-sandbox
+.PHONY: demo test deps typecheck lint format bench clean-sandbox
 
 deps:
 	@scripts/install-deps.sh
@@ -10,7 +10,14 @@ demo: deps
 typecheck: deps
 	@npx tsc --noEmit -p .
 
-test: deps typecheck
+# One formatter and linter for the whole tree (biome.json); `make format` rewrites, `lint` only checks.
+lint: deps
+	@npx biome check .
+
+format: deps
+	@npx biome check --write .
+
+test: deps typecheck lint
 	@npx vitest run
 
 bench: deps

@@ -26,7 +26,8 @@ import type { Desired } from '../src/sync/desired.ts';
 import { caseNames, GOLDEN_DIR, runCase, runPipeline } from './support/golden.ts';
 
 const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
-if (UPDATE && process.env['CI']) throw new Error('UPDATE_GOLDEN must not be set in CI: golden files are regenerated locally and reviewed');
+if (UPDATE && process.env['CI'])
+  throw new Error('UPDATE_GOLDEN must not be set in CI: golden files are regenerated locally and reviewed');
 
 function problemsText(problems: readonly string[]): string {
   return problems.map((p) => `${p}\n`).join('');
@@ -85,7 +86,8 @@ function rulesetDifferences(fam: string, alone: Ruleset, full: Ruleset): string[
   const fullChains = new Map(full.chains.map((c) => [c.name, c.rules.map(ruleText)]));
   for (const chain of alone.chains) {
     const rules = fullChains.get(chain.name);
-    if (JSON.stringify(rules) !== JSON.stringify(chain.rules.map(ruleText))) out.push(`${fam} chain ${chain.name} differs`);
+    if (JSON.stringify(rules) !== JSON.stringify(chain.rules.map(ruleText)))
+      out.push(`${fam} chain ${chain.name} differs`);
   }
   const goodFrontends = new Set<string>();
   for (const set of alone.sets) {
@@ -101,7 +103,8 @@ function rulesetDifferences(fam: string, alone: Ruleset, full: Ruleset): string[
     for (const text of want) if (!have.has(text)) out.push(`${fam} ${set.spec.name}: missing { ${text} }`);
     for (const text of have) {
       const fe = frontendOf(set.spec.name, text.split(' : ')[0] ?? text);
-      if (fe !== undefined && goodFrontends.has(fe) && !want.has(text)) out.push(`${fam} ${set.spec.name}: extra { ${text} } on a good frontend`);
+      if (fe !== undefined && goodFrontends.has(fe) && !want.has(text))
+        out.push(`${fam} ${set.spec.name}: extra { ${text} } on a good frontend`);
     }
   }
   return out;
@@ -187,11 +190,13 @@ endpoints: [{ addresses: [${ip}], nodeName: node-b }]
 }
 
 describe('golden: conflicting load-balancer IPs (suspected src bugs)', () => {
-  const owner = lbService('aaa-owner', '10.96.0.1', '198.51.100.7', ['203.0.113.0/24']) + endpointsOf('aaa-owner', '10.244.1.1');
+  const owner =
+    lbService('aaa-owner', '10.96.0.1', '198.51.100.7', ['203.0.113.0/24']) + endpointsOf('aaa-owner', '10.244.1.1');
   const alone = () => runPipeline(NODE_YAML + owner, NODE_FLAGS);
 
   it('sanity: a second Service on another LB IP leaves the first as alone', () => {
-    const other = lbService('zzz-other', '10.96.0.2', '198.51.100.8', ['0.0.0.0/0']) + endpointsOf('zzz-other', '10.244.1.2');
+    const other =
+      lbService('zzz-other', '10.96.0.2', '198.51.100.8', ['0.0.0.0/0']) + endpointsOf('zzz-other', '10.244.1.2');
     const full = runPipeline(NODE_YAML + owner + other, NODE_FLAGS);
     expect(differencesFromAlone(alone().desired, full.desired)).toEqual([]);
   });
@@ -200,7 +205,8 @@ describe('golden: conflicting load-balancer IPs (suspected src bugs)', () => {
   // Service's loadBalancerSourceRanges are admitted on the winner's LB frontend: 0.0.0.0/0 here
   // opens the owner's firewall to everyone. The conflict problem is reported, but the widening stays.
   it('a losing Service does not widen the owner\u2019s loadBalancerSourceRanges', () => {
-    const thief = lbService('zzz-thief', '10.96.0.2', '198.51.100.7', ['0.0.0.0/0']) + endpointsOf('zzz-thief', '10.244.1.2');
+    const thief =
+      lbService('zzz-thief', '10.96.0.2', '198.51.100.7', ['0.0.0.0/0']) + endpointsOf('zzz-thief', '10.244.1.2');
     const full = runPipeline(NODE_YAML + owner + thief, NODE_FLAGS);
     expect(full.problems.some((p) => p.includes('198.51.100.7 . tcp . 443 is already used'))).toBe(true);
     expect(differencesFromAlone(alone().desired, full.desired)).toEqual([]);
@@ -211,7 +217,8 @@ describe('golden: conflicting load-balancer IPs (suspected src bugs)', () => {
   // frontend is not a conflict, and the loser's Service gets the owner's LB IP (DNAT happens
   // before the reject check), with no problem reported.
   it('a losing Service does not take over the LB IP of an owner that has no endpoints', () => {
-    const thief = lbService('zzz-thief', '10.96.0.2', '198.51.100.7', undefined) + endpointsOf('zzz-thief', '10.244.1.2');
+    const thief =
+      lbService('zzz-thief', '10.96.0.2', '198.51.100.7', undefined) + endpointsOf('zzz-thief', '10.244.1.2');
     const ownerNoEndpoints = lbService('aaa-owner', '10.96.0.1', '198.51.100.7', ['203.0.113.0/24']);
     const aloneNoEndpoints = runPipeline(NODE_YAML + ownerNoEndpoints, NODE_FLAGS);
     const full = runPipeline(NODE_YAML + ownerNoEndpoints + thief, NODE_FLAGS);

@@ -54,7 +54,8 @@ export function parseSize(text: string): ClusterSize | undefined {
   const services = Number(m[1]) * (m[2] ? 1000 : 1);
   const endpointsPerService = Number(m[3]);
   if (!Number.isSafeInteger(services) || services < 1 || services > 1_000_000) return undefined;
-  if (!Number.isSafeInteger(endpointsPerService) || endpointsPerService < 1 || endpointsPerService > 10_000) return undefined;
+  if (!Number.isSafeInteger(endpointsPerService) || endpointsPerService < 1 || endpointsPerService > 10_000)
+    return undefined;
   return { services, endpointsPerService };
 }
 
@@ -86,7 +87,10 @@ function serviceName(i: number): string {
 }
 
 /** The raw objects of a synthetic cluster, in API order (Services, slices, Node, ServiceCIDR). */
-export function syntheticCluster(size: ClusterSize, shape: ClusterShape = DEFAULT_SHAPE): { objects: unknown[]; stats: ClusterStats } {
+export function syntheticCluster(
+  size: ClusterSize,
+  shape: ClusterShape = DEFAULT_SHAPE,
+): { objects: unknown[]; stats: ClusterStats } {
   const objects: unknown[] = [];
   let nodePortServices = 0;
   let loadBalancerServices = 0;
@@ -102,7 +106,12 @@ export function syntheticCluster(size: ClusterSize, shape: ClusterShape = DEFAUL
     const isLb = i % 100 === 50;
     const isNodePort = !isLb && i % 10 === 5;
     const type = isLb ? 'LoadBalancer' : isNodePort ? 'NodePort' : 'ClusterIP';
-    const port: Record<string, unknown> = { name: 'http', protocol: 'TCP', port: SERVICE_PORT, targetPort: TARGET_PORT };
+    const port: Record<string, unknown> = {
+      name: 'http',
+      protocol: 'TCP',
+      port: SERVICE_PORT,
+      targetPort: TARGET_PORT,
+    };
     if (isLb || isNodePort) port['nodePort'] = nextNodePort++;
     const spec: Record<string, unknown> = {
       type,
@@ -160,7 +169,10 @@ export function syntheticCluster(size: ClusterSize, shape: ClusterShape = DEFAUL
         metadata: {
           name: `${name}-${s.toString(36)}`,
           namespace,
-          labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io' },
+          labels: {
+            'kubernetes.io/service-name': name,
+            'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io',
+          },
         },
         addressType: 'IPv4',
         ports: [{ name: 'http', protocol: 'TCP', port: TARGET_PORT }],
@@ -174,7 +186,12 @@ export function syntheticCluster(size: ClusterSize, shape: ClusterShape = DEFAUL
     kind: 'Node',
     metadata: { name: BENCH_NODE, labels: { 'kubernetes.io/hostname': BENCH_NODE } },
     spec: { podCIDR: '10.64.0.0/24', podCIDRs: ['10.64.0.0/24'] },
-    status: { addresses: [{ type: 'InternalIP', address: BENCH_NODE_IP }, { type: 'Hostname', address: BENCH_NODE }] },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: BENCH_NODE_IP },
+        { type: 'Hostname', address: BENCH_NODE },
+      ],
+    },
   });
   objects.push({
     apiVersion: 'networking.k8s.io/v1',
@@ -185,6 +202,13 @@ export function syntheticCluster(size: ClusterSize, shape: ClusterShape = DEFAUL
 
   return {
     objects,
-    stats: { services: size.services, nodePortServices, loadBalancerServices, endpointSlices, endpoints, localEndpoints },
+    stats: {
+      services: size.services,
+      nodePortServices,
+      loadBalancerServices,
+      endpointSlices,
+      endpoints,
+      localEndpoints,
+    },
   };
 }

@@ -23,14 +23,25 @@ import { benchConfig } from './pipeline.ts';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { netns: { type: 'string' }, services: { type: 'string' }, endpoints: { type: 'string' }, 'min-sync-ms': { type: 'string', default: '0' } },
+    options: {
+      netns: { type: 'string' },
+      services: { type: 'string' },
+      endpoints: { type: 'string' },
+      'min-sync-ms': { type: 'string', default: '0' },
+    },
   });
   const services = Number(values.services);
   const endpointsPerService = Number(values.endpoints);
   const { objects } = syntheticCluster({ services, endpointsPerService });
   const { snapshot } = buildSnapshot(objects, BENCH_NODE);
   const source = new MemorySource(snapshot);
-  const config = { ...benchConfig(), minSyncPeriodMs: Number(values['min-sync-ms']), syncPeriodMs: 3_600_000, healthzBindAddress: '', metricsBindAddress: '' };
+  const config = {
+    ...benchConfig(),
+    minSyncPeriodMs: Number(values['min-sync-ms']),
+    syncPeriodMs: 3_600_000,
+    healthzBindAddress: '',
+    metricsBindAddress: '',
+  };
 
   // A successful `nft -f` settles the changes the snapshot of its sync showed.
   const waiting: { generation: number; resolve: () => void }[] = [];
@@ -54,7 +65,11 @@ async function main(): Promise<void> {
     const cmd = JSON.parse(line) as { op: string; kind?: string; i?: number };
     if (cmd.op === 'stats') {
       const m = process.memoryUsage();
-      out({ peakRssMiB: process.resourceUsage().maxRSS / 1024, rssMiB: m.rss / 2 ** 20, heapUsedMiB: m.heapUsed / 2 ** 20 });
+      out({
+        peakRssMiB: process.resourceUsage().maxRSS / 1024,
+        rssMiB: m.rss / 2 ** 20,
+        heapUsedMiB: m.heapUsed / 2 ** 20,
+      });
       continue;
     }
     const i = Number(cmd.i);
@@ -68,7 +83,13 @@ async function main(): Promise<void> {
 }
 
 /** endpoint: one endpoint of Service i moves; add: a new Service (a copy of i); delete: that copy goes. */
-function applyChange(source: MemorySource, added: Map<number, { service: Service; slices: EndpointSlice[] }>, kind: string, i: number, n: number): void {
+function applyChange(
+  source: MemorySource,
+  added: Map<number, { service: Service; slices: EndpointSlice[] }>,
+  kind: string,
+  i: number,
+  n: number,
+): void {
   const key = (k: number) => `ns-${k % 100}/svc-${k}`;
   if (kind === 'endpoint') {
     const cur = source.service(key(i));
@@ -78,7 +99,10 @@ function applyChange(source: MemorySource, added: Map<number, { service: Service
     const [ep, ...eps] = first.endpoints;
     if (!ep) throw new Error('no endpoint');
     const octets = ep.address.text.split('.').map(Number);
-    const moved = { ...ep, address: { family: ep.address.family, text: `10.127.${(octets[2] ?? 0) ^ 1}.${octets[3] ?? 0}` } };
+    const moved = {
+      ...ep,
+      address: { family: ep.address.family, text: `10.127.${(octets[2] ?? 0) ^ 1}.${octets[3] ?? 0}` },
+    };
     source.put(key(i), cur.service, [{ ...first, endpoints: [moved, ...eps] }, ...rest]);
   } else if (kind === 'add') {
     const template = source.service(key(i));

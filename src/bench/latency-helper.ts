@@ -71,7 +71,11 @@ async function main(): Promise<void> {
   if (mode === 'connect') {
     const { values } = parseArgs({
       args: rest,
-      options: { targets: { type: 'string' }, count: { type: 'string', default: '2000' }, warmup: { type: 'string', default: '50' } },
+      options: {
+        targets: { type: 'string' },
+        count: { type: 'string', default: '2000' },
+        warmup: { type: 'string', default: '50' },
+      },
     });
     await runConnects((values.targets ?? '').split(',').filter(Boolean), Number(values.count), Number(values.warmup));
     return;

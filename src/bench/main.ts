@@ -45,11 +45,15 @@ const USAGE = `Usage: npm run bench -- [options]
 class UsageError extends Error {}
 
 function parseList<T>(text: string, parse: (s: string) => T | undefined, what: string): T[] {
-  const out = text.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
-    const v = parse(s);
-    if (v === undefined) throw new UsageError(`bad ${what}: ${JSON.stringify(s)}`);
-    return v;
-  });
+  const out = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const v = parse(s);
+      if (v === undefined) throw new UsageError(`bad ${what}: ${JSON.stringify(s)}`);
+      return v;
+    });
   if (out.length === 0) throw new UsageError(`empty ${what} list`);
   return out;
 }
@@ -59,7 +63,9 @@ function positiveInt(s: string): number | undefined {
   return Number.isSafeInteger(n) && n > 0 ? n : undefined;
 }
 
-function parseOptions(argv: readonly string[]): { options: BenchOptions; json?: string; plot?: string; replot?: string } | 'help' {
+function parseOptions(
+  argv: readonly string[],
+): { options: BenchOptions; json?: string; plot?: string; replot?: string } | 'help' {
   const { values } = parseArgs({
     args: [...argv],
     strict: true,
@@ -85,14 +91,19 @@ function parseOptions(argv: readonly string[]): { options: BenchOptions; json?: 
   });
   if (values.help) return 'help';
   const quick = values.quick;
-  const sizes: ClusterSize[] = parseList(values.sizes ?? (quick ? '100x10,1000x10' : '1000x10,10000x10,5000x50'), parseSize, 'size (e.g. 10000x10)');
+  const sizes: ClusterSize[] = parseList(
+    values.sizes ?? (quick ? '100x10,1000x10' : '1000x10,10000x10,5000x50'),
+    parseSize,
+    'size (e.g. 10000x10)',
+  );
   const int = (name: string, text: string | undefined, fallback: number): number => {
     const n = positiveInt(text ?? String(fallback));
     if (n === undefined) throw new UsageError(`--${name} must be a positive integer`);
     return n;
   };
   const known = SCENARIOS.map((s) => s.name);
-  const names = (text: string | undefined) => (text === undefined ? undefined : parseList(text, (s) => (known.includes(s) ? s : undefined), 'scenario'));
+  const names = (text: string | undefined) =>
+    text === undefined ? undefined : parseList(text, (s) => (known.includes(s) ? s : undefined), 'scenario');
   const only = names(values.only);
   const skip = names(values.skip) ?? [];
   if (values['no-upstream']) skip.push('upstream');
@@ -104,7 +115,11 @@ function parseOptions(argv: readonly string[]): { options: BenchOptions; json?: 
     upstreamMaxServices: int('upstream-max-services', values['upstream-max-services'], 10000),
     upstreamTimeoutMs: int('upstream-timeout', values['upstream-timeout'], 600) * 1000,
     kproxyTimeoutMs: 600_000,
-    latencyServices: parseList(values['latency-services'] ?? (quick ? '10,1000' : '10,10000'), positiveInt, 'Service count'),
+    latencyServices: parseList(
+      values['latency-services'] ?? (quick ? '10,1000' : '10,10000'),
+      positiveInt,
+      'Service count',
+    ),
     latencyEndpoints: 10,
     connects: int('connects', values.connects, quick ? 500 : 2000),
     changes: int('changes', values.changes, quick ? 20 : 100),
@@ -161,18 +176,29 @@ function plotSpec(results: ReadonlyMap<string, ScenarioResult>, host: Record<str
   const kproxy = results.get('cold-sync')?.data as ColdSyncData | undefined;
   const upstream = results.get('upstream')?.data as UpstreamData | undefined;
   if (!kproxy || kproxy.rows.length === 0) return undefined;
-  const eps = [...new Set([...kproxy.rows.map((r) => r.size.endpointsPerService), ...(upstream?.rows ?? []).map((r) => r.size.endpointsPerService)])].sort((a, b) => a - b);
+  const eps = [
+    ...new Set([
+      ...kproxy.rows.map((r) => r.size.endpointsPerService),
+      ...(upstream?.rows ?? []).map((r) => r.size.endpointsPerService),
+    ]),
+  ].sort((a, b) => a - b);
   const series: PlotSeries[] = [];
   eps.forEach((e, i) => {
     const marker = MARKERS[i % MARKERS.length] ?? 'circle';
     const k = kproxy.rows.filter((r) => r.size.endpointsPerService === e);
-    const u = (upstream?.rows ?? []).filter((r) => r.size.endpointsPerService === e && (r.status === 'ok' || r.status === 'timeout') && r.nft);
+    const u = (upstream?.rows ?? []).filter(
+      (r) => r.size.endpointsPerService === e && (r.status === 'ok' || r.status === 'timeout') && r.nft,
+    );
     if (u.length > 0) {
       series.push({
         label: `upstream classic layout, nft -f (${e} endpoints/Service)`,
         color: i === 0 ? '#c62828' : '#ef6c00',
         marker,
-        points: u.map((r) => ({ services: r.size.services, seconds: r.nft?.wallS ?? NaN, atLeast: r.status === 'timeout' })),
+        points: u.map((r) => ({
+          services: r.size.services,
+          seconds: r.nft?.wallS ?? NaN,
+          atLeast: r.status === 'timeout',
+        })),
       });
     }
     if (k.length > 0) {
@@ -199,7 +225,7 @@ function plotSpec(results: ReadonlyMap<string, ScenarioResult>, host: Record<str
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions(argv);
   } catch (err) {
@@ -212,13 +238,18 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const { options } = parsed;
   if (parsed.replot && parsed.plot) {
-    const saved = JSON.parse(readFileSync(parsed.replot, 'utf8')) as { host: Record<string, unknown>; scenarios: Record<string, ScenarioResult> };
+    const saved = JSON.parse(readFileSync(parsed.replot, 'utf8')) as {
+      host: Record<string, unknown>;
+      scenarios: Record<string, ScenarioResult>;
+    };
     const spec = plotSpec(new Map(Object.entries(saved.scenarios)), saved.host);
     if (!spec) {
       process.stderr.write(`bench: no cold-sync results in ${parsed.replot}\n`);
       return 1;
     }
-    process.stderr.write(`plot: ${writePlot(resolve(parsed.plot), spec, (m) => process.stderr.write(`${m}\n`)).join(', ')}\n`);
+    process.stderr.write(
+      `plot: ${writePlot(resolve(parsed.plot), spec, (m) => process.stderr.write(`${m}\n`)).join(', ')}\n`,
+    );
     return 0;
   }
   try {
@@ -230,12 +261,18 @@ async function main(argv: readonly string[]): Promise<number> {
   installCleanupHooks();
   const swept = sweepLeftovers();
   const started = new Date();
-  const log = (m: string) => process.stderr.write(`[${((Date.now() - started.getTime()) / 1000).toFixed(1).padStart(6)}s] ${m}\n`);
+  const log = (m: string) =>
+    process.stderr.write(`[${((Date.now() - started.getTime()) / 1000).toFixed(1).padStart(6)}s] ${m}\n`);
   if (swept.length > 0) log(`removed ${swept.length} namespaces left by earlier bench runs`);
   const host = hostInfo();
   const load1 = loadavg()[0] ?? 0;
-  if (load1 > cpus().length / 2) log(`warning: load average ${load1.toFixed(1)} on ${cpus().length} CPUs: other work on this machine will distort the timings`);
-  log(`sizes ${options.sizes.map(sizeLabel).join(', ')}; scenarios ${options.scenarios.join(', ')}; ${String(host['nft'])}, Linux ${String(host['kernel'])}, ${String(host['cpus'])} CPUs`);
+  if (load1 > cpus().length / 2)
+    log(
+      `warning: load average ${load1.toFixed(1)} on ${cpus().length} CPUs: other work on this machine will distort the timings`,
+    );
+  log(
+    `sizes ${options.sizes.map(sizeLabel).join(', ')}; scenarios ${options.scenarios.join(', ')}; ${String(host['nft'])}, Linux ${String(host['kernel'])}, ${String(host['cpus'])} CPUs`,
+  );
 
   const workDir = mkdtempSync(join(tmpdir(), 'kpbench-'));
   const results = new Map<string, ScenarioResult>();
@@ -298,7 +335,9 @@ if (import.meta.main) {
     (code) => process.exit(code),
     (err: unknown) => {
       cleanupAll();
-      process.stderr.write(`bench: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `bench: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       process.exit(1);
     },
   );

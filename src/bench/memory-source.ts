@@ -52,13 +52,20 @@ export class MemorySource implements ClusterSource {
     }
     this.cached = undefined;
     this.generation++;
-    const change: SourceChange = { services: new Set([key]), nodeChanged: false, nodeLabelsChanged: false, serviceCIDRsChanged: false };
+    const change: SourceChange = {
+      services: new Set([key]),
+      nodeChanged: false,
+      nodeLabelsChanged: false,
+      serviceCIDRsChanged: false,
+    };
     for (const l of this.listeners) l(change);
   }
 
   service(key: string): { service: Service; slices: EndpointSlice[] } | undefined {
     const [namespace, name] = key.split('/');
     const service = this.services.find((s) => s.namespace === namespace && s.name === name);
-    return service ? { service, slices: this.slices.filter((s) => s.namespace === namespace && s.serviceName === name) } : undefined;
+    return service
+      ? { service, slices: this.slices.filter((s) => s.namespace === namespace && s.serviceName === name) }
+      : undefined;
   }
 }

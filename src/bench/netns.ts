@@ -18,7 +18,12 @@ let hooksInstalled = false;
 
 function run(file: string, args: readonly string[], input?: string): { ok: boolean; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync(file, args, { input: input ?? '', encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
+    const stdout = execFileSync(file, args, {
+      input: input ?? '',
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      maxBuffer: 1 << 30,
+    });
     return { ok: true, stdout, stderr: '' };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; message: string };
@@ -39,7 +44,6 @@ export function ipBatch(lines: readonly string[]): void {
   const r = run('ip', ['-batch', '-'], `${lines.join('\n')}\n`);
   if (!r.ok) throw new Error(`ip -batch: ${r.stderr.trim()}\n${lines.join('\n')}`);
 }
-
 
 function killChild(child: ChildProcess): void {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
@@ -91,7 +95,10 @@ export function installCleanupHooks(): void {
 
 /** Deletes namespaces left by bench runs whose process is gone. Returns their names. */
 export function sweepLeftovers(): string[] {
-  const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+  const names = run('ip', ['netns', 'list'])
+    .stdout.split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter(Boolean);
   const stale = names.filter((n) => {
     const m = NS_RE.exec(n);
     return m !== null && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));

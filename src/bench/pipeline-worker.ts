@@ -39,7 +39,8 @@ function main(): void {
   });
   const services = Number(values.services);
   const endpointsPerService = Number(values.endpoints);
-  if (!Number.isInteger(services) || !Number.isInteger(endpointsPerService)) throw new Error('--services and --endpoints are required');
+  if (!Number.isInteger(services) || !Number.isInteger(endpointsPerService))
+    throw new Error('--services and --endpoints are required');
 
   const g0 = performance.now();
   const { objects, stats } = syntheticCluster(

@@ -87,7 +87,9 @@ export function plotSvg(spec: PlotSpec): string {
   const X = (v: number) => M.left + ((Math.log10(v) - Math.log10(xLo)) / (Math.log10(xHi) - Math.log10(xLo))) * pw;
   const Y = (v: number) => M.top + ph - ((Math.log10(v) - Math.log10(yLo)) / (Math.log10(yHi) - Math.log10(yLo))) * ph;
   const o: string[] = [];
-  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif">`);
+  o.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif">`,
+  );
   o.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   o.push(`<text x="${W / 2}" y="30" text-anchor="middle" font-size="20" font-weight="bold">${esc(spec.title)}</text>`);
   o.push(`<text x="${W / 2}" y="52" text-anchor="middle" font-size="13" fill="#444">${esc(spec.subtitle)}</text>`);
@@ -96,22 +98,33 @@ export function plotSvg(spec: PlotSpec): string {
   const xt = logTicks(xLo, xHi);
   const yt = logTicks(yLo, yHi);
   for (const v of xt.minor) o.push(`<line x1="${X(v)}" y1="${M.top}" x2="${X(v)}" y2="${M.top + ph}" stroke="#eee"/>`);
-  for (const v of yt.minor) o.push(`<line x1="${M.left}" y1="${Y(v)}" x2="${M.left + pw}" y2="${Y(v)}" stroke="#eee"/>`);
+  for (const v of yt.minor)
+    o.push(`<line x1="${M.left}" y1="${Y(v)}" x2="${M.left + pw}" y2="${Y(v)}" stroke="#eee"/>`);
   for (const v of xt.major) o.push(`<line x1="${X(v)}" y1="${M.top}" x2="${X(v)}" y2="${M.top + ph}" stroke="#ccc"/>`);
-  for (const v of yt.major) o.push(`<line x1="${M.left}" y1="${Y(v)}" x2="${M.left + pw}" y2="${Y(v)}" stroke="#ccc"/>`);
+  for (const v of yt.major)
+    o.push(`<line x1="${M.left}" y1="${Y(v)}" x2="${M.left + pw}" y2="${Y(v)}" stroke="#ccc"/>`);
   for (const v of [...xt.major, ...xt.minor]) {
-    o.push(`<text x="${X(v)}" y="${M.top + ph + 20}" text-anchor="middle" font-size="13" fill="${xt.major.includes(v) ? '#000' : '#666'}">${fmtServices(v)}</text>`);
+    o.push(
+      `<text x="${X(v)}" y="${M.top + ph + 20}" text-anchor="middle" font-size="13" fill="${xt.major.includes(v) ? '#000' : '#666'}">${fmtServices(v)}</text>`,
+    );
   }
   for (const v of [...yt.major, ...(yt.major.length < 4 ? yt.minor : [])]) {
-    o.push(`<text x="${M.left - 8}" y="${Y(v) + 4}" text-anchor="end" font-size="13" fill="${yt.major.includes(v) ? '#000' : '#666'}">${fmtSeconds(v)}</text>`);
+    o.push(
+      `<text x="${M.left - 8}" y="${Y(v) + 4}" text-anchor="end" font-size="13" fill="${yt.major.includes(v) ? '#000' : '#666'}">${fmtSeconds(v)}</text>`,
+    );
   }
   o.push(`<rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
-  o.push(`<text x="${M.left + pw / 2}" y="${H - 18}" text-anchor="middle" font-size="15">Services in the cluster (log scale)</text>`);
-  o.push(`<text transform="translate(22 ${M.top + ph / 2}) rotate(-90)" text-anchor="middle" font-size="15">cold sync time, seconds (log scale)</text>`);
+  o.push(
+    `<text x="${M.left + pw / 2}" y="${H - 18}" text-anchor="middle" font-size="15">Services in the cluster (log scale)</text>`,
+  );
+  o.push(
+    `<text transform="translate(22 ${M.top + ph / 2}) rotate(-90)" text-anchor="middle" font-size="15">cold sync time, seconds (log scale)</text>`,
+  );
 
   // Series; point labels placed greedily where they overlap no other label or marker.
   const taken: { x: number; y: number; w: number; h: number }[] = [];
-  for (const s of spec.series) for (const p of s.points) taken.push({ x: X(p.services) - 7, y: Y(p.seconds) - 7, w: 14, h: 14 });
+  for (const s of spec.series)
+    for (const p of s.points) taken.push({ x: X(p.services) - 7, y: Y(p.seconds) - 7, w: 14, h: 14 });
   const overlaps = (b: { x: number; y: number; w: number; h: number }) =>
     taken.some((t) => b.x < t.x + t.w && t.x < b.x + b.w && b.y < t.y + t.h && t.y < b.y + b.h);
   const place = (x: number, y: number, text: string): { x: number; y: number; anchor: string } => {
@@ -136,8 +149,12 @@ export function plotSvg(spec: PlotSpec): string {
   for (const s of spec.series) {
     const pts = [...s.points].sort((a, b) => a.services - b.services);
     if (pts.length > 1) {
-      const d = pts.map((p, i) => `${i === 0 ? 'M' : 'L'}${X(p.services).toFixed(1)},${Y(p.seconds).toFixed(1)}`).join(' ');
-      o.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="7 5"' : ''}/>`);
+      const d = pts
+        .map((p, i) => `${i === 0 ? 'M' : 'L'}${X(p.services).toFixed(1)},${Y(p.seconds).toFixed(1)}`)
+        .join(' ');
+      o.push(
+        `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="7 5"' : ''}/>`,
+      );
     }
     for (const p of pts) {
       const x = X(p.services);
@@ -145,7 +162,9 @@ export function plotSvg(spec: PlotSpec): string {
       o.push(marker(s.marker, x, y, s.color, p.atLeast === true));
       const text = `${p.atLeast ? '≥ ' : ''}${fmtSeconds(p.seconds)}${p.atLeast ? ' (timeout)' : ''}`;
       const at = place(x, y, text);
-      o.push(`<text x="${at.x}" y="${at.y}" text-anchor="${at.anchor}" font-size="12" fill="${s.color}" stroke="white" stroke-width="3" paint-order="stroke">${esc(text)}</text>`);
+      o.push(
+        `<text x="${at.x}" y="${at.y}" text-anchor="${at.anchor}" font-size="12" fill="${s.color}" stroke="white" stroke-width="3" paint-order="stroke">${esc(text)}</text>`,
+      );
     }
   }
 
@@ -153,9 +172,13 @@ export function plotSvg(spec: PlotSpec): string {
   const lx = M.left + 14;
   let ly = M.top + 14;
   const lw = Math.max(...spec.series.map((s) => s.label.length)) * 7.4 + 56;
-  o.push(`<rect x="${lx - 6}" y="${ly - 8}" width="${lw}" height="${spec.series.length * 22 + 8}" fill="white" fill-opacity="0.9" stroke="#999"/>`);
+  o.push(
+    `<rect x="${lx - 6}" y="${ly - 8}" width="${lw}" height="${spec.series.length * 22 + 8}" fill="white" fill-opacity="0.9" stroke="#999"/>`,
+  );
   for (const s of spec.series) {
-    o.push(`<line x1="${lx}" y1="${ly + 6}" x2="${lx + 34}" y2="${ly + 6}" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="7 5"' : ''}/>`);
+    o.push(
+      `<line x1="${lx}" y1="${ly + 6}" x2="${lx + 34}" y2="${ly + 6}" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="7 5"' : ''}/>`,
+    );
     o.push(marker(s.marker, lx + 17, ly + 6, s.color, false));
     o.push(`<text x="${lx + 44}" y="${ly + 11}" font-size="13">${esc(s.label)}</text>`);
     ly += 22;
@@ -173,7 +196,9 @@ export function ensureRsvg(log: (m: string) => void): boolean {
   if (hasRsvg()) return true;
   log('rsvg-convert not found: apt-get install -y librsvg2-bin');
   try {
-    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'librsvg2-bin'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'librsvg2-bin'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (err) {
     log(`could not install librsvg2-bin: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
@@ -183,7 +208,7 @@ export function ensureRsvg(log: (m: string) => void): boolean {
 /** Writes PNG (and the SVG beside it). Returns the files written. */
 export function writePlot(pngPath: string, spec: PlotSpec, log: (m: string) => void): string[] {
   const svg = plotSvg(spec);
-  const svgPath = pngPath.replace(/\.png$/i, '') + '.svg';
+  const svgPath = `${pngPath.replace(/\.png$/i, '')}.svg`;
   writeFileSync(svgPath, svg);
   if (!ensureRsvg(log)) {
     log(`no rsvg-convert: wrote only ${svgPath}`);

@@ -35,7 +35,11 @@ function parseBashDuration(s: string): number | null {
   return m ? Number(m[1]) * 60 + Number(m[2]) : null;
 }
 
-export async function timedInNetns(ns: string, argv: readonly string[], options: { timeoutMs?: number } = {}): Promise<TimedResult> {
+export async function timedInNetns(
+  ns: string,
+  argv: readonly string[],
+  options: { timeoutMs?: number } = {},
+): Promise<TimedResult> {
   const dir = mkdtempSync(join(tmpdir(), 'kpbench-time-'));
   const out = join(dir, 'time');
   const method = timingMethod();

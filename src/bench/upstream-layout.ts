@@ -62,7 +62,9 @@ function servicePortBase(sp: ServicePortState): string {
 }
 
 function endpointBase(sp: ServicePortState, ep: EndpointTarget): string {
-  return hashAndTruncate(`${sp.ref.namespace}/${sp.ref.name}/${protocolOf(sp)}/${sp.ref.portName}__${ep.ip.replaceAll(':', '.')}/${ep.port}`);
+  return hashAndTruncate(
+    `${sp.ref.namespace}/${sp.ref.name}/${protocolOf(sp)}/${sp.ref.portName}__${ep.ip.replaceAll(':', '.')}/${ep.port}`,
+  );
 }
 
 /** Writes the upstream-layout transaction line by line (the caller buffers it to a file). */
@@ -114,17 +116,35 @@ function writeFamily(state: NodeState, out: (line: string) => void, stats: Upstr
   chain('nat-prerouting', 'type nat hook prerouting priority -100');
   chain('nat-output', 'type nat hook output priority -100');
   chain('nat-postrouting', 'type nat hook postrouting priority 100');
-  for (const c of ['nodeport-endpoints-check', 'service-endpoints-check', 'firewall-check', 'cluster-ips-check', 'services', 'masquerading', 'mark-for-masquerade', 'reject-chain']) {
+  for (const c of [
+    'nodeport-endpoints-check',
+    'service-endpoints-check',
+    'firewall-check',
+    'cluster-ips-check',
+    'services',
+    'masquerading',
+    'mark-for-masquerade',
+    'reject-chain',
+  ]) {
     chain(c);
   }
 
   set('set', 'cluster-ips', `type ${addrType} ; comment "Active ClusterIPs"`);
   set('set', 'service-cidrs', `type ${addrType} ; flags interval ; comment "Service CIDRs"`);
   const nodePortCidrs = state.nodePortDestinations.kind === 'cidrs' ? state.nodePortDestinations.cidrs : undefined;
-  if (nodePortCidrs) set('set', 'nodeport-ips', `type ${addrType} ; flags interval ; comment "IPs that accept NodePort traffic"`);
+  if (nodePortCidrs)
+    set('set', 'nodeport-ips', `type ${addrType} ; flags interval ; comment "IPs that accept NodePort traffic"`);
   const vmapType = `type ${addrType} . inet_proto . inet_service : verdict`;
-  set('map', 'no-endpoint-services', `${vmapType} ; comment "vmap to drop or reject packets to services with no endpoints"`);
-  set('map', 'no-endpoint-nodeports', `type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints"`);
+  set(
+    'map',
+    'no-endpoint-services',
+    `${vmapType} ; comment "vmap to drop or reject packets to services with no endpoints"`,
+  );
+  set(
+    'map',
+    'no-endpoint-nodeports',
+    `type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints"`,
+  );
   set('map', 'firewall-ips', `${vmapType} ; comment "destinations that are subject to LoadBalancerSourceRanges"`);
   set('map', 'service-ips', `${vmapType} ; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"`);
   set('map', 'service-nodeports', `type inet_proto . inet_service : verdict ; comment "NodePort traffic"`);
@@ -171,21 +191,34 @@ function writeFamily(state: NodeState, out: (line: string) => void, stats: Upstr
     const internal = sp.internal;
     const external = sp.external;
     const clusterEps: readonly EndpointTarget[] =
-      internal.kind === 'cluster' ? internal.endpoints : external?.kind === 'cluster' ? external.endpoints : external?.kind === 'local' ? external.cluster : [];
-    const localEps: readonly EndpointTarget[] = internal.kind === 'local' ? internal.endpoints : external?.kind === 'local' ? external.local : [];
-    const usesCluster = clusterEps.length > 0 && (internal.kind === 'cluster' || (external !== undefined && external.kind !== 'reject'));
+      internal.kind === 'cluster'
+        ? internal.endpoints
+        : external?.kind === 'cluster'
+          ? external.endpoints
+          : external?.kind === 'local'
+            ? external.cluster
+            : [];
+    const localEps: readonly EndpointTarget[] =
+      internal.kind === 'local' ? internal.endpoints : external?.kind === 'local' ? external.local : [];
+    const usesCluster =
+      clusterEps.length > 0 && (internal.kind === 'cluster' || (external !== undefined && external.kind !== 'reject'));
     const usesLocal = localEps.length > 0;
-    const hasEndpoints = internal.kind === 'cluster' || internal.kind === 'local' || (external !== undefined && external.kind !== 'reject');
+    const hasEndpoints =
+      internal.kind === 'cluster' ||
+      internal.kind === 'local' ||
+      (external !== undefined && external.kind !== 'reject');
     const externalIps = [...sp.externalIPs, ...sp.loadBalancerIPs];
     const externallyAccessible = sp.nodePort !== undefined || externalIps.length > 0;
     const usesExternal = hasEndpoints && externallyAccessible && external !== undefined && external.kind !== 'reject';
-    const hasExternalEndpoints = external?.kind === 'cluster' || (external?.kind === 'local' && external.local.length > 0);
+    const hasExternalEndpoints =
+      external?.kind === 'cluster' || (external?.kind === 'local' && external.local.length > 0);
     const externalFilterVerdict = !hasEndpoints ? 'goto reject-chain' : 'drop';
     const affinity = sp.affinityTimeoutSeconds;
 
     // Endpoint chains first (the dispatch elements and vmaps refer to them).
     const endpoints = new Map<string, EndpointTarget>();
-    for (const ep of [...(usesCluster ? clusterEps : []), ...(usesLocal ? localEps : [])]) endpoints.set(`${ep.ip}:${ep.port}`, ep);
+    for (const ep of [...(usesCluster ? clusterEps : []), ...(usesLocal ? localEps : [])])
+      endpoints.set(`${ep.ip}:${ep.port}`, ep);
     const epChain = (ep: EndpointTarget) => `endpoint-${endpointBase(sp, ep)}`;
     const affinitySet = (ep: EndpointTarget) => `affinity-${endpointBase(sp, ep)}`;
     for (const ep of endpoints.values()) chain(epChain(ep));
@@ -195,7 +228,8 @@ function writeFamily(state: NodeState, out: (line: string) => void, stats: Upstr
     const usesFirewall = sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
     if (usesFirewall) chain(firewallChain);
     if (affinity !== undefined) {
-      for (const ep of endpoints.values()) set('set', affinitySet(ep), `type ${addrType} ; flags dynamic,timeout ; timeout ${affinity}s`);
+      for (const ep of endpoints.values())
+        set('set', affinitySet(ep), `type ${addrType} ; flags dynamic,timeout ; timeout ${affinity}s`);
     }
 
     element('cluster-ips', sp.clusterIP);
@@ -204,7 +238,10 @@ function writeFamily(state: NodeState, out: (line: string) => void, stats: Upstr
     if (internal.kind === 'cluster' || internal.kind === 'local') {
       element('service-ips', `${frontend(sp.clusterIP)} : goto ${internalChain}`);
     } else {
-      element('no-endpoint-services', `${frontend(sp.clusterIP)} : ${internal.kind === 'reject' ? 'goto reject-chain' : 'drop'}`);
+      element(
+        'no-endpoint-services',
+        `${frontend(sp.clusterIP)} : ${internal.kind === 'reject' ? 'goto reject-chain' : 'drop'}`,
+      );
     }
     for (const ip of externalIps) {
       if (usesExternal) element('service-ips', `${frontend(ip)} : goto ${externalChain}`);

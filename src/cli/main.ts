@@ -43,7 +43,12 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     out.write(USAGE);
     return command ? 0 : 2;
   }
-  const flags: Record<string, readonly CommandFlag[]> = { sync: ['manifests'], dump: ['manifests', 'format'], cleanup: [], run: ['manifests'] };
+  const flags: Record<string, readonly CommandFlag[]> = {
+    sync: ['manifests'],
+    dump: ['manifests', 'format'],
+    cleanup: [],
+    run: ['manifests'],
+  };
   const commandFlags = flags[command];
   if (!commandFlags) {
     process.stderr.write(`kproxy: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
@@ -51,7 +56,12 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
   let loaded: Loaded;
   try {
-    loaded = loadProxyConfig({ argv: rest, hostname: hostname(), readFile: (p) => readFileSync(p, 'utf8'), commandFlags });
+    loaded = loadProxyConfig({
+      argv: rest,
+      hostname: hostname(),
+      readFile: (p) => readFileSync(p, 'utf8'),
+      commandFlags,
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`kproxy: ${err.message}\n`);
@@ -86,7 +96,7 @@ async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<Desire
     log.error('--manifests DIR is required (reading from an API server is `kproxy run`)');
     return undefined;
   }
-  let read;
+  let read: Awaited<ReturnType<typeof readManifestDir>>;
   try {
     read = await readManifestDir(loaded.manifests);
   } catch (err) {
@@ -97,13 +107,17 @@ async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<Desire
   const desired = desiredState(snapshot, loaded.config);
   reportProblems(log, [...read.problems, ...problems, ...desired.problems]);
   if (!snapshot.node) {
-    log.warn({ node: loaded.config.nodeName }, 'no Node object for this node: no node IPs, zone or podCIDRs (NodePorts with nodePortAddresses "primary" answer nowhere)');
+    log.warn(
+      { node: loaded.config.nodeName },
+      'no Node object for this node: no node IPs, zone or podCIDRs (NodePorts with nodePortAddresses "primary" answer nowhere)',
+    );
   }
   return desired;
 }
 
 function reportProblems(log: Logger, problems: readonly Problem[]): void {
-  for (const p of problems) log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `skipped: ${formatProblem(p)}`);
+  for (const p of problems)
+    log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `skipped: ${formatProblem(p)}`);
 }
 
 async function sync(loaded: Loaded, log: Logger): Promise<number> {
@@ -186,7 +200,10 @@ function loadKubeConfig(loaded: Loaded): KubeConfig {
   else kc.loadFromDefault();
   if (loaded.master) {
     const cluster = kc.getCurrentCluster();
-    kc.loadFromClusterAndUser({ ...(cluster ?? { name: 'master', skipTLSVerify: false }), server: loaded.master }, kc.getCurrentUser() ?? { name: 'anonymous' });
+    kc.loadFromClusterAndUser(
+      { ...(cluster ?? { name: 'master', skipTLSVerify: false }), server: loaded.master },
+      kc.getCurrentUser() ?? { name: 'anonymous' },
+    );
   }
   return kc;
 }
@@ -201,7 +218,9 @@ if (import.meta.main) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: unknown) => {
-      process.stderr.write(`kproxy: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `kproxy: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       process.exit(1);
     },
   );

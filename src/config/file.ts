@@ -218,8 +218,10 @@ function walk(
         else problems.push(`${path}: expected a boolean (true or false), got ${describe(raw)}`);
         break;
       case 'int':
-        if (typeof raw !== 'number' || !Number.isInteger(raw)) problems.push(`${path}: expected an integer, got ${describe(raw)}`);
-        else if (raw < field.min || raw > field.max) problems.push(`${path}: integer out of range ${field.min}..${field.max}, got ${raw}`);
+        if (typeof raw !== 'number' || !Number.isInteger(raw))
+          problems.push(`${path}: expected an integer, got ${describe(raw)}`);
+        else if (raw < field.min || raw > field.max)
+          problems.push(`${path}: integer out of range ${field.min}..${field.max}, got ${raw}`);
         else out.set(path, raw);
         break;
       case 'float':
@@ -232,7 +234,8 @@ function walk(
           break;
         }
         const ms = parseGoDuration(raw);
-        if (ms === undefined) problems.push(`${path}: invalid duration ${JSON.stringify(raw)} (examples: "30s", "1m", "500ms", "1h2m")`);
+        if (ms === undefined)
+          problems.push(`${path}: invalid duration ${JSON.stringify(raw)} (examples: "30s", "1m", "500ms", "1h2m")`);
         else out.set(path, ms);
         break;
       }

@@ -96,7 +96,10 @@ export function parseFlags(argv: readonly string[], allowed: readonly CommandFla
         continue;
       }
       const b = parseGoBool(token.value);
-      if (b === undefined) problems.push(`--${name}: invalid boolean ${JSON.stringify(token.value)} (use --${name} or --${name}=true|false)`);
+      if (b === undefined)
+        problems.push(
+          `--${name}: invalid boolean ${JSON.stringify(token.value)} (use --${name} or --${name}=true|false)`,
+        );
       else booleans.set(name, b);
       continue;
     }

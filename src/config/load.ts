@@ -94,8 +94,22 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
   const nodePortAddresses = resolveNodePortAddresses(s, problems);
   const { masqueradeAll, masqueradeBit } = resolveMasquerade(s, problems);
   const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, problems);
-  const healthzBindAddress = resolveBindAddress(s, 'healthz-bind-address', 'healthzBindAddress', DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_HEALTHZ_PORT, problems);
-  const metricsBindAddress = resolveBindAddress(s, 'metrics-bind-address', 'metricsBindAddress', DEFAULT_METRICS_BIND_ADDRESS, DEFAULT_METRICS_PORT, problems);
+  const healthzBindAddress = resolveBindAddress(
+    s,
+    'healthz-bind-address',
+    'healthzBindAddress',
+    DEFAULT_HEALTHZ_BIND_ADDRESS,
+    DEFAULT_HEALTHZ_PORT,
+    problems,
+  );
+  const metricsBindAddress = resolveBindAddress(
+    s,
+    'metrics-bind-address',
+    'metricsBindAddress',
+    DEFAULT_METRICS_BIND_ADDRESS,
+    DEFAULT_METRICS_PORT,
+    problems,
+  );
   const verbosity = resolveVerbosity(s, problems);
   checkOtherFileFields(file, problems);
 
@@ -109,7 +123,8 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
   }
   const kubeconfig = s.pickString('kubeconfig', 'clientConnection.kubeconfig')?.value;
   const master = flags.strings.get('master');
-  if (master !== undefined && !/^https?:\/\/[^\s]+$/.test(master)) problems.push(`--master: must be an http(s) URL, got ${JSON.stringify(master)}`);
+  if (master !== undefined && !/^https?:\/\/[^\s]+$/.test(master))
+    problems.push(`--master: must be an http(s) URL, got ${JSON.stringify(master)}`);
 
   if (problems.length > 0) throw new ConfigError(problems, configFile);
 
@@ -206,7 +221,9 @@ function resolveNodeName(s: Sources, hostname: string, problems: string[]): stri
   const override = s.pickString('hostname-override', 'hostnameOverride');
   // Like upstream GetHostname: an empty override means "use the host name"; a blank one is an error.
   const src: Sourced<string> =
-    override !== undefined && override.value !== '' ? override : { value: hostname, where: 'host name (set --hostname-override)' };
+    override !== undefined && override.value !== ''
+      ? override
+      : { value: hostname, where: 'host name (set --hostname-override)' };
   const name = src.value.trim().toLowerCase();
   if (name === '') {
     problems.push(`${src.where}: node name is empty`);
@@ -268,7 +285,9 @@ function resolveDetectLocal(s: Sources, problems: string[]): DetectLocalConfig {
   const src = s.pickString('detect-local-mode', 'detectLocalMode');
   const mode = src === undefined || src.value === '' ? 'ClusterCIDR' : src.value;
   if (!isDetectLocalMode(mode)) {
-    problems.push(`${src?.where ?? 'detectLocalMode'}: invalid detect-local mode ${JSON.stringify(mode)} (valid: ${DETECT_LOCAL_MODES.join(', ')})`);
+    problems.push(
+      `${src?.where ?? 'detectLocalMode'}: invalid detect-local mode ${JSON.stringify(mode)} (valid: ${DETECT_LOCAL_MODES.join(', ')})`,
+    );
     return { mode: 'ClusterCIDR' };
   }
   switch (mode) {
@@ -277,24 +296,47 @@ function resolveDetectLocal(s: Sources, problems: string[]): DetectLocalConfig {
     case 'None':
       return { mode };
     case 'BridgeInterface': {
-      const name = interfaceName(s, 'pod-bridge-interface', 'detectLocal.bridgeInterface', mode, 'bridge interface', problems);
+      const name = interfaceName(
+        s,
+        'pod-bridge-interface',
+        'detectLocal.bridgeInterface',
+        mode,
+        'bridge interface',
+        problems,
+      );
       return { mode, bridgeInterface: name };
     }
     case 'InterfaceNamePrefix': {
-      const prefix = interfaceName(s, 'pod-interface-name-prefix', 'detectLocal.interfaceNamePrefix', mode, 'interface name prefix', problems);
+      const prefix = interfaceName(
+        s,
+        'pod-interface-name-prefix',
+        'detectLocal.interfaceNamePrefix',
+        mode,
+        'interface name prefix',
+        problems,
+      );
       return { mode, interfaceNamePrefix: prefix };
     }
   }
 }
 
-function interfaceName(s: Sources, flag: StringFlag, field: string, mode: DetectLocalMode, what: string, problems: string[]): string {
+function interfaceName(
+  s: Sources,
+  flag: StringFlag,
+  field: string,
+  mode: DetectLocalMode,
+  what: string,
+  problems: string[],
+): string {
   const src = s.pickString(flag, field);
   if (src === undefined || src.value === '') {
     problems.push(`${field} (--${flag}): required when detectLocalMode is ${mode}`);
     return '';
   }
   if (!isSafeInterfaceName(src.value)) {
-    problems.push(`${src.where}: invalid ${what} ${JSON.stringify(src.value)} (1 to 15 characters of A-Z a-z 0-9 _ . -)`);
+    problems.push(
+      `${src.where}: invalid ${what} ${JSON.stringify(src.value)} (1 to 15 characters of A-Z a-z 0-9 _ . -)`,
+    );
     return '';
   }
   return src.value;
@@ -314,14 +356,19 @@ function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddre
     entries = flag.trim() === '' ? [] : flag.split(',').map((text) => ({ text: text.trim(), where }));
   } else {
     where = 'nodePortAddresses';
-    entries = (s.file.list('nodePortAddresses') ?? []).map((text, i) => ({ text: text.trim(), where: `${where}[${i}]` }));
+    entries = (s.file.list('nodePortAddresses') ?? []).map((text, i) => ({
+      text: text.trim(),
+      where: `${where}[${i}]`,
+    }));
   }
   if (entries.length === 0) return { kind: 'primary' };
 
   const keyword = entries.find((e) => (NODE_PORT_KEYWORDS as readonly string[]).includes(e.text));
   if (keyword !== undefined) {
     if (entries.length > 1) {
-      problems.push(`${where}: ${JSON.stringify(keyword.text)} must be the only entry (it cannot be combined with other entries)`);
+      problems.push(
+        `${where}: ${JSON.stringify(keyword.text)} must be the only entry (it cannot be combined with other entries)`,
+      );
       return { kind: 'primary' };
     }
     return keyword.text === 'all' ? { kind: 'all' } : { kind: 'primary' };
@@ -329,7 +376,10 @@ function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddre
   const cidrs: Cidr[] = [];
   for (const e of entries) {
     const c = parseCidr(e.text);
-    if (c === undefined) problems.push(`${e.where}: invalid CIDR ${JSON.stringify(e.text)} (expected CIDRs, or exactly one of "primary", "all")`);
+    if (c === undefined)
+      problems.push(
+        `${e.where}: invalid CIDR ${JSON.stringify(e.text)} (expected CIDRs, or exactly one of "primary", "all")`,
+      );
     else cidrs.push(c);
   }
   return { kind: 'cidrs', cidrs };
@@ -340,7 +390,8 @@ function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddre
 
 function resolveMasquerade(s: Sources, problems: string[]): { masqueradeAll: boolean; masqueradeBit: number } {
   const flag = s.flags.booleans.get('masquerade-all');
-  const masqueradeAll = flag ?? (s.file.bool('nftables.masqueradeAll') === true || s.file.bool('iptables.masqueradeAll') === true);
+  const masqueradeAll =
+    flag ?? (s.file.bool('nftables.masqueradeAll') === true || s.file.bool('iptables.masqueradeAll') === true);
 
   let masqueradeBit = DEFAULT_MASQUERADE_BIT;
   let chosen = false;
@@ -372,9 +423,14 @@ function resolveSyncPeriods(s: Sources, problems: string[]): { syncPeriodMs: num
     ok = false;
   }
   if (ok && sync !== undefined && min !== undefined && min.value > sync.value) {
-    problems.push(`${sync.where}: must be greater than or equal to ${min.where} (${formatMs(sync.value)} < ${formatMs(min.value)})`);
+    problems.push(
+      `${sync.where}: must be greater than or equal to ${min.where} (${formatMs(sync.value)} < ${formatMs(min.value)})`,
+    );
   }
-  return { syncPeriodMs: sync?.value ?? DEFAULT_SYNC_PERIOD_MS, minSyncPeriodMs: min?.value ?? DEFAULT_MIN_SYNC_PERIOD_MS };
+  return {
+    syncPeriodMs: sync?.value ?? DEFAULT_SYNC_PERIOD_MS,
+    minSyncPeriodMs: min?.value ?? DEFAULT_MIN_SYNC_PERIOD_MS,
+  };
 }
 
 /**
@@ -382,7 +438,13 @@ function resolveSyncPeriods(s: Sources, problems: string[]): { syncPeriodMs: num
  * `iptables.<name>`, else the default. In the file a zero duration means "unset", as upstream's
  * defaulting treats it. Undefined when the flag does not parse (the problem is recorded).
  */
-function resolveDuration(s: Sources, flag: StringFlag, name: string, fallback: number, problems: string[]): Sourced<number> | undefined {
+function resolveDuration(
+  s: Sources,
+  flag: StringFlag,
+  name: string,
+  fallback: number,
+  problems: string[],
+): Sourced<number> | undefined {
   const text = s.flags.strings.get(flag);
   if (text !== undefined) {
     const ms = parseGoDuration(text);
@@ -429,7 +491,14 @@ export function parseBindAddress(text: string, defaultPort: number): string | un
   return ip.family === 'ipv6' ? `[${ip.text}]:${port}` : `${ip.text}:${port}`;
 }
 
-function resolveBindAddress(s: Sources, flag: StringFlag, field: string, fallback: string, defaultPort: number, problems: string[]): string {
+function resolveBindAddress(
+  s: Sources,
+  flag: StringFlag,
+  field: string,
+  fallback: string,
+  defaultPort: number,
+  problems: string[],
+): string {
   const flagValue = s.flags.strings.get(flag);
   // An explicitly empty flag disables the server (upstream); an empty file field means "default".
   if (flagValue === '') return '';
@@ -443,7 +512,9 @@ function resolveBindAddress(s: Sources, flag: StringFlag, field: string, fallbac
   if (src === undefined) return fallback;
   const parsed = parseBindAddress(src.value, defaultPort);
   if (parsed === undefined) {
-    problems.push(`${src.where}: must be IP:port (e.g. ${fallback} or [::]:${defaultPort}) or a bare IP, got ${JSON.stringify(src.value)}`);
+    problems.push(
+      `${src.where}: must be IP:port (e.g. ${fallback} or [::]:${defaultPort}) or a bare IP, got ${JSON.stringify(src.value)}`,
+    );
     return fallback;
   }
   return parsed;
@@ -480,5 +551,6 @@ function checkOtherFileFields(file: FileValues, problems: string[]): void {
     problems.push(`bindAddress: must be an IP address, got ${JSON.stringify(bind)}`);
   }
   const oom = file.number('oomScoreAdj');
-  if (oom !== undefined && (oom < -1000 || oom > 1000)) problems.push(`oomScoreAdj: must be within -1000..1000, got ${oom}`);
+  if (oom !== undefined && (oom < -1000 || oom > 1000))
+    problems.push(`oomScoreAdj: must be within -1000..1000, got ${oom}`);
 }

@@ -46,9 +46,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const { config, source, events, log } = o;
   const metrics = createProxyMetrics({ defaultMetrics: true });
   // Not eligible until this Node is seen (upstream): a node being removed gets no new traffic.
-  const health = new ProxyHealth({ healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs), nodeEligible: false });
+  const health = new ProxyHealth({
+    healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs),
+    nodeEligible: false,
+  });
   const healthz = await startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log });
-  const metricsServer = await startMetricsServer({ bindAddress: config.metricsBindAddress, registry: metrics.registry, proxyMode: config.mode, logger: log });
+  const metricsServer = await startMetricsServer({
+    bindAddress: config.metricsBindAddress,
+    registry: metrics.registry,
+    proxyMode: config.mode,
+    logger: log,
+  });
   const serviceHealth = new ServiceHealthServer({
     nodeName: config.nodeName,
     ...(o.serviceHealthAddresses ? { addresses: o.serviceHealthAddresses } : {}),
@@ -57,7 +65,16 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     logger: log,
   });
   const exec = o.exec ?? execProgram;
-  const proxier = new Proxier({ config, source, backend: new NftablesBackend(new Nft(exec)), run: exec, log, metrics, health, serviceHealth });
+  const proxier = new Proxier({
+    config,
+    source,
+    backend: new NftablesBackend(new Nft(exec)),
+    run: exec,
+    log,
+    metrics,
+    health,
+    serviceHealth,
+  });
   const runner = new BoundedFrequencyRunner({
     name: 'sync-proxy-rules',
     fn: async () => {
@@ -79,8 +96,16 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await source.start();
   runner.start();
   runner.run();
-  void events.record({ kind: 'Node', name: config.nodeName, namespace: 'default' }, 'Normal', 'Starting', 'Starting kube-proxy.');
-  log.info({ mode: config.mode, node: config.nodeName, healthz: healthz?.url, metrics: metricsServer?.url }, 'kproxy started');
+  void events.record(
+    { kind: 'Node', name: config.nodeName, namespace: 'default' },
+    'Normal',
+    'Starting',
+    'Starting kube-proxy.',
+  );
+  log.info(
+    { mode: config.mode, node: config.nodeName, healthz: healthz?.url, metrics: metricsServer?.url },
+    'kproxy started',
+  );
 
   let stopping: Promise<void> | undefined;
   return {

@@ -28,7 +28,12 @@ export function apiEventRecorder(kubeConfig: KubeConfig, nodeName: string, log: 
           namespace: target.namespace,
           body: {
             metadata: { generateName: `${target.name}.`, namespace: target.namespace },
-            involvedObject: { kind: target.kind, name: target.name, namespace: target.kind === 'Node' ? '' : target.namespace, apiVersion: 'v1' },
+            involvedObject: {
+              kind: target.kind,
+              name: target.name,
+              namespace: target.kind === 'Node' ? '' : target.namespace,
+              apiVersion: 'v1',
+            },
             type,
             reason,
             message,
@@ -41,7 +46,10 @@ export function apiEventRecorder(kubeConfig: KubeConfig, nodeName: string, log: 
           },
         });
       } catch (err) {
-        log.warn({ reason, target, err: err instanceof Error ? err.message : String(err) }, 'could not record an event');
+        log.warn(
+          { reason, target, err: err instanceof Error ? err.message : String(err) },
+          'could not record an event',
+        );
       }
     },
   };

@@ -26,13 +26,18 @@ function render(health: ProxyHealth, forHealthz: boolean): HealthResponse {
   const nodeEligible = health.nodeEligible;
   const ok = h.healthy && (!forHealthz || nodeEligible);
   // Upstream reports lastUpdated = now when answering 200 (compatibility with old releases).
-  const body: Record<string, unknown> = { lastUpdated: iso(ok ? h.currentTime : h.lastUpdated), currentTime: iso(h.currentTime) };
+  const body: Record<string, unknown> = {
+    lastUpdated: iso(ok ? h.currentTime : h.lastUpdated),
+    currentTime: iso(h.currentTime),
+  };
   if (forHealthz) body['nodeEligible'] = nodeEligible;
   // As upstream, `healthy` is the proxy's own health: a 503 for an ineligible Node still says true.
   body['healthy'] = h.healthy;
   const status = Object.entries(h.status).sort(([a], [b]) => (a < b ? -1 : 1));
   if (status.length > 0) {
-    body['status'] = Object.fromEntries(status.map(([fam, s]) => [fam, { lastUpdated: iso(s.lastUpdated), healthy: s.healthy }]));
+    body['status'] = Object.fromEntries(
+      status.map(([fam, s]) => [fam, { lastUpdated: iso(s.lastUpdated), healthy: s.healthy }]),
+    );
   }
   return { statusCode: ok ? 200 : 503, body: JSON.stringify(body) };
 }

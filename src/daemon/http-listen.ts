@@ -21,7 +21,8 @@ export interface HostPort {
 export function splitHostPort(text: string): HostPort {
   const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
   const port = Number(m?.[3]);
-  if (!m || !Number.isInteger(port) || port > 65535) throw new Error(`invalid bind address ${JSON.stringify(text)}: want IP:port or [IPv6]:port`);
+  if (!m || !Number.isInteger(port) || port > 65535)
+    throw new Error(`invalid bind address ${JSON.stringify(text)}: want IP:port or [IPv6]:port`);
   const host = m[1] ?? m[2] ?? '';
   return { host: host === '' || host === '0.0.0.0' || host === '::' ? undefined : host, port };
 }

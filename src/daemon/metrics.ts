@@ -5,7 +5,15 @@
  * Names, label names and buckets follow upstream; label values for `ip_family` are upstream's
  * `IPv4` / `IPv6` (use `ipFamilyLabel`). Callers use the typed fields, never metric names.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  exponentialBuckets,
+  linearBuckets,
+} from 'prom-client';
 import type { Family } from '../model/cluster.ts';
 
 export type IpFamilyLabel = 'IPv4' | 'IPv6';

@@ -122,10 +122,12 @@ export class Proxier {
     const contextKeys = new Map(FAMILIES.map((f) => [f, JSON.stringify(contexts.get(f))]));
     // A family re-renders everything on a full sync, when its table is unknown (start, failure),
     // or when what every port depends on changed (node IPs, detector, ServiceCIDRs...).
-    const rerender = new Map(FAMILIES.map((f) => {
-      const cache = this.cache(f);
-      return [f, full || !cache.table || contextKeys.get(f) !== cache.contextKey];
-    }));
+    const rerender = new Map(
+      FAMILIES.map((f) => {
+        const cache = this.cache(f);
+        return [f, full || !cache.table || contextKeys.get(f) !== cache.contextKey];
+      }),
+    );
     const everything = [...rerender.values()].some(Boolean);
     // Otherwise only the Services that changed are looked up.
     const wanted = (key: string) => everything || changed.has(key);
@@ -148,7 +150,9 @@ export class Proxier {
         // Re-render everything and compare with what the kernel really holds.
         const ctx = fragmentContext(context);
         cache.portsOfService.clear();
-        const fragments = [...services.values()].flatMap((service) => this.renderService(cache, service, slices, family, snapshot, ctx));
+        const fragments = [...services.values()].flatMap((service) =>
+          this.renderService(cache, service, slices, family, snapshot, ctx),
+        );
         const unchanged = table !== undefined && changed.size === 0 && contextKey === cache.contextKey;
         const committed = table?.ruleset();
         table = new TableState(context, fragments);
@@ -160,7 +164,10 @@ export class Proxier {
         const plan = planTransaction(rs, observed);
         if (unchanged && plan.commands.length > 0) {
           drift = true;
-          log.warn({ family: rs.family, repairing: plan.summary, reason: plan.reason }, 'drift: the kernel did not hold what kproxy last wrote; restoring');
+          log.warn(
+            { family: rs.family, repairing: plan.summary, reason: plan.reason },
+            'drift: the kernel did not hold what kproxy last wrote; restoring',
+          );
         }
         appendAll(commands, plan.commands);
         fullFamilies.push(family);
@@ -176,7 +183,11 @@ export class Proxier {
           if (service) appendAll(added, this.renderService(cache, service, slices, family, snapshot, ctx));
         }
         const current = table;
-        datagramTouched ||= removed.some((k) => { const f = current.get(k); return f !== undefined && datagram(f.sp); }) || added.some((f) => datagram(f.sp));
+        datagramTouched ||=
+          removed.some((k) => {
+            const f = current.get(k);
+            return f !== undefined && datagram(f.sp);
+          }) || added.some((f) => datagram(f.sp));
         appendAll(commands, table.update(removed, added));
       }
       cache.contextKey = contextKey;
@@ -198,8 +209,21 @@ export class Proxier {
       this.fullSyncs++;
     }
     const kind: SyncKind = fullFamilies.length > 0 ? 'full' : 'partial';
-    await this.afterApply(kind, tables, commands.length, changed, snapshot, started, drift, kind === 'full' || datagramTouched);
-    return { kind, commands: commands.length, servicesRendered: kind === 'full' ? snapshot.services.length : changed.size };
+    await this.afterApply(
+      kind,
+      tables,
+      commands.length,
+      changed,
+      snapshot,
+      started,
+      drift,
+      kind === 'full' || datagramTouched,
+    );
+    return {
+      kind,
+      commands: commands.length,
+      servicesRendered: kind === 'full' ? snapshot.services.length : changed.size,
+    };
   }
 
   private cache(family: Family): FamilyCache {
@@ -217,7 +241,11 @@ export class Proxier {
   ): ServicePortFragment[] {
     const key = serviceKey(service);
     const ports = servicePortsOf(service, slices.get(key) ?? [], family, this.o.config.nodeName, snapshot.node);
-    if (ports.length > 0) cache.portsOfService.set(key, ports.map((p) => p.key));
+    if (ports.length > 0)
+      cache.portsOfService.set(
+        key,
+        ports.map((p) => p.key),
+      );
     return ports.map((sp) => renderServicePort(sp, ctx));
   }
 
@@ -246,8 +274,12 @@ export class Proxier {
       if (cleanConntrack) {
         const state: NodeState = { ...table.context, servicePorts: ports };
         try {
-          const r = await cleanupStaleConntrack(this.o.run, { state, ...(cache.state ? { previous: cache.state } : {}) });
-          if (r.deleted > 0) log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
+          const r = await cleanupStaleConntrack(this.o.run, {
+            state,
+            ...(cache.state ? { previous: cache.state } : {}),
+          });
+          if (r.deleted > 0)
+            log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
           for (const e of r.errors) log.warn({ family }, `conntrack cleanup: ${e}`);
         } catch (err) {
           log.warn({ family, err: err instanceof Error ? err.message : String(err) }, 'conntrack cleanup failed');
@@ -258,9 +290,15 @@ export class Proxier {
       const labels = { ip_family: ipFamilyLabel(family) };
       const seconds = (performance.now() - started) / 1000;
       metrics.syncProxyRulesDuration.observe(labels, seconds);
-      (kind === 'full' ? metrics.syncFullProxyRulesDuration : metrics.syncPartialProxyRulesDuration).observe(labels, seconds);
+      (kind === 'full' ? metrics.syncFullProxyRulesDuration : metrics.syncPartialProxyRulesDuration).observe(
+        labels,
+        seconds,
+      );
       metrics.syncProxyRulesLastTimestamp.setToCurrentTime(labels);
-      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, ports.filter((sp) => sp.internal.kind === 'drop').length);
+      metrics.noLocalEndpointsTotal.set(
+        { ...labels, traffic_policy: 'internal' },
+        ports.filter((sp) => sp.internal.kind === 'drop').length,
+      );
       metrics.noLocalEndpointsTotal.set(
         { ...labels, traffic_policy: 'external' },
         ports.filter((sp) => sp.external?.kind === 'local' && sp.external.local.length === 0).length,
@@ -269,7 +307,13 @@ export class Proxier {
     this.observeProgrammingLatency(kind === 'full' ? undefined : changed, snapshot);
     await this.syncServiceHealth(tables);
     log.info(
-      { kind, commands, servicePorts: [...tables.values()].map((t) => t.size), ...(drift ? { drift } : {}), ms: Math.round(performance.now() - started) },
+      {
+        kind,
+        commands,
+        servicePorts: [...tables.values()].map((t) => t.size),
+        ...(drift ? { drift } : {}),
+        ms: Math.round(performance.now() - started),
+      },
       'sync',
     );
   }
@@ -285,7 +329,10 @@ export class Proxier {
       if (this.observedTriggers.get(key) === t) continue;
       this.observedTriggers.set(key, t);
       const family = slice.addressType === 'IPv4' ? 'ipv4' : 'ipv6';
-      this.o.metrics.networkProgrammingDuration.observe({ ip_family: ipFamilyLabel(family) }, Math.max(0, (now - t) / 1000));
+      this.o.metrics.networkProgrammingDuration.observe(
+        { ip_family: ipFamilyLabel(family) },
+        Math.max(0, (now - t) / 1000),
+      );
     }
   }
 
@@ -299,7 +346,8 @@ export class Proxier {
       for (const sp of table.ports()) {
         if (sp.healthCheckNodePort === undefined) continue;
         const key = `${sp.ref.namespace}/${sp.ref.name}`;
-        if (!ports.has(sp.healthCheckNodePort)) ports.set(sp.healthCheckNodePort, { namespace: sp.ref.namespace, name: sp.ref.name });
+        if (!ports.has(sp.healthCheckNodePort))
+          ports.set(sp.healthCheckNodePort, { namespace: sp.ref.namespace, name: sp.ref.name });
         counts.set(key, Math.max(counts.get(key) ?? 0, sp.localEndpointCount));
       }
     }

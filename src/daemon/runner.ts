@@ -76,10 +76,13 @@ export class BoundedFrequencyRunner {
 
   constructor(opts: BoundedFrequencyRunnerOptions) {
     if (!(opts.minIntervalMs >= 0) || !(opts.maxIntervalMs >= opts.minIntervalMs)) {
-      throw new Error(`${opts.name}: maxInterval (${opts.maxIntervalMs}ms) must be >= minInterval (${opts.minIntervalMs}ms) >= 0`);
+      throw new Error(
+        `${opts.name}: maxInterval (${opts.maxIntervalMs}ms) must be >= minInterval (${opts.minIntervalMs}ms) >= 0`,
+      );
     }
     const burst = opts.burstRuns ?? 2;
-    if (!Number.isInteger(burst) || burst < 1) throw new Error(`${opts.name}: burstRuns must be a positive integer, got ${burst}`);
+    if (!Number.isInteger(burst) || burst < 1)
+      throw new Error(`${opts.name}: burstRuns must be a positive integer, got ${burst}`);
     this.name = opts.name;
     this.#fn = opts.fn;
     this.#minIntervalMs = opts.minIntervalMs;

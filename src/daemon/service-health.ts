@@ -97,7 +97,9 @@ export class ServiceHealthServer {
   }
 
   #enqueue(task: () => Promise<void>): Promise<void> {
-    this.#queue = this.#queue.then(task).catch((err: unknown) => this.#opts.logger?.error({ err }, 'healthcheck sync failed'));
+    this.#queue = this.#queue
+      .then(task)
+      .catch((err: unknown) => this.#opts.logger?.error({ err }, 'healthcheck sync failed'));
     return this.#queue;
   }
 
@@ -110,7 +112,11 @@ export class ServiceHealthServer {
     return {
       statusCode: count !== 0 && proxyHealthy ? 200 : 503,
       localEndpoints: count,
-      body: { service: { namespace: inst.ref.namespace, name: inst.ref.name }, localEndpoints: count, serviceProxyHealthy: proxyHealthy },
+      body: {
+        service: { namespace: inst.ref.namespace, name: inst.ref.name },
+        localEndpoints: count,
+        serviceProxyHealthy: proxyHealthy,
+      },
     };
   }
 
@@ -132,7 +138,9 @@ export class ServiceHealthServer {
     await Promise.all(closing);
     if (this.#closed) wanted = new Map();
     await Promise.all(
-      [...wanted].filter(([port]) => !this.#instances.has(port)).map(([port, ref]) => this.#open(port, { namespace: ref.namespace, name: ref.name })),
+      [...wanted]
+        .filter(([port]) => !this.#instances.has(port))
+        .map(([port, ref]) => this.#open(port, { namespace: ref.namespace, name: ref.name })),
     );
   }
 
@@ -141,7 +149,9 @@ export class ServiceHealthServer {
     log?.info({ service: serviceKey(ref), port }, 'Opening healthcheck');
     const settled = await Promise.allSettled(
       this.#hosts.map((host) =>
-        listen(this.#httpServer(port), { host, port }, (err) => log?.error({ err, service: serviceKey(ref), port }, 'Healthcheck server error')),
+        listen(this.#httpServer(port), { host, port }, (err) =>
+          log?.error({ err, service: serviceKey(ref), port }, 'Healthcheck server error'),
+        ),
       ),
     );
     const opened = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
@@ -153,9 +163,15 @@ export class ServiceHealthServer {
     // Close whatever did open, so a later sync can retry the whole port cleanly.
     await Promise.all(opened.map((s) => s.close()));
     const error = failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
-    const where = this.#hosts.length === 1 && this.#hosts[0] === undefined ? port : this.#hosts.map((h) => joinHostPort(h, port)).join(',');
+    const where =
+      this.#hosts.length === 1 && this.#hosts[0] === undefined
+        ? port
+        : this.#hosts.map((h) => joinHostPort(h, port)).join(',');
     const message = `node ${this.#opts.nodeName} failed to start healthcheck "${serviceKey(ref)}" on port ${port}: ${error.message}`;
-    log?.error({ err: error, node: this.#opts.nodeName, service: serviceKey(ref), port, address: where }, 'Failed to start healthcheck');
+    log?.error(
+      { err: error, node: this.#opts.nodeName, service: serviceKey(ref), port, address: where },
+      'Failed to start healthcheck',
+    );
     try {
       this.#opts.onListenError?.({ service: ref, port, error, reason: 'FailedToStartServiceHealthcheck', message });
     } catch (err) {

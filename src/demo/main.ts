@@ -12,13 +12,22 @@ import { createTopology, type Topology } from '../sandbox/topology.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const kproxy = `${root}bin/kproxy`;
-const FLAGS = ['--manifests', `${root}examples`, '--hostname-override', 'demo-node', '--cluster-cidr', '10.244.0.0/16,fd00:10:244::/56'];
+const FLAGS = [
+  '--manifests',
+  `${root}examples`,
+  '--hostname-override',
+  'demo-node',
+  '--cluster-cidr',
+  '10.244.0.0/16,fd00:10:244::/56',
+];
 const BACKENDS = ['backend-1', 'backend-2', 'backend-3'];
 const REQUESTS = 30;
 
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
-    process.stderr.write('make demo needs root: it creates network namespaces and programs nftables in them. Run it as root (e.g. sudo make demo).\n');
+    process.stderr.write(
+      'make demo needs root: it creates network namespaces and programs nftables in them. Run it as root (e.g. sudo make demo).\n',
+    );
     return 1;
   }
   const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -26,7 +35,13 @@ async function main(): Promise<number> {
   const topo = await createTopology({
     pods: [
       { name: 'client', v4: '10.244.0.2', v6: 'fd00:10:244::2', tcpPorts: [], udpPorts: [] },
-      ...BACKENDS.map((name, i) => ({ name, v4: `10.244.0.${11 + i}`, v6: `fd00:10:244::${11 + i}`, tcpPorts: [], udpPorts: [] })),
+      ...BACKENDS.map((name, i) => ({
+        name,
+        v4: `10.244.0.${11 + i}`,
+        v6: `fd00:10:244::${11 + i}`,
+        tcpPorts: [],
+        udpPorts: [],
+      })),
     ],
     podCidr: { v4: '10.244.0.0/24', v6: 'fd00:10:244::/64' },
     clients: 1,
@@ -42,11 +57,23 @@ async function main(): Promise<number> {
 
     await tally(topo, 'client', 'client pod → ClusterIP http://10.96.0.10/', 'http://10.96.0.10/');
     await tally(topo, 'client', 'client pod → ClusterIP http://[fd00:10:96::a]/', 'http://[fd00:10:96::a]/', 12);
-    await tally(topo, topo.client().name, 'outside client → NodePort http://192.0.2.1:30080/', 'http://192.0.2.1:30080/', 12);
+    await tally(
+      topo,
+      topo.client().name,
+      'outside client → NodePort http://192.0.2.1:30080/',
+      'http://192.0.2.1:30080/',
+      12,
+    );
 
     say('\nAn excerpt of `kproxy dump` (the IPv4 rules for demo/web; `kproxy dump` prints all of it):');
     const dump = await execa(kproxy, ['dump', ...FLAGS]);
-    const lines = dump.stdout.split('\n').filter((l) => /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/.test(l));
+    const lines = dump.stdout
+      .split('\n')
+      .filter((l) =>
+        /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/.test(
+          l,
+        ),
+      );
     say(lines.map((l) => `  ${l}`).join('\n'));
     say('\nDone: the kernel balanced every request; kproxy only wrote the rules.');
     return 0;
@@ -58,9 +85,13 @@ async function main(): Promise<number> {
 }
 
 function startBackend(ns: string, name: string): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(new URL('./http-backend.ts', import.meta.url)), name, '8080'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, fileURLToPath(new URL('./http-backend.ts', import.meta.url)), name, '8080'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   return new Promise((resolve, reject) => {
     child.stdout?.once('data', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`backend ${name} exited (${code})`)));
@@ -87,7 +118,8 @@ async function tally(topo: Topology, from: string, label: string, url: string, c
   const r = await execa('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', script]);
   const counts = JSON.parse(r.stdout) as Record<string, number>;
   process.stdout.write(`\n${label}: ${count} requests\n`);
-  for (const [who, n] of Object.entries(counts).sort()) process.stdout.write(`  ${who.padEnd(12)} ${'#'.repeat(n)} ${n}\n`);
+  for (const [who, n] of Object.entries(counts).sort())
+    process.stdout.write(`  ${who.padEnd(12)} ${'#'.repeat(n)} ${n}\n`);
 }
 
 /** kproxy logs JSON lines; show the message and the interesting counts. */

@@ -92,7 +92,10 @@ function parseLine(line: string, family: Family, protocol: ConntrackProtocol): C
   return { family, protocol, original, reply };
 }
 
-function toTuple(t: Partial<Record<keyof ConntrackTuple, string>> | undefined, family: Family): ConntrackTuple | undefined {
+function toTuple(
+  t: Partial<Record<keyof ConntrackTuple, string>> | undefined,
+  family: Family,
+): ConntrackTuple | undefined {
   if (!t?.src || !t.dst || !t.sport || !t.dport) return undefined;
   const src = parseIp(t.src);
   const dst = parseIp(t.dst);
@@ -117,7 +120,9 @@ export async function listConntrackEntries(
 ): Promise<ParsedEntries> {
   const r = await run('conntrack', ['-L', '-f', family, '-p', PROTO_NAME[protocol]]);
   if (r.exitCode !== 0) {
-    throw new ConntrackError(`conntrack -L -f ${family} -p ${PROTO_NAME[protocol]} exited ${r.exitCode}: ${r.stderr.trim()}`);
+    throw new ConntrackError(
+      `conntrack -L -f ${family} -p ${PROTO_NAME[protocol]} exited ${r.exitCode}: ${r.stderr.trim()}`,
+    );
   }
   return parseConntrackList(r.stdout, family, protocol);
 }
@@ -195,7 +200,10 @@ export interface ConntrackCleanupResult {
  * Lists the family's entries, plans, deletes. Call after the rules of `input.state` are in place.
  * Throws only when listing fails (nothing is deleted then).
  */
-export async function cleanupStaleConntrack(run: Run, options: ConntrackCleanupOptions): Promise<ConntrackCleanupResult> {
+export async function cleanupStaleConntrack(
+  run: Run,
+  options: ConntrackCleanupOptions,
+): Promise<ConntrackCleanupResult> {
   const family = options.state.family;
   const protocols = options.protocols ?? ['UDP'];
   const entries: ConntrackEntry[] = [];
@@ -206,7 +214,12 @@ export async function cleanupStaleConntrack(run: Run, options: ConntrackCleanupO
     unparsed += listed.unparsed;
   }
   const plan = planConntrackCleanup(entries, { ...options, protocols });
-  const stale: Record<StaleReason, number> = { 'endpoint-gone': 0, 'no-endpoints': 0, 'not-dnated': 0, 'service-gone': 0 };
+  const stale: Record<StaleReason, number> = {
+    'endpoint-gone': 0,
+    'no-endpoints': 0,
+    'not-dnated': 0,
+    'service-gone': 0,
+  };
   for (const s of plan.stale) stale[s.reason]++;
 
   const max = Math.max(0, options.maxDeletions ?? 1000);

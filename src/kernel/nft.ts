@@ -33,7 +33,12 @@ export type Exec = (file: string, args: readonly string[], stdin?: string) => Pr
 
 export const execProgram: Exec = async (file, args, stdin) => {
   try {
-    const r = await execa(file, args, { input: stdin ?? '', reject: false, stripFinalNewline: false, maxBuffer: 1 << 30 });
+    const r = await execa(file, args, {
+      input: stdin ?? '',
+      reject: false,
+      stripFinalNewline: false,
+      maxBuffer: 1 << 30,
+    });
     return { exitCode: r.exitCode ?? 1, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     // Spawning failed (ENOENT, EACCES): report as nft's absence.

@@ -42,7 +42,12 @@ export class NftablesBackend {
       const observed = await this.observe(rs);
       const plan = planTransaction(rs, observed);
       appendAll(commands, plan.commands);
-      families.push({ family: rs.family, summary: plan.summary, commands: plan.commands.length, ...(plan.reason ? { reason: plan.reason } : {}) });
+      families.push({
+        family: rs.family,
+        summary: plan.summary,
+        commands: plan.commands.length,
+        ...(plan.reason ? { reason: plan.reason } : {}),
+      });
     }
     await this.nft.apply(commands, options);
     return { families, commands: commands.length };
@@ -61,8 +66,15 @@ export class NftablesBackend {
 
   /** What the kernel holds, without reading its rules; chains' contents are assumed to be `committed`. */
   async observeLight(rs: Ruleset, committed: Ruleset): Promise<ObservedTable | undefined> {
-    const listings = await Promise.all((['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, rs.family)));
-    const known = new Map(committed.chains.map((c) => [c.name, { ruleCount: c.rules.length, ...(c.rules.length > 0 ? { fingerprint: chainFingerprint(c) } : {}) }]));
+    const listings = await Promise.all(
+      (['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, rs.family)),
+    );
+    const known = new Map(
+      committed.chains.map((c) => [
+        c.name,
+        { ruleCount: c.rules.length, ...(c.rules.length > 0 ? { fingerprint: chainFingerprint(c) } : {}) },
+      ]),
+    );
     return lightObservedTable(listings, rs.table, known);
   }
 

@@ -4,7 +4,17 @@
  * upstream kube-proxy takes (pkg/proxy: servicechangetracker, endpointslicecache, topology.go and
  * the proxiers' shared logic). Pure: same snapshot and options, same result.
  */
-import type { Cidr, ClusterSnapshot, Endpoint, EndpointSlice, Family, IpAddress, Node, Service, ServicePortSpec } from './cluster.ts';
+import type {
+  Cidr,
+  ClusterSnapshot,
+  Endpoint,
+  EndpointSlice,
+  Family,
+  IpAddress,
+  Node,
+  Service,
+  ServicePortSpec,
+} from './cluster.ts';
 import { ZONE_LABEL } from './cluster.ts';
 import type { ProxyConfig } from '../config/proxy-config.ts';
 import { hostCidr } from './ip.ts';
@@ -33,7 +43,11 @@ export function buildNodeState(snapshot: ClusterSnapshot, family: Family, option
 }
 
 /** Everything of a NodeState but its service ports: what every port's rules depend on. */
-export function nodeContext(snapshot: ClusterSnapshot, family: Family, options: NodeStateOptions): Omit<NodeState, 'servicePorts'> {
+export function nodeContext(
+  snapshot: ClusterSnapshot,
+  family: Family,
+  options: NodeStateOptions,
+): Omit<NodeState, 'servicePorts'> {
   const node = snapshot.node;
   return {
     family,
@@ -114,8 +128,11 @@ function buildServicePort(
     ...(port.nodePort !== undefined ? { nodePort: port.nodePort } : {}),
     externalIPs,
     loadBalancerIPs,
-    loadBalancerSourceRanges: loadBalancerIPs.length > 0 ? service.loadBalancerSourceRanges.filter((c) => c.family === family) : [],
-    ...(service.sessionAffinityTimeoutSeconds !== undefined ? { affinityTimeoutSeconds: service.sessionAffinityTimeoutSeconds } : {}),
+    loadBalancerSourceRanges:
+      loadBalancerIPs.length > 0 ? service.loadBalancerSourceRanges.filter((c) => c.family === family) : [],
+    ...(service.sessionAffinityTimeoutSeconds !== undefined
+      ? { affinityTimeoutSeconds: service.sessionAffinityTimeoutSeconds }
+      : {}),
     internal: internalRoute(service, cluster, local),
     ...(externallyAccessible ? { external: externalRoute(service, cluster, local) } : {}),
     ...(service.healthCheckNodePort !== undefined ? { healthCheckNodePort: service.healthCheckNodePort } : {}),
@@ -173,7 +190,11 @@ function topologyMode(candidates: readonly Candidate[], nodeName: string, zone: 
 }
 
 /** Ready endpoints filtered by topology; if none is ready, serving-terminating ones anywhere. */
-function clusterEndpoints(candidates: readonly Candidate[], nodeName: string, zone: string | undefined): EndpointTarget[] {
+function clusterEndpoints(
+  candidates: readonly Candidate[],
+  nodeName: string,
+  zone: string | undefined,
+): EndpointTarget[] {
   const mode = topologyMode(candidates, nodeName, zone);
   const inTopology = (c: Candidate) =>
     mode === 'PreferSameNode'

@@ -184,7 +184,9 @@ export function planConntrackCleanup(
 function groupDeletions(stale: readonly StaleEntry[]): ConntrackDeletion[] {
   const groups = new Map<string, ConntrackDeletion>();
   for (const { entry, reason } of stale) {
-    const key = [entry.protocol, entry.original.dst, entry.original.dport, entry.reply.src, entry.reply.sport].join('|');
+    const key = [entry.protocol, entry.original.dst, entry.original.dport, entry.reply.src, entry.reply.sport].join(
+      '|',
+    );
     const seen = groups.get(key);
     groups.set(
       key,

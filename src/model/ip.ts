@@ -11,7 +11,13 @@ export function parseIp(input: string): IpAddress | undefined {
   const s = input.trim();
   if (isIPv4(s)) {
     // node:net accepts only dotted-quad without leading zeros; keep it canonical anyway.
-    return { family: 'ipv4', text: s.split('.').map((o) => String(Number(o))).join('.') };
+    return {
+      family: 'ipv4',
+      text: s
+        .split('.')
+        .map((o) => String(Number(o)))
+        .join('.'),
+    };
   }
   if (isIPv6(s) && !s.includes('%')) {
     return { family: 'ipv6', text: formatIpv6(ipv6ToBigInt(s)) };
@@ -87,7 +93,9 @@ function ipv6ToBigInt(s: string): bigint {
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (v4?.[1]) {
     const n = v4[1].split('.').map(Number);
-    text = text.slice(0, -v4[1].length) + `${(((n[0] ?? 0) << 8) | (n[1] ?? 0)).toString(16)}:${(((n[2] ?? 0) << 8) | (n[3] ?? 0)).toString(16)}`;
+    text =
+      text.slice(0, -v4[1].length) +
+      `${(((n[0] ?? 0) << 8) | (n[1] ?? 0)).toString(16)}:${(((n[2] ?? 0) << 8) | (n[3] ?? 0)).toString(16)}`;
   }
   const [head = '', tail] = text.split('::');
   const headParts = head ? head.split(':') : [];

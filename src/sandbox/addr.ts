@@ -55,10 +55,16 @@ export function bigToAddr(n: bigint, family: Family): string {
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { bestStart = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i > 1) {
+      bestStart = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (bestStart < 0) return groups.join(':');

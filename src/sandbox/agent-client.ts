@@ -46,7 +46,10 @@ export class Agent {
     this.#proc.stdin.on('error', () => {});
     let readyResolve!: () => void;
     let readyReject!: (e: Error) => void;
-    this.#ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+    this.#ready = new Promise<void>((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
+    });
     this.#ready.catch(() => {});
     this.#pending.set(0, { resolve: () => readyResolve(), reject: readyReject });
     const rl = createInterface({ input: this.#proc.stdout, crlfDelay: Infinity });
@@ -107,7 +110,9 @@ export class Agent {
   async stop(graceMs = 500): Promise<void> {
     if (this.#exited) return;
     this.#proc.stdin.end();
-    const timer = setTimeout(() => { if (!this.#exited) this.#proc.kill('SIGKILL'); }, graceMs);
+    const timer = setTimeout(() => {
+      if (!this.#exited) this.#proc.kill('SIGKILL');
+    }, graceMs);
     await this.#exitPromise;
     clearTimeout(timer);
   }
@@ -115,7 +120,11 @@ export class Agent {
   /** Synchronous last-resort kill (process 'exit' handler). */
   killNow(): void {
     if (!this.#exited) {
-      try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
   }
 }

@@ -82,18 +82,24 @@ function listenUdp(port: number): Promise<void> {
 
 async function unlisten(tcp: number[], udp: number[]): Promise<void> {
   await Promise.all([
-    ...tcp.map((p) => new Promise<void>((resolve) => {
-      const s = tcpServers.get(p);
-      tcpServers.delete(p);
-      if (s === undefined) return resolve();
-      s.close(() => resolve());
-    })),
-    ...udp.map((p) => new Promise<void>((resolve) => {
-      const s = udpServers.get(p);
-      udpServers.delete(p);
-      if (s === undefined) return resolve();
-      s.close(() => resolve());
-    })),
+    ...tcp.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          const s = tcpServers.get(p);
+          tcpServers.delete(p);
+          if (s === undefined) return resolve();
+          s.close(() => resolve());
+        }),
+    ),
+    ...udp.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          const s = udpServers.get(p);
+          udpServers.delete(p);
+          if (s === undefined) return resolve();
+          s.close(() => resolve());
+        }),
+    ),
   ]);
 }
 
@@ -129,7 +135,9 @@ function lockDroppedIcmps(): number {
       const idx = keys.indexOf('LockDroppedIcmps');
       return idx < 0 ? 0 : Number(lines[i + 1]?.split(/\s+/)[idx] ?? 0);
     }
-  } catch { /* no /proc: no extension */ }
+  } catch {
+    /* no /proc: no extension */
+  }
   return 0;
 }
 
@@ -171,8 +179,12 @@ function probeTcp(spec: ProbeSpec): Promise<ProbeResult> {
     };
     timer = setTimeout(onTimeout, spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     sock.setEncoding('utf8');
-    sock.on('connect', () => { connected = true; });
-    sock.on('data', (chunk: string) => { data += chunk; });
+    sock.on('connect', () => {
+      connected = true;
+    });
+    sock.on('data', (chunk: string) => {
+      data += chunk;
+    });
     sock.on('end', () => finish(parseReply(data)));
     sock.on('error', (err: NodeJS.ErrnoException) => {
       // A reset after the answer arrived still counts as answered.
@@ -191,7 +203,11 @@ function probeUdp(spec: ProbeSpec): Promise<ProbeResult> {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      try { sock.close(); } catch { /* already closed */ }
+      try {
+        sock.close();
+      } catch {
+        /* already closed */
+      }
       resolve(r);
     };
     const timer = setTimeout(() => finish({ kind: 'timeout' }), spec.timeoutMs ?? DEFAULT_TIMEOUT_MS);
@@ -203,7 +219,9 @@ function probeUdp(spec: ProbeSpec): Promise<ProbeResult> {
     sock.bind(bindOpts, () => {
       sock.connect(spec.port, spec.host, (err?: Error) => {
         if (err) return finish(errorResult(err as NodeJS.ErrnoException));
-        sock.send('probe\n', (e) => { if (e) finish(errorResult(e as NodeJS.ErrnoException)); });
+        sock.send('probe\n', (e) => {
+          if (e) finish(errorResult(e as NodeJS.ErrnoException));
+        });
       });
     });
   });
@@ -217,12 +235,14 @@ async function probeMany(spec: ProbeSpec, count: number, concurrency: number): P
   const results = new Array<ProbeResult>(count);
   let next = 0;
   const workers = Math.max(1, Math.min(spec.sourcePort !== undefined ? 1 : concurrency, count));
-  await Promise.all(Array.from({ length: workers }, async () => {
-    while (next < count) {
-      const i = next++;
-      results[i] = await probeOnce(spec);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < count) {
+        const i = next++;
+        results[i] = await probeOnce(spec);
+      }
+    }),
+  );
   return results;
 }
 
@@ -253,7 +273,11 @@ rl.on('line', (line) => {
     return;
   }
   handle(req).then(send, (err: unknown) => {
-    send({ id: req.id, ok: false, error: err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.trim() : String(err) });
+    send({
+      id: req.id,
+      ok: false,
+      error: err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.trim() : String(err),
+    });
   });
 });
 rl.on('close', () => process.exit(0));

@@ -28,13 +28,20 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   const out: RunResult = { exitCode, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
   if (exitCode !== 0 && !opts.allowFailure) {
     const why = r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${exitCode}`;
-    throw new Error(`${cmd} ${args.join(' ')}: ${why}\n${out.stderr || out.stdout}${opts.input !== undefined ? `\n--- stdin ---\n${opts.input}` : ''}`);
+    throw new Error(
+      `${cmd} ${args.join(' ')}: ${why}\n${out.stderr || out.stdout}${opts.input !== undefined ? `\n--- stdin ---\n${opts.input}` : ''}`,
+    );
   }
   return out;
 }
 
 /** `ip netns exec NS cmd args...` */
-export function execIn(ns: string, cmd: string, args: readonly string[] = [], opts: RunOptions = {}): Promise<RunResult> {
+export function execIn(
+  ns: string,
+  cmd: string,
+  args: readonly string[] = [],
+  opts: RunOptions = {},
+): Promise<RunResult> {
   return run('ip', ['netns', 'exec', ns, cmd, ...args], opts);
 }
 
@@ -77,5 +84,8 @@ export async function conntrack(ns: string, args: readonly string[]): Promise<st
 /** Names of all network namespaces (`ip netns list`). */
 export async function listNamespaces(): Promise<string[]> {
   const out = (await run('ip', ['netns', 'list'])).stdout;
-  return out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((n) => n !== '');
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n !== '');
 }

@@ -15,7 +15,18 @@ import { pidAlive } from '../util/process.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { cidrContains, nthHost, parseCidr, unmapV4, canonical, familyOf } from './addr.ts';
 import { Agent } from './agent-client.ts';
-import { conntrack, execIn, ip, ipBatch, listNamespaces, nft, run, sysctl, type RunOptions, type RunResult } from './exec.ts';
+import {
+  conntrack,
+  execIn,
+  ip,
+  ipBatch,
+  listNamespaces,
+  nft,
+  run,
+  sysctl,
+  type RunOptions,
+  type RunResult,
+} from './exec.ts';
 import type { ProbeResult, ProbeSpec } from './protocol.ts';
 
 export type { ProbeResult, ProbeSpec, ServerReply, Proto } from './protocol.ts';
@@ -181,7 +192,9 @@ export function cpuPlan(): CpuPlan | undefined {
 }
 
 function sysctlArgs(values: Record<string, string | number>): string {
-  return Object.entries(values).map(([k, v]) => `${k}=${v}`).join(' ');
+  return Object.entries(values)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 }
 
 function nsOf(ref: NsRef): string {
@@ -193,7 +206,16 @@ function hostOnly(addr: string): string {
 }
 
 export function emptyTally(): Tally {
-  return { total: 0, answered: 0, byPod: new Map(), byPeer: new Map(), rejected: 0, timeout: 0, errors: new Map(), results: [] };
+  return {
+    total: 0,
+    answered: 0,
+    byPod: new Map(),
+    byPeer: new Map(),
+    rejected: 0,
+    timeout: 0,
+    errors: new Map(),
+    results: [],
+  };
 }
 
 export function tallyOf(results: readonly ProbeResult[]): Tally {
@@ -207,9 +229,15 @@ export function tallyOf(results: readonly ProbeResult[]): Tally {
         t.byPod.set(r.pod, (t.byPod.get(r.pod) ?? 0) + 1);
         t.byPeer.set(r.peer, (t.byPeer.get(r.peer) ?? 0) + 1);
         break;
-      case 'rejected': t.rejected++; break;
-      case 'timeout': t.timeout++; break;
-      case 'error': t.errors.set(r.code, (t.errors.get(r.code) ?? 0) + 1); break;
+      case 'rejected':
+        t.rejected++;
+        break;
+      case 'timeout':
+        t.timeout++;
+        break;
+      case 'error':
+        t.errors.set(r.code, (t.errors.get(r.code) ?? 0) + 1);
+        break;
     }
   }
   return t;
@@ -217,7 +245,10 @@ export function tallyOf(results: readonly ProbeResult[]): Tally {
 
 /** Compact one-line rendering of a tally, for assertion messages. */
 export function formatTally(t: Tally): string {
-  const pods = [...t.byPod.entries()].sort().map(([p, n]) => `${p}=${n}`).join(' ');
+  const pods = [...t.byPod.entries()]
+    .sort()
+    .map(([p, n]) => `${p}=${n}`)
+    .join(' ');
   const errs = [...t.errors.entries()].map(([c, n]) => `${c}=${n}`).join(' ');
   return `total=${t.total} answered=${t.answered} [${pods}] rejected=${t.rejected} timeout=${t.timeout}${errs ? ` errors[${errs}]` : ''}`;
 }
@@ -245,7 +276,6 @@ function installExitHook(): void {
   });
 }
 
-
 /**
  * Delete namespaces left behind by earlier harness runs: those named `kpt<pid>s<n>-…` whose
  * owning process is gone. Agents still inside them (they exit on their own once their parent dies)
@@ -260,13 +290,22 @@ export async function sweepLeftovers(): Promise<string[]> {
     return pid !== process.pid && !pidAlive(pid);
   });
   if (stale.length === 0) return [];
-  await Promise.all(stale.map(async (n) => {
-    const r = await run('ip', ['netns', 'pids', n], { allowFailure: true });
-    for (const p of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
-      try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
-    }
-  }));
-  await run('ip', ['-force', '-batch', '-'], { input: stale.map((n) => `netns del ${n}\n`).join(''), allowFailure: true });
+  await Promise.all(
+    stale.map(async (n) => {
+      const r = await run('ip', ['netns', 'pids', n], { allowFailure: true });
+      for (const p of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }),
+  );
+  await run('ip', ['-force', '-batch', '-'], {
+    input: stale.map((n) => `netns del ${n}\n`).join(''),
+    allowFailure: true,
+  });
   return stale;
 }
 
@@ -298,7 +337,9 @@ export class Topology {
   constructor(opts: TopologyOptions) {
     this.#opts = opts;
     const n = nextSeq();
-    const rand = Math.floor(Math.random() * 36 * 36).toString(36).padStart(2, '0');
+    const rand = Math.floor(Math.random() * 36 * 36)
+      .toString(36)
+      .padStart(2, '0');
     this.prefix = `${NS_PREFIX}${process.pid}s${n.toString(36)}${rand}`;
     this.id = `${process.pid % 1000}${n.toString(36)}`;
     this.podCidr = opts.podCidr ?? { v4: '10.244.0.0/24', v6: 'fd00:244::/64' };
@@ -309,7 +350,8 @@ export class Topology {
     this.probeConcurrency = opts.probeConcurrency ?? 4;
     this.cpus = cpuPlan();
     for (const c of [this.podCidr, this.outsideCidr, up]) {
-      if (parseCidr(c.v4).family !== 4 || parseCidr(c.v6).family !== 6) throw new Error(`bad dual CIDR ${JSON.stringify(c)}`);
+      if (parseCidr(c.v4).family !== 4 || parseCidr(c.v6).family !== 6)
+        throw new Error(`bad dual CIDR ${JSON.stringify(c)}`);
     }
     const iface = (s: string): string => {
       const name = `kp${this.id}${s}`;
@@ -326,9 +368,10 @@ export class Topology {
 
     const defaultTcp = opts.tcpPorts ?? [80, 8080];
     const defaultUdp = opts.udpPorts ?? [53];
-    const podSpecs: PodSpec[] = typeof opts.pods === 'number' || opts.pods === undefined
-      ? Array.from({ length: typeof opts.pods === 'number' ? opts.pods : 3 }, () => ({}))
-      : opts.pods;
+    const podSpecs: PodSpec[] =
+      typeof opts.pods === 'number' || opts.pods === undefined
+        ? Array.from({ length: typeof opts.pods === 'number' ? opts.pods : 3 }, () => ({}))
+        : opts.pods;
     this.pods = podSpecs.map((s, i) => {
       const name = checkName(s.name ?? `pod${i}`);
       return {
@@ -343,9 +386,10 @@ export class Topology {
         udpPorts: s.udpPorts ?? defaultUdp,
       };
     });
-    const clientSpecs: ClientSpec[] = typeof opts.clients === 'number' || opts.clients === undefined
-      ? Array.from({ length: typeof opts.clients === 'number' ? opts.clients : 1 }, () => ({}))
-      : opts.clients;
+    const clientSpecs: ClientSpec[] =
+      typeof opts.clients === 'number' || opts.clients === undefined
+        ? Array.from({ length: typeof opts.clients === 'number' ? opts.clients : 1 }, () => ({}))
+        : opts.clients;
     this.clients = clientSpecs.map((s, j) => {
       const name = checkName(s.name ?? `client${j}`);
       return {
@@ -385,8 +429,15 @@ export class Topology {
     const root: string[] = [];
     for (const ns of this.namespaces) root.push(`netns add ${ns}`);
     for (const ns of this.namespaces) {
-      const steer: Record<string, string | number> = this.cpus ? { 'net.core.rps_default_mask': this.cpus.rpsMask } : {};
-      const extra: Record<string, string | number> = ns === node.ns ? { ...ROUTER_SYSCTLS, ...steer, ...this.#opts.nodeSysctls } : ns === up.ns ? ROUTER_SYSCTLS : {};
+      const steer: Record<string, string | number> = this.cpus
+        ? { 'net.core.rps_default_mask': this.cpus.rpsMask }
+        : {};
+      const extra: Record<string, string | number> =
+        ns === node.ns
+          ? { ...ROUTER_SYSCTLS, ...steer, ...this.#opts.nodeSysctls }
+          : ns === up.ns
+            ? ROUTER_SYSCTLS
+            : {};
       // -e: a kernel without some key (e.g. rps_default_mask) is not an error.
       root.push(`netns exec ${ns} sysctl -q -e -w ${sysctlArgs({ ...COMMON_SYSCTLS, ...extra })}`);
     }
@@ -429,16 +480,17 @@ export class Topology {
     await ipBatch(node.ns, n);
 
     // Phase 3: member sides, in parallel.
-    const member = (ns: string, addr: DualAddr, gw: DualAddr): Promise<void> => ipBatch(ns, [
-      'link set lo up',
-      'link set eth0 up',
-      `addr add ${hostOnly(addr.v4)} dev eth0`,
-      `addr add ${hostOnly(addr.v6)} dev eth0 nodad`,
-      `route add ${hostOnly(gw.v4)} dev eth0`,
-      `route add default via ${gw.v4} dev eth0`,
-      `route add ${hostOnly(gw.v6)} dev eth0`,
-      `route add default via ${gw.v6} dev eth0`,
-    ]);
+    const member = (ns: string, addr: DualAddr, gw: DualAddr): Promise<void> =>
+      ipBatch(ns, [
+        'link set lo up',
+        'link set eth0 up',
+        `addr add ${hostOnly(addr.v4)} dev eth0`,
+        `addr add ${hostOnly(addr.v6)} dev eth0 nodad`,
+        `route add ${hostOnly(gw.v4)} dev eth0`,
+        `route add default via ${gw.v4} dev eth0`,
+        `route add ${hostOnly(gw.v6)} dev eth0`,
+        `route add default via ${gw.v6} dev eth0`,
+      ]);
     await Promise.all([
       ...this.pods.map((p) => member(p.ns, p, node.podGateway)),
       ...this.clients.map((c) => member(c.ns, c, node)),
@@ -452,11 +504,18 @@ export class Topology {
       ]),
       // The upstream answers everything it would forward (i.e. traffic the node did not DNAT)
       // with an ICMP error, so such probes fail fast instead of looping or timing out.
-      nft(up.ns, [], 'table inet upstream {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    reject with icmpx type admin-prohibited\n  }\n}\n'),
+      nft(
+        up.ns,
+        [],
+        'table inet upstream {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    reject with icmpx type admin-prohibited\n  }\n}\n',
+      ),
       agentsReady,
       // lo existed before rps_default_mask was set: steer node-local traffic too.
       this.cpus
-        ? execIn(node.ns, 'tee', ['/sys/class/net/lo/queues/rx-0/rps_cpus'], { input: `${this.cpus.rpsMask}\n`, allowFailure: true })
+        ? execIn(node.ns, 'tee', ['/sys/class/net/lo/queues/rx-0/rps_cpus'], {
+            input: `${this.cpus.rpsMask}\n`,
+            allowFailure: true,
+          })
         : undefined,
     ]);
   }
@@ -491,7 +550,8 @@ export class Topology {
   }
 
   client(nameOrIndex: string | number = 0): ClientInfo {
-    const c = typeof nameOrIndex === 'number' ? this.clients[nameOrIndex] : this.clients.find((x) => x.name === nameOrIndex);
+    const c =
+      typeof nameOrIndex === 'number' ? this.clients[nameOrIndex] : this.clients.find((x) => x.name === nameOrIndex);
     if (c === undefined) throw new Error(`no client ${nameOrIndex}`);
     return c;
   }
@@ -540,7 +600,15 @@ export class Topology {
   /** Every address the node holds (node IPs, pod gateway, upstream side, extras). */
   nodeAddresses(): string[] {
     const n = this.node;
-    return [n.v4, n.v6, n.podGateway.v4, n.podGateway.v6, n.upstreamAddr.v4, n.upstreamAddr.v6, ...this.extraNodeAddresses];
+    return [
+      n.v4,
+      n.v6,
+      n.podGateway.v4,
+      n.podGateway.v6,
+      n.upstreamAddr.v4,
+      n.upstreamAddr.v6,
+      ...this.extraNodeAddresses,
+    ];
   }
 
   /** Addresses really present in a namespace (`ip -j addr`), global scope, lo excluded unless asked. */
@@ -549,7 +617,11 @@ export class Topology {
     const links = JSON.parse(out) as Array<{ ifname: string; addr_info?: Array<{ local: string; scope: string }> }>;
     return links
       .filter((l) => opts.includeLo || l.ifname !== 'lo')
-      .flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope === 'global' || (opts.includeLo && a.scope === 'host')).map((a) => a.local));
+      .flatMap((l) =>
+        (l.addr_info ?? [])
+          .filter((a) => a.scope === 'global' || (opts.includeLo && a.scope === 'host'))
+          .map((a) => a.local),
+      );
   }
 
   /** True when an answer's peer is not one of `from`'s own addresses (i.e. the source was NATed). */
@@ -562,7 +634,9 @@ export class Topology {
   /** True when an answer's peer is one of the node's addresses. */
   peerIsNode(result: ProbeResult): boolean {
     if (result.kind !== 'answered') return false;
-    return this.nodeAddresses().map(canonical).includes(canonical(unmapV4(result.peer)));
+    return this.nodeAddresses()
+      .map(canonical)
+      .includes(canonical(unmapV4(result.peer)));
   }
 
   // ------------------------------------------------------------ configuration helpers
@@ -608,14 +682,23 @@ export class Topology {
    */
   async addNodeAddress(addr: string, iface: string = this.node.outsideIface): Promise<void> {
     const a = addr.includes('/') ? addr : hostOnly(addr);
-    await ip(this.node.ns, ['addr', 'add', a, 'dev', iface, ...(familyOf(a.split('/')[0] ?? '') === 6 ? ['nodad'] : [])]);
+    await ip(this.node.ns, [
+      'addr',
+      'add',
+      a,
+      'dev',
+      iface,
+      ...(familyOf(a.split('/')[0] ?? '') === 6 ? ['nodad'] : []),
+    ]);
     this.extraNodeAddresses.push(a.split('/')[0] ?? a);
   }
 
   /** `ip route add DEST [via GW] [dev DEV] ...extra` in a namespace (default: node). */
   async addRoute(dest: string, opts: { via?: string; dev?: string; extra?: string[]; ns?: NsRef } = {}): Promise<void> {
     await ip(nsOf(opts.ns ?? this.node), [
-      'route', 'add', dest,
+      'route',
+      'add',
+      dest,
       ...(opts.via !== undefined ? ['via', opts.via] : []),
       ...(opts.dev !== undefined ? ['dev', opts.dev] : []),
       ...(opts.extra ?? []),

@@ -27,7 +27,13 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  ListWatch,
+  Watch,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
 import type { ClusterSnapshot } from '../model/cluster.ts';
 import type { Logger } from '../util/log.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
@@ -125,7 +131,9 @@ export interface ApiAccess {
  * patch (repeats are not aggregated) and no events.k8s.io. Change this when that code changes.
  */
 export const API_ACCESS: readonly ApiAccess[] = [
-  ...Object.values(INFORMED).map((r): ApiAccess => ({ group: r.group, resource: r.resource, verbs: ['list', 'watch'] })),
+  ...Object.values(INFORMED).map(
+    (r): ApiAccess => ({ group: r.group, resource: r.resource, verbs: ['list', 'watch'] }),
+  ),
   { group: '', resource: 'events', verbs: ['create'] },
 ];
 
@@ -157,7 +165,9 @@ export function whenSynced(source: ClusterSource, signal?: AbortSignal): Promise
     const onAbort = (): void => {
       if (done) return;
       done = true;
-      reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted while waiting for the caches to sync'));
+      reject(
+        signal?.reason instanceof Error ? signal.reason : new Error('aborted while waiting for the caches to sync'),
+      );
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     source.onChange(() => {
@@ -241,7 +251,12 @@ class ApiSource implements ClusterSource {
     const defs: ResourceDef[] = [
       { name: 'services', kind: 'Service', path: resourcePath(INFORMED.services) },
       { name: 'endpointSlices', kind: 'EndpointSlice', path: resourcePath(INFORMED.endpointSlices) },
-      { name: 'node', kind: 'Node', path: resourcePath(INFORMED.node), fieldSelector: `metadata.name=${this.#nodeName}` },
+      {
+        name: 'node',
+        kind: 'Node',
+        path: resourcePath(INFORMED.node),
+        fieldSelector: `metadata.name=${this.#nodeName}`,
+      },
     ];
     for (const def of defs) this.#startReflector(def);
     void this.#discoverServiceCIDRs();
@@ -316,10 +331,16 @@ class ApiSource implements ClusterSource {
           throw new ApiError(`GET ${path}`, res.status, res.body);
         }
         if (served) {
-          this.#startReflector({ name: 'serviceCIDRs', kind: 'ServiceCIDR', path: resourcePath(INFORMED.serviceCIDRs) });
+          this.#startReflector({
+            name: 'serviceCIDRs',
+            kind: 'ServiceCIDR',
+            path: resourcePath(INFORMED.serviceCIDRs),
+          });
         } else {
           this.#serviceCIDRsNotServed = true;
-          this.#log.info('the API server does not serve networking.k8s.io/v1 servicecidrs: running without ServiceCIDRs');
+          this.#log.info(
+            'the API server does not serve networking.k8s.io/v1 servicecidrs: running without ServiceCIDRs',
+          );
           this.cacheSynced('serviceCIDRs');
         }
         return;
@@ -363,7 +384,10 @@ class ApiSource implements ClusterSource {
     try {
       this.#apply(kind, event, raw);
     } catch (err) {
-      this.#log.error({ kind, object: rawIdentity(raw), err: errorText(err) }, 'unexpected error handling an object; it is skipped');
+      this.#log.error(
+        { kind, object: rawIdentity(raw), err: errorText(err) },
+        'unexpected error handling an object; it is skipped',
+      );
     }
   }
 
@@ -375,7 +399,8 @@ class ApiSource implements ClusterSource {
     if (next === undefined) {
       if (prev === undefined) return;
       store.delete(id);
-      if (event !== 'delete') this.#log.warn({ kind, object: id }, `${kind} ${id} is no longer valid; removed from kproxy's view`);
+      if (event !== 'delete')
+        this.#log.warn({ kind, object: id }, `${kind} ${id} is no longer valid; removed from kproxy's view`);
     } else {
       if (prev !== undefined && isDeepStrictEqual(prev, next)) return;
       store.set(id, next);
@@ -404,7 +429,12 @@ class ApiSource implements ClusterSource {
   }
 
   #noteChange<K extends ObjectKind>(kind: K, prev: KindValues[K] | undefined, next: KindValues[K] | undefined): void {
-    const pending = (this.#pending ??= { services: new Set(), nodeChanged: false, nodeLabelsChanged: false, serviceCIDRsChanged: false });
+    const pending = (this.#pending ??= {
+      services: new Set(),
+      nodeChanged: false,
+      nodeLabelsChanged: false,
+      serviceCIDRsChanged: false,
+    });
     for (const v of [prev, next]) {
       if (v === undefined) continue;
       if (kind === 'Service') {
@@ -417,7 +447,8 @@ class ApiSource implements ClusterSource {
     }
     if (kind === 'Node') {
       pending.nodeChanged = true;
-      const labels = (v: KindValues[K] | undefined): unknown => (v === undefined ? undefined : (v as KindValues['Node']).labels);
+      const labels = (v: KindValues[K] | undefined): unknown =>
+        v === undefined ? undefined : (v as KindValues['Node']).labels;
       if (!isDeepStrictEqual(labels(prev), labels(next))) pending.nodeLabelsChanged = true;
     }
     if (kind === 'ServiceCIDR') pending.serviceCIDRsChanged = true;
@@ -562,10 +593,17 @@ class Reflector {
     if (this.#def.fieldSelector !== undefined) query['fieldSelector'] = this.#def.fieldSelector;
     // The first list may come from the API server's watch cache; later ones (after a 410) read through.
     if (!this.#listedOnce) query['resourceVersion'] = '0';
-    const res = await getJson(this.#source.kubeConfig, this.#def.path, query, this.#source.stopSignal, this.#source.requestTimeoutMs);
+    const res = await getJson(
+      this.#source.kubeConfig,
+      this.#def.path,
+      query,
+      this.#source.stopSignal,
+      this.#source.requestTimeoutMs,
+    );
     if (res.status !== 200) throw new ApiError(`list ${this.#def.path}`, res.status, res.body);
     const body = res.body;
-    if (!isRecord(body) || !Array.isArray(body['items'])) throw new Error(`list ${this.#def.path}: the answer is not a list`);
+    if (!isRecord(body) || !Array.isArray(body['items']))
+      throw new Error(`list ${this.#def.path}: the answer is not a list`);
     const meta = isRecord(body['metadata']) ? body['metadata'] : {};
     const resourceVersion = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : '';
     const items: KubernetesObject[] = [];
@@ -602,8 +640,8 @@ class GuardedWatch extends Watch {
   override async watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: any, watchObj?: any) => void,
-    done: (err: any) => void,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
   ): Promise<AbortController> {
     const owner = this.#owner;
     if (!owner.active) return new AbortController(); // never calls done: the ListWatch goes quiet
@@ -616,7 +654,10 @@ class GuardedWatch extends Watch {
         case 'MODIFIED':
         case 'DELETED':
           if (!isKubeObject(obj)) {
-            owner.log.warn({ cache: owner.cacheName, event: phase }, 'watch event without an object with metadata.name skipped');
+            owner.log.warn(
+              { cache: owner.cacheName, event: phase },
+              'watch event without an object with metadata.name skipped',
+            );
             return;
           }
           owner.healthy();
@@ -629,13 +670,17 @@ class GuardedWatch extends Watch {
         case 'ERROR': {
           const code = isRecord(obj) ? obj['code'] : undefined;
           const message = isRecord(obj) && typeof obj['message'] === 'string' ? safeText(obj['message']) : '';
-          if (code === 410) owner.log.info({ cache: owner.cacheName, message }, 'resource version expired; listing again');
+          if (code === 410)
+            owner.log.info({ cache: owner.cacheName, message }, 'resource version expired; listing again');
           else owner.log.warn({ cache: owner.cacheName, code, message }, 'watch error event');
           callback(phase, isRecord(obj) ? obj : {}, watchObj);
           return;
         }
         default:
-          owner.log.debug({ cache: owner.cacheName, event: safeText(String(phase)) }, 'unknown watch event type ignored');
+          owner.log.debug(
+            { cache: owner.cacheName, event: safeText(String(phase)) },
+            'unknown watch event type ignored',
+          );
       }
     };
     let controller: AbortController;

@@ -106,7 +106,10 @@ class ManifestSource implements ClusterSource {
     try {
       const w = watchDir(this.#dir, { persistent: false }, () => this.#schedule());
       w.on('error', (err) => {
-        this.#log.warn({ err: String(err) }, 'watching the manifest directory failed; polling only until it can be watched again');
+        this.#log.warn(
+          { err: String(err) },
+          'watching the manifest directory failed; polling only until it can be watched again',
+        );
         w.close();
         if (this.#watcher === w) this.#watcher = undefined;
       });
@@ -205,7 +208,10 @@ class ManifestSource implements ClusterSource {
     const firstSync = !this.#synced;
     this.#synced = true;
     if (firstSync) {
-      this.#log.info({ services: snapshot.services.length, endpointSlices: snapshot.endpointSlices.length }, 'manifests loaded');
+      this.#log.info(
+        { services: snapshot.services.length, endpointSlices: snapshot.endpointSlices.length },
+        'manifests loaded',
+      );
     }
     const changed = change.services.size > 0 || change.nodeChanged || change.serviceCIDRsChanged;
     if (changed) this.#log.debug({ services: change.services.size }, 'manifests changed');
@@ -214,7 +220,10 @@ class ManifestSource implements ClusterSource {
 
   #report(problems: readonly Problem[]): void {
     for (const p of problems) {
-      this.#log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `invalid input: ${formatProblem(p)}`);
+      this.#log.warn(
+        { kind: p.kind, object: p.object, path: p.path || undefined },
+        `invalid input: ${formatProblem(p)}`,
+      );
     }
   }
 

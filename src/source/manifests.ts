@@ -79,7 +79,10 @@ export function parseManifestText(text: string, sourceName: string): ManifestObj
       const value: unknown = doc.toJS({ maxAliasCount: 100 });
       if (value === null || value === undefined) continue;
       if (!isTree(value, 0, new Set())) {
-        return fail(sourceName, `cannot parse: document ${values.length + 1} is cyclic or nested deeper than ${MAX_DEPTH}`);
+        return fail(
+          sourceName,
+          `cannot parse: document ${values.length + 1} is cyclic or nested deeper than ${MAX_DEPTH}`,
+        );
       }
       values.push(value);
     }
@@ -97,7 +100,12 @@ export function parseManifestText(text: string, sourceName: string): ManifestObj
     const items = Object.hasOwn(value, 'items') ? value['items'] : undefined;
     if (items === undefined || items === null) return;
     if (!Array.isArray(items)) {
-      problems.push({ kind: 'File', object: sourceName, path: `documents[${i}].items`, message: 'a List\'s items must be an array' });
+      problems.push({
+        kind: 'File',
+        object: sourceName,
+        path: `documents[${i}].items`,
+        message: "a List's items must be an array",
+      });
       return;
     }
     for (const item of items) if (item !== null && item !== undefined) objects.push(item);

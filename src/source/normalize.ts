@@ -256,7 +256,8 @@ class Field {
   /** An IP that may be claimed by a Service or an endpoint (see SPECIAL_RANGES). */
   ordinaryIp(): IpAddress {
     const ip = this.ip();
-    if (isSpecialIp(ip)) throw this.invalid(`${quote(this.value)} is an unspecified, loopback, link-local or IPv4-mapped address`);
+    if (isSpecialIp(ip))
+      throw this.invalid(`${quote(this.value)} is an unspecified, loopback, link-local or IPv4-mapped address`);
     return ip;
   }
 
@@ -319,7 +320,9 @@ function readServicePort(f: Field, portCount: number, hasNodePorts: boolean): Se
   const name = nameField.optString() ?? '';
   if (name === '' ? portCount > 1 : !isIanaSvcName(name)) {
     throw nameField.invalid(
-      name === '' ? 'is required when a Service has more than one port' : `${quote(name)} is not a valid port name (IANA_SVC_NAME)`,
+      name === ''
+        ? 'is required when a Service has more than one port'
+        : `${quote(name)} is not a valid port name (IANA_SVC_NAME)`,
     );
   }
   const protocol = f.get('protocol').oneOf(PROTOCOLS, 'TCP');
@@ -477,7 +480,9 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d
 
 function readTriggerTime(annotations: Field): Date | undefined {
   if (annotations.absent || !isRecord(annotations.value)) return undefined;
-  const v = Object.hasOwn(annotations.value, TRIGGER_TIME_ANNOTATION) ? annotations.value[TRIGGER_TIME_ANNOTATION] : undefined;
+  const v = Object.hasOwn(annotations.value, TRIGGER_TIME_ANNOTATION)
+    ? annotations.value[TRIGGER_TIME_ANNOTATION]
+    : undefined;
   if (typeof v !== 'string' || !RFC3339.test(v)) return undefined;
   const d = new Date(v);
   return Number.isNaN(d.getTime()) ? undefined : d;
@@ -505,7 +510,8 @@ function readEndpointSlice(root: Field, id: Identity, r: Reporter): EndpointSlic
     if (portField.absent) return undefined; // upstream skips ports without a number
     const nameField = f.get('name');
     const name = nameField.optString() ?? '';
-    if (name !== '' && !isIanaSvcName(name)) throw nameField.invalid(`${quote(name)} is not a valid port name (IANA_SVC_NAME)`);
+    if (name !== '' && !isIanaSvcName(name))
+      throw nameField.invalid(`${quote(name)} is not a valid port name (IANA_SVC_NAME)`);
     if (seenPortNames.has(name)) throw nameField.invalid(`duplicate port name ${quote(name)}`);
     const protocol = f.get('protocol').oneOf(PROTOCOLS, 'TCP');
     const port = portField.int(1, 65535);
@@ -531,7 +537,9 @@ function readNode(root: Field, id: Identity, r: Reporter): Node {
   const labelsField = root.get('metadata').get('labels');
   const labels = labelsField.absent
     ? {}
-    : Object.fromEntries(Object.entries(labelsField.record()).filter((e): e is [string, string] => typeof e[1] === 'string'));
+    : Object.fromEntries(
+        Object.entries(labelsField.record()).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      );
 
   const status = root.get('status');
   const typed = r.each(status.get('addresses').list(LIMITS.nodeAddresses), (f) => {
@@ -626,7 +634,11 @@ const SPECS: { readonly [K in ObjectKind]: KindSpec<KindValues[K]> } = {
  * Validate one object of a known kind: identity first (so problems can name it), then the body.
  * Returns undefined when the identity itself is unusable.
  */
-function readObject<T>(spec: KindSpec<T>, root: Field, problems: Problem[]): { key: string; value: T | undefined } | undefined {
+function readObject<T>(
+  spec: KindSpec<T>,
+  root: Field,
+  problems: Problem[],
+): { key: string; value: T | undefined } | undefined {
   const meta = root.get('metadata');
   const rawName = isRecord(meta.value) && Object.hasOwn(meta.value, 'name') ? meta.value['name'] : undefined;
   const rawNs = isRecord(meta.value) && Object.hasOwn(meta.value, 'namespace') ? meta.value['namespace'] : undefined;
@@ -720,7 +732,8 @@ function byNamespacedName(a: Identity, b: Identity): number {
 function recognise(apiVersion: string, kind: string): ObjectKind | undefined {
   if (apiVersion === 'v1' && (kind === 'Service' || kind === 'Node')) return kind;
   if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') return kind;
-  if ((apiVersion === 'networking.k8s.io/v1' || apiVersion === 'networking.k8s.io/v1beta1') && kind === 'ServiceCIDR') return kind;
+  if ((apiVersion === 'networking.k8s.io/v1' || apiVersion === 'networking.k8s.io/v1beta1') && kind === 'ServiceCIDR')
+    return kind;
   return undefined;
 }
 
@@ -751,7 +764,10 @@ function present<T>(latest: Latest<T>): T[] {
  * `nodeName` is read; a duplicate (same kind, namespace and name) replaces the earlier copy and is
  * reported. Output lists are sorted as `snapshotFrom` sorts them.
  */
-export function buildSnapshot(objects: unknown[], nodeName: string): { snapshot: ClusterSnapshot; problems: Problem[] } {
+export function buildSnapshot(
+  objects: unknown[],
+  nodeName: string,
+): { snapshot: ClusterSnapshot; problems: Problem[] } {
   const problems: Problem[] = [];
   const latest: { [K in ObjectKind]: Latest<KindValues[K]> } = {
     Service: new Map(),
@@ -764,18 +780,27 @@ export function buildSnapshot(objects: unknown[], nodeName: string): { snapshot:
     if (n.key !== undefined) store(latest[n.kind], n.kind, n.key, n.value, problems);
   };
 
-  objects.forEach((raw, i) => {
+  for (const [i, raw] of objects.entries()) {
     const unknownObject = (path: string, message: string): void => {
       problems.push({ kind: '(unknown)', object: `objects[${i}]`, path, message });
     };
-    if (!isRecord(raw)) return unknownObject('', `not an object: ${quote(raw)}`);
+    if (!isRecord(raw)) {
+      unknownObject('', `not an object: ${quote(raw)}`);
+      continue;
+    }
     const apiVersion = Object.hasOwn(raw, 'apiVersion') ? raw['apiVersion'] : undefined;
     const kind = Object.hasOwn(raw, 'kind') ? raw['kind'] : undefined;
-    if (typeof apiVersion !== 'string' || apiVersion === '') return unknownObject('apiVersion', `missing or not a string: ${quote(apiVersion)}`);
-    if (typeof kind !== 'string' || kind === '') return unknownObject('kind', `missing or not a string: ${quote(kind)}`);
+    if (typeof apiVersion !== 'string' || apiVersion === '') {
+      unknownObject('apiVersion', `missing or not a string: ${quote(apiVersion)}`);
+      continue;
+    }
+    if (typeof kind !== 'string' || kind === '') {
+      unknownObject('kind', `missing or not a string: ${quote(kind)}`);
+      continue;
+    }
     const known = recognise(apiVersion, kind);
     if (known !== undefined) keep(normalizeObject(known, raw, nodeName));
-  });
+  }
 
   const snapshot = snapshotFrom({
     services: present(latest.Service),

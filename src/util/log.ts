@@ -12,5 +12,8 @@ export function levelForVerbosity(v: number): 'info' | 'debug' | 'trace' {
 }
 
 export function createLogger(verbosity: number, destination: DestinationStream = pino.destination(2)): Logger {
-  return pino({ level: levelForVerbosity(verbosity), base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  return pino(
+    { level: levelForVerbosity(verbosity), base: undefined, timestamp: pino.stdTimeFunctions.isoTime },
+    destination,
+  );
 }

@@ -9,7 +9,10 @@ type Obj = Record<string, unknown>;
 type LogLine = { level: number; msg: string } & Record<string, unknown>;
 
 function svc(name: string, ip: string, spec: Obj = {}, meta: Obj = {}): Obj {
-  return { metadata: { name, namespace: 'shop', ...meta }, spec: { clusterIP: ip, ports: [{ name: 'http', port: 80 }], ...spec } };
+  return {
+    metadata: { name, namespace: 'shop', ...meta },
+    spec: { clusterIP: ip, ports: [{ name: 'http', port: 80 }], ...spec },
+  };
 }
 
 function slice(name: string, service: string, addresses: string[], extra: Obj = {}): Obj {
@@ -52,13 +55,21 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function rig(setup: (s: FakeApiServer) => void = () => {}, serverOptions: FakeApiServerOptions = {}): Promise<Rig> {
+async function rig(
+  setup: (s: FakeApiServer) => void = () => {},
+  serverOptions: FakeApiServerOptions = {},
+): Promise<Rig> {
   const server = await FakeApiServer.start(serverOptions);
   cleanups.push(() => server.close());
   setup(server);
   const logs: LogLine[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
-  const source = apiSource({ kubeConfig: kubeconfigFor(server), nodeName: NODE, log, backoff: { initialMs: 20, maxMs: 200 } });
+  const source = apiSource({
+    kubeConfig: kubeconfigFor(server),
+    nodeName: NODE,
+    log,
+    backoff: { initialMs: 20, maxMs: 200 },
+  });
   cleanups.push(() => source.stop());
   const changes: SourceChange[] = [];
   source.onChange((c) => changes.push(c));
@@ -130,7 +141,9 @@ describe('apiSource over the real client-node informers', () => {
 
     r.changes.length = 0;
     r.server.update('Service', svc('api', '10.96.0.11', { ports: [{ name: 'http', port: 8443 }] }));
-    await waitFor('modified', () => r.source.snapshot().services.some((s) => s.name === 'api' && s.ports[0]?.port === 8443));
+    await waitFor('modified', () =>
+      r.source.snapshot().services.some((s) => s.name === 'api' && s.ports[0]?.port === 8443),
+    );
     expect(changedServices(r)).toEqual(new Set(['shop/api']));
 
     r.changes.length = 0;
@@ -147,7 +160,10 @@ describe('apiSource over the real client-node informers', () => {
     r.changes.length = 0;
     r.server.delete('Service', 'api', 'shop');
     r.server.delete('EndpointSlice', 'api-1', 'shop');
-    await waitFor('deleted', () => !serviceNames(r).includes('shop/api') && r.source.snapshot().endpointSlices.length === 0);
+    await waitFor(
+      'deleted',
+      () => !serviceNames(r).includes('shop/api') && r.source.snapshot().endpointSlices.length === 0,
+    );
     expect(changedServices(r)).toEqual(new Set(['shop/api', 'shop/web']));
     expect(r.source.snapshot()).toEqual(buildSnapshot(allObjects(r.server), NODE).snapshot);
   });
@@ -182,7 +198,10 @@ describe('apiSource over the real client-node informers', () => {
     r.server.delete('EndpointSlice', 'old-1', 'shop');
     r.server.create('Service', svc('new', '10.96.0.13'));
     r.server.compactHistory(); // ...and finds its resourceVersion expired
-    await waitFor('converged', () => serviceNames(r).join() === 'shop/new,shop/web' && r.source.snapshot().endpointSlices.length === 0);
+    await waitFor(
+      'converged',
+      () => serviceNames(r).join() === 'shop/new,shop/web' && r.source.snapshot().endpointSlices.length === 0,
+    );
     expect(requestsFor(r, '/api/v1/services', false)).toBe(2);
     expect(changedServices(r)).toEqual(new Set(['shop/old', 'shop/new']));
     expect(r.logs.some((l) => l.msg.includes('resource version expired'))).toBe(true);
@@ -245,7 +264,11 @@ describe('apiSource over the real client-node informers', () => {
       s.create('Service', svc('web', '10.96.0.10'));
       s.create('Service', svc('bad', '10.96.0.11', { ports: [{ name: 'http', port: 'eighty' }] }));
       s.create('Service', { metadata: { name: 'weird', namespace: 'shop' }, spec: 'not an object' });
-      s.create('EndpointSlice', { metadata: { name: 'no-label', namespace: 'shop' }, addressType: 'IPv4', endpoints: 7 });
+      s.create('EndpointSlice', {
+        metadata: { name: 'no-label', namespace: 'shop' },
+        addressType: 'IPv4',
+        endpoints: 7,
+      });
     });
     await synced(r);
     expect(serviceNames(r)).toEqual(['shop/web']);
@@ -272,7 +295,10 @@ describe('apiSource over the real client-node informers', () => {
   it('ignores unknown fields', async () => {
     const r = await rig((s) =>
       s.create('Service', {
-        ...svc('web', '10.96.0.10', { someFutureField: { x: 1 }, ports: [{ name: 'http', port: 80, newPortField: true }] }),
+        ...svc('web', '10.96.0.10', {
+          someFutureField: { x: 1 },
+          ports: [{ name: 'http', port: 80, newPortField: true }],
+        }),
         futureTopLevel: [1, 2, 3],
       }),
     );
@@ -289,7 +315,9 @@ describe('apiSource over the real client-node informers', () => {
     });
     await synced(r);
     expect(serviceNames(r)).toEqual(['shop/web']);
-    expect(warnings(r).some((l) => l['object'] === 'shop/huge' && l.msg.includes('more than the limit of 100'))).toBe(true);
+    expect(warnings(r).some((l) => l['object'] === 'shop/huge' && l.msg.includes('more than the limit of 100'))).toBe(
+      true,
+    );
 
     r.server.create('Service', svc('giant', '10.96.0.12', {}, { annotations: { blob: 'x'.repeat(2_200_000) } }));
     r.server.create('Service', svc('after', '10.96.0.13'));
@@ -306,16 +334,23 @@ describe('apiSource over the real client-node informers', () => {
     r.changes.length = 0;
     r.server.update('Node', node(NODE, { zone: 'b' }));
     await waitFor('labels', () => r.source.snapshot().node?.labels['zone'] === 'b');
-    expect(r.changes).toEqual([{ services: new Set(), nodeChanged: true, nodeLabelsChanged: true, serviceCIDRsChanged: false }]);
+    expect(r.changes).toEqual([
+      { services: new Set(), nodeChanged: true, nodeLabelsChanged: true, serviceCIDRsChanged: false },
+    ]);
 
     r.changes.length = 0;
     r.server.update('Node', node(NODE, { zone: 'b' }, '192.0.2.99'));
     await waitFor('address', () => r.source.snapshot().node?.addresses[0]?.text === '192.0.2.99');
-    expect(r.changes).toEqual([{ services: new Set(), nodeChanged: true, nodeLabelsChanged: false, serviceCIDRsChanged: false }]);
+    expect(r.changes).toEqual([
+      { services: new Set(), nodeChanged: true, nodeLabelsChanged: false, serviceCIDRsChanged: false },
+    ]);
 
     // A heartbeat (conditions) changes nothing kproxy reads: no notification.
     r.changes.length = 0;
-    r.server.update('Node', node(NODE, { zone: 'b' }, '192.0.2.99', { conditions: [{ type: 'Ready', status: 'True' }] }));
+    r.server.update(
+      'Node',
+      node(NODE, { zone: 'b' }, '192.0.2.99', { conditions: [{ type: 'Ready', status: 'True' }] }),
+    );
     r.server.create('Service', svc('marker', '10.96.0.20'));
     await waitFor('marker', () => serviceNames(r).includes('shop/marker'));
     expect(r.changes.every((c) => !c.nodeChanged)).toBe(true);

@@ -18,7 +18,14 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Exec } from '../../src/kernel/nft.ts';
-import { createTopology, formatTally, type ProbeResult, type ProbeSpec, type Tally, type Topology } from '../../src/sandbox/topology.ts';
+import {
+  createTopology,
+  formatTally,
+  type ProbeResult,
+  type ProbeSpec,
+  type Tally,
+  type Topology,
+} from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   DAEMON_FLAGS,
@@ -102,7 +109,10 @@ async function fakeServer(setup: (s: FakeApiServer) => void = () => {}): Promise
   return server;
 }
 
-async function daemon(server: FakeApiServer, opts: { wrapExec?: (inner: Exec) => Exec } = {}): Promise<InProcessDaemon> {
+async function daemon(
+  server: FakeApiServer,
+  opts: { wrapExec?: (inner: Exec) => Exec } = {},
+): Promise<InProcessDaemon> {
   const d = await startInProcess({ server, topo, ...opts });
   defer(() => d.stop());
   return d;
@@ -138,7 +148,10 @@ async function expectOutcome(ip: string, kind: ProbeResult['kind'], timeoutMs = 
 }
 
 /** Sequential connections with a pause between them, until stopped (and at least `min`). */
-function keepConnecting(spec: ProbeSpec, opts: { gapMs: number; min?: number }): { readonly results: ProbeResult[]; stop(): Promise<ProbeResult[]> } {
+function keepConnecting(
+  spec: ProbeSpec,
+  opts: { gapMs: number; min?: number },
+): { readonly results: ProbeResult[]; stop(): Promise<ProbeResult[]> } {
   const results: ProbeResult[] = [];
   let stopping = false;
   const done = (async () => {
@@ -186,12 +199,19 @@ describe('kproxy run against an API server', () => {
     server.delete('EndpointSlice', 'web-1', NS);
 
     const metrics = await d.metrics();
-    expect(metricValue(metrics, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0).toBeGreaterThan(0);
-    expect(metricValue(metrics, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0).toBeGreaterThan(0);
+    expect(
+      metricValue(metrics, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0,
+    ).toBeGreaterThan(0);
+    expect(
+      metricValue(metrics, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0,
+    ).toBeGreaterThan(0);
     const partial = syncLines(d.lines).filter((l) => l['kind'] === 'partial');
     expect(partial.length, showLog(d.lines)).toBeGreaterThan(0);
     expect(partial.some((l) => Number(l['commands']) > 0)).toBe(true);
-    expect(d.lines.filter((l) => l.level >= 50), 'no errors logged').toEqual([]);
+    expect(
+      d.lines.filter((l) => l.level >= 50),
+      'no errors logged',
+    ).toEqual([]);
   });
 
   it('programs nothing before the caches sync; a dropped watch or a 410 never wipes rules and changes made meanwhile converge', async () => {
@@ -242,7 +262,10 @@ describe('kproxy run against an API server', () => {
       server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['a']));
       await expectPods(clusterIP(10), ['a']);
       await expectOutcome(clusterIP(11), 'timeout');
-      expect(d.lines.some((l) => l.msg === 'resource version expired; listing again'), showLog(d.lines)).toBe(true);
+      expect(
+        d.lines.some((l) => l.msg === 'resource version expired; listing again'),
+        showLog(d.lines),
+      ).toBe(true);
 
       // The same through a clean end of the watches (the server's timeout) after a compaction.
       await waitFor('watches open again', () => server.openWatches() >= 4, 3000);
@@ -314,7 +337,10 @@ describe('kproxy run against an API server', () => {
     }
     expect([...handles]).toEqual([handle]);
     expect(await kproxyTable(topo)).toBe(table);
-    expect(syncLines(two.lines).every((l) => l['commands'] === 0), showLog(syncLines(two.lines))).toBe(true);
+    expect(
+      syncLines(two.lines).every((l) => l['commands'] === 0),
+      showLog(syncLines(two.lines)),
+    ).toBe(true);
 
     // And the new daemon is live: a change still goes through.
     server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['c']));
@@ -330,7 +356,11 @@ describe('kproxy run against an API server', () => {
   it('the real CLI (`kproxy run --manifests`) in the node namespace exits 0 on SIGTERM and leaves the rules', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kproxy-e2e-'));
     defer(async () => rmSync(dir, { recursive: true, force: true }));
-    const kinded = (kind: string, apiVersion: string, o: Record<string, unknown>): Record<string, unknown> => ({ apiVersion, kind, ...o });
+    const kinded = (kind: string, apiVersion: string, o: Record<string, unknown>): Record<string, unknown> => ({
+      apiVersion,
+      kind,
+      ...o,
+    });
     const items = [
       kinded('Node', 'v1', nodeObject(topo)),
       kinded('ServiceCIDR', 'networking.k8s.io/v1', serviceCIDRObject()),
@@ -341,7 +371,13 @@ describe('kproxy run against an API server', () => {
 
     // Frequent full syncs, so a SIGTERM can be sent while nft or conntrack runs (the case that once
     // killed the daemon by the signal instead of letting it finish the sync and exit 0).
-    const flags = [...DAEMON_FLAGS, '--iptables-sync-period=100ms', '--iptables-min-sync-period=50ms', '--healthz-bind-address=127.0.0.1:10256', '--metrics-bind-address=127.0.0.1:10249'];
+    const flags = [
+      ...DAEMON_FLAGS,
+      '--iptables-sync-period=100ms',
+      '--iptables-min-sync-period=50ms',
+      '--healthz-bind-address=127.0.0.1:10256',
+      '--metrics-bind-address=127.0.0.1:10249',
+    ];
     const proc = execa('ip', ['netns', 'exec', topo.node.ns, KPROXY, 'run', '--manifests', dir, ...flags], {
       reject: false,
       buffer: false,
@@ -362,7 +398,9 @@ describe('kproxy run against an API server', () => {
     // SIGTERM while kproxy runs a subprocess (nft or conntrack) of a sync.
     const pid = proc.pid ?? 0;
     const children = `/proc/${pid}/task/${pid}/children`;
-    await waitFor('kproxy running nft or conntrack', () => readFileSync(children, 'utf8').trim() !== '', 3000, { intervalMs: 1 });
+    await waitFor('kproxy running nft or conntrack', () => readFileSync(children, 'utf8').trim() !== '', 3000, {
+      intervalMs: 1,
+    });
     proc.kill('SIGTERM');
     const r = await proc;
     expect(r.exitCode, showLog(lines)).toBe(0);
@@ -386,7 +424,11 @@ describe('kproxy run against an API server', () => {
     // Not intercepted any more: the upstream refuses what the node forwards.
     expect((await topo.probe(cli(), tcp(clusterIP(10)))).kind).toBe('error');
 
-    const restoredIn = await waitFor('the table to be restored', async () => (await kproxyTableHandle(topo)) !== undefined, SYNC_PERIOD_MS + 1500);
+    const restoredIn = await waitFor(
+      'the table to be restored',
+      async () => (await kproxyTableHandle(topo)) !== undefined,
+      SYNC_PERIOD_MS + 1500,
+    );
     expect(await kproxyTableHandle(topo)).not.toBe(handle);
     expect(restoredIn).toBeLessThan(SYNC_PERIOD_MS + 1500);
     await expectPods(clusterIP(10), ['b'], 1000);
@@ -401,10 +443,13 @@ describe('kproxy run against an API server', () => {
 
   it('health: /healthz and /livez turn 503 after 2 × syncPeriod of failing syncs and recover by themselves; metrics, /proxyMode, the Starting event', async () => {
     let failing = false;
-    const wrapExec = (inner: Exec): Exec => async (file, args, stdin) => {
-      if (failing && file === 'nft' && args.includes('-f')) return { exitCode: 1, stdout: '', stderr: 'Error: injected failure by the e2e test\n' };
-      return inner(file, args, stdin);
-    };
+    const wrapExec =
+      (inner: Exec): Exec =>
+      async (file, args, stdin) => {
+        if (failing && file === 'nft' && args.includes('-f'))
+          return { exitCode: 1, stdout: '', stderr: 'Error: injected failure by the e2e test\n' };
+        return inner(file, args, stdin);
+      };
     const triggered = new Date(Date.now() - 1000).toISOString().replace(/\.\d+Z$/, 'Z');
     const annotations = { 'endpoints.kubernetes.io/last-change-trigger-time': triggered };
     const server = await fakeServer((s) => {
@@ -426,12 +471,17 @@ describe('kproxy run against an API server', () => {
     let n = 0;
     const changes = setInterval(() => {
       n++;
-      server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', n % 2 === 1 ? ['b'] : ['a', 'b'], { annotations }));
+      server.update(
+        'EndpointSlice',
+        endpointSlice(topo, 'web-1', 'web', n % 2 === 1 ? ['b'] : ['a', 'b'], { annotations }),
+      );
     }, 300);
     server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['c'], { annotations }));
     try {
       const timeoutMs = 2 * SYNC_PERIOD_MS;
-      await waitFor('/healthz 503', async () => (await healthz()).status === 503, timeoutMs + 2000, { intervalMs: 100 });
+      await waitFor('/healthz 503', async () => (await healthz()).status === 503, timeoutMs + 2000, {
+        intervalMs: 100,
+      });
       const unhealthyAfter = Date.now() - failedAt;
       expect(unhealthyAfter).toBeGreaterThanOrEqual(timeoutMs - 100);
       const body = JSON.parse((await healthz()).body) as Record<string, unknown>;
@@ -441,20 +491,28 @@ describe('kproxy run against an API server', () => {
       const t = await topo.probeMany(cli(), tcp(clusterIP(10)), 8);
       expect(podsOf(t), formatTally(t)).toEqual(['a']);
       const m = await d.metrics();
-      expect(metricValue(m, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', { ip_family: 'IPv4' }) ?? 0).toBeGreaterThan(0);
+      expect(
+        metricValue(m, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', { ip_family: 'IPv4' }) ?? 0,
+      ).toBeGreaterThan(0);
     } finally {
       clearInterval(changes);
       failing = false;
     }
-    const recoveredIn = await waitFor('/healthz 200 again', async () => (await healthz()).status === 200, 2000, { intervalMs: 50 });
+    const recoveredIn = await waitFor('/healthz 200 again', async () => (await healthz()).status === 200, 2000, {
+      intervalMs: 50,
+    });
     expect(recoveredIn).toBeLessThan(2000);
     expect((await livez()).status).toBe(200);
     const last = n % 2 === 1 ? ['b'] : ['a', 'b'];
     await expectPods(clusterIP(10), last);
 
     const m = await d.metrics();
-    expect(metricValue(m, 'kubeproxy_sync_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0).toBeGreaterThan(0);
-    expect(metricValue(m, 'kubeproxy_network_programming_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0).toBeGreaterThan(0);
+    expect(
+      metricValue(m, 'kubeproxy_sync_proxy_rules_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0,
+    ).toBeGreaterThan(0);
+    expect(
+      metricValue(m, 'kubeproxy_network_programming_duration_seconds_count', { ip_family: 'IPv4' }) ?? 0,
+    ).toBeGreaterThan(0);
     const lastSync = metricValue(m, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', { ip_family: 'IPv4' }) ?? 0;
     expect(Math.abs(lastSync - Date.now() / 1000)).toBeLessThan(30);
     expect(metricValue(m, 'kubeproxy_proxy_healthz_total', { code: '503' }) ?? 0).toBeGreaterThan(0);
@@ -484,32 +542,54 @@ describe('kproxy run against an API server', () => {
     await firstSync(d.lines);
     await expectPods(clusterIP(20), ['a', 'b']);
 
-    server.create('Service', service('bad-ip', 21, { spec: { clusterIP: '10.96.0.300', clusterIPs: ['10.96.0.300'] } }));
+    server.create(
+      'Service',
+      service('bad-ip', 21, { spec: { clusterIP: '10.96.0.300', clusterIPs: ['10.96.0.300'] } }),
+    );
     server.create('EndpointSlice', endpointSlice(topo, 'bad-ip-1', 'bad-ip', ['c']));
     server.create('Service', service('bad-type', 22, { spec: { type: 'Bogus' } }));
     server.create('EndpointSlice', endpointSlice(topo, 'bad-type-1', 'bad-type', ['c']));
-    server.create('Service', service('huge', 23, { spec: { externalIPs: Array.from({ length: 10_000 }, (_, i) => `203.0.${i >> 8}.${i & 255}`) } }));
+    server.create(
+      'Service',
+      service('huge', 23, {
+        spec: { externalIPs: Array.from({ length: 10_000 }, (_, i) => `203.0.${i >> 8}.${i & 255}`) },
+      }),
+    );
     server.create('EndpointSlice', endpointSlice(topo, 'huge-1', 'huge', ['c']));
     // Unknown fields are what newer API servers send: ignored (as upstream's decoder does), not an error.
     server.create('Service', service('unknown-field', 24, { spec: { frobnicate: { level: 11 } } }));
-    server.create('EndpointSlice', { ...endpointSlice(topo, 'unknown-field-1', 'unknown-field', ['c']), futureField: [1, 2, 3] });
+    server.create('EndpointSlice', {
+      ...endpointSlice(topo, 'unknown-field-1', 'unknown-field', ['c']),
+      futureField: [1, 2, 3],
+    });
     // Garbage addresses: each endpoint is dropped (with a problem), the rest of the Service stays.
     const garbage = endpointSlice(topo, 'good-garbage', 'good', []);
-    garbage['endpoints'] = ['not-an-ip', '10.244.0.999', '127.0.0.1', 'fd00:244::5', '10.244.0.4; flush ruleset'].map((a) => ({ addresses: [a], conditions: { ready: true } }));
+    garbage['endpoints'] = ['not-an-ip', '10.244.0.999', '127.0.0.1', 'fd00:244::5', '10.244.0.4; flush ruleset'].map(
+      (a) => ({ addresses: [a], conditions: { ready: true } }),
+    );
     server.create('EndpointSlice', garbage);
     server.create('EndpointSlice', { ...endpointSlice(topo, 'good-weird-type', 'good', ['c']), addressType: 'IPv5' });
 
     await expectPods(clusterIP(24), ['c']);
-    const warned = (object: string): boolean => d.lines.some((l) => l.level === 40 && l.msg.startsWith('invalid input:') && String(l['object']).includes(object));
-    await waitFor('every bad object reported', () => ['bad-ip', 'bad-type', 'huge', 'good-garbage', 'good-weird-type'].every(warned), 3000, {
-      describe: () => showLog(d.lines.filter((l) => l.level >= 40)),
-    });
+    const warned = (object: string): boolean =>
+      d.lines.some((l) => l.level === 40 && l.msg.startsWith('invalid input:') && String(l['object']).includes(object));
+    await waitFor(
+      'every bad object reported',
+      () => ['bad-ip', 'bad-type', 'huge', 'good-garbage', 'good-weird-type'].every(warned),
+      3000,
+      {
+        describe: () => showLog(d.lines.filter((l) => l.level >= 40)),
+      },
+    );
     expect(warned('unknown-field')).toBe(false);
     // Bad Services got no rules (their ClusterIPs are unallocated addresses: dropped) ...
     for (const i of [22, 23]) expect((await topo.probe(cli(), tcp(clusterIP(i)))).kind, clusterIP(i)).toBe('timeout');
     // ... and the good one still reaches exactly its good endpoints.
     await expectPods(clusterIP(20), ['a', 'b'], 1000);
-    expect(d.lines.filter((l) => l.level >= 50), 'no errors').toEqual([]);
+    expect(
+      d.lines.filter((l) => l.level >= 50),
+      'no errors',
+    ).toEqual([]);
 
     // The daemon keeps working after all that.
     server.update('EndpointSlice', endpointSlice(topo, 'good-1', 'good', ['b']));
@@ -525,27 +605,48 @@ describe('kproxy run against an API server', () => {
       ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30040 }],
     };
     const server = await fakeServer((s) => {
-      s.create('Service', service('lb', 40, { spec: lbSpec, status: { loadBalancer: { ingress: [{ ip: '198.51.100.40' }] } } }));
+      s.create(
+        'Service',
+        service('lb', 40, { spec: lbSpec, status: { loadBalancer: { ingress: [{ ip: '198.51.100.40' }] } } }),
+      );
       s.create('EndpointSlice', endpointSlice(topo, 'lb-1', 'lb', ['a', { pod: 'c', node: 'node-b' }]));
     });
     const d = await daemon(server);
     await firstSync(d.lines);
     const url = `http://127.0.0.1:${port}/`;
-    let answer = await waitFor('the health-check port to answer', async () => (await httpGet(url).catch(() => undefined))?.status === 200, 3000).then(() => httpGet(url));
+    let answer = await waitFor(
+      'the health-check port to answer',
+      async () => (await httpGet(url).catch(() => undefined))?.status === 200,
+      3000,
+    ).then(() => httpGet(url));
     expect(answer.status).toBe(200);
     expect(answer.headers.get('x-load-balancing-endpoint-weight')).toBe('1');
-    expect(JSON.parse(answer.body)).toMatchObject({ service: { namespace: NS, name: 'lb' }, localEndpoints: 1, serviceProxyHealthy: true });
+    expect(JSON.parse(answer.body)).toMatchObject({
+      service: { namespace: NS, name: 'lb' },
+      localEndpoints: 1,
+      serviceProxyHealthy: true,
+    });
     // External traffic to the LB IP goes to the local endpoint only.
     const ext = await topo.probeMany(topo.client('ext'), tcp('198.51.100.40'), 8);
     expect(podsOf(ext), formatTally(ext)).toEqual(['a']);
 
-    server.update('EndpointSlice', endpointSlice(topo, 'lb-1', 'lb', [{ pod: 'a', node: 'node-b' }, { pod: 'c', node: 'node-b' }]));
+    server.update(
+      'EndpointSlice',
+      endpointSlice(topo, 'lb-1', 'lb', [
+        { pod: 'a', node: 'node-b' },
+        { pod: 'c', node: 'node-b' },
+      ]),
+    );
     await waitFor('503', async () => (await httpGet(url)).status === 503, CONVERGE_MS);
     answer = await httpGet(url);
     expect(answer.headers.get('x-load-balancing-endpoint-weight')).toBe('0');
     expect(JSON.parse(answer.body)).toMatchObject({ localEndpoints: 0 });
 
     server.delete('Service', 'lb', NS);
-    await waitFor('the health-check port to close', async () => (await httpGet(url).catch(() => undefined)) === undefined, CONVERGE_MS);
+    await waitFor(
+      'the health-check port to close',
+      async () => (await httpGet(url).catch(() => undefined)) === undefined,
+      CONVERGE_MS,
+    );
   });
 });

@@ -41,7 +41,12 @@ describe('healthz server', () => {
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toBe('application/json');
     expect(r.headers.get('x-content-type-options')).toBe('nosniff');
-    expect(r.json).toEqual({ lastUpdated: new Date(T0).toISOString(), currentTime: new Date(T0).toISOString(), nodeEligible: true, healthy: true });
+    expect(r.json).toEqual({
+      lastUpdated: new Date(T0).toISOString(),
+      currentTime: new Date(T0).toISOString(),
+      nodeEligible: true,
+      healthy: true,
+    });
 
     health.updated('ipv4');
     health.updated('ipv6');
@@ -121,7 +126,9 @@ describe('healthz server', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as { port: number }).port;
     try {
-      await expect(startHealthzServer({ bindAddress: `127.0.0.1:${port}`, health })).rejects.toThrow(/failed to start proxy healthz.*EADDRINUSE/);
+      await expect(startHealthzServer({ bindAddress: `127.0.0.1:${port}`, health })).rejects.toThrow(
+        /failed to start proxy healthz.*EADDRINUSE/,
+      );
     } finally {
       await new Promise<void>((resolve) => blocker.close(() => resolve()));
     }

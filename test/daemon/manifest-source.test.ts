@@ -57,7 +57,10 @@ async function rig(files: Record<string, string>, pollMs = 2000) {
 
 describe('manifestSource', () => {
   it('loads on start and follows a changed file within a second', async () => {
-    const r = await rig({ 'web.yaml': serviceYaml('web', '10.96.0.10'), 'web-slice.yaml': sliceYaml('web-1', 'web', '10.0.1.5') });
+    const r = await rig({
+      'web.yaml': serviceYaml('web', '10.96.0.10'),
+      'web-slice.yaml': sliceYaml('web-1', 'web', '10.0.1.5'),
+    });
     expect(r.source.isSynced()).toBe(false);
     await r.source.start();
     expect(r.source.isSynced()).toBe(true);
@@ -113,7 +116,13 @@ describe('manifestSource', () => {
     await r.source.start();
     // Stop the directory watch: only the poll is left.
     await r.source.stop();
-    const again = manifestSource({ dir: r.dir, nodeName: NODE, log: pino({ level: 'silent' }), pollMs: 100, debounceMs: 60_000 });
+    const again = manifestSource({
+      dir: r.dir,
+      nodeName: NODE,
+      log: pino({ level: 'silent' }),
+      pollMs: 100,
+      debounceMs: 60_000,
+    });
     cleanups.push(() => again.stop());
     await again.start();
     await writeFile(join(r.dir, 'web.yaml'), serviceYaml('web', '10.96.0.10', 90));
@@ -121,7 +130,11 @@ describe('manifestSource', () => {
   });
 
   it('start() fails when the directory does not exist', async () => {
-    const source = manifestSource({ dir: join(tmpdir(), 'kproxy-no-such-dir-xyz'), nodeName: NODE, log: pino({ level: 'silent' }) });
+    const source = manifestSource({
+      dir: join(tmpdir(), 'kproxy-no-such-dir-xyz'),
+      nodeName: NODE,
+      log: pino({ level: 'silent' }),
+    });
     await expect(source.start()).rejects.toThrow(/does not exist/);
   });
 });

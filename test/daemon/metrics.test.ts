@@ -44,7 +44,11 @@ describe('metrics', () => {
     m.nftablesSyncFailuresTotal.inc(v4);
     m.proxyHealthzTotal.inc({ code: '200' });
 
-    const server = await startMetricsServer({ bindAddress: '127.0.0.1:0', registry: m.registry, proxyMode: 'nftables' });
+    const server = await startMetricsServer({
+      bindAddress: '127.0.0.1:0',
+      registry: m.registry,
+      proxyMode: 'nftables',
+    });
     if (!server) throw new Error('disabled');
     servers.push(server);
 
@@ -57,7 +61,9 @@ describe('metrics', () => {
     expect(text).toContain('# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge');
     expect(text).toContain('# TYPE kubeproxy_proxy_healthz_total counter');
     expect(text).toContain('kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.016",ip_family="IPv4"} 1');
-    expect(text).toContain('kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 2');
+    expect(text).toContain(
+      'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 2',
+    );
     expect(text).toContain('kubeproxy_sync_proxy_rules_endpoint_changes_pending 3');
     expect(text).toContain('kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"} 1');
     expect(text).toContain('kubeproxy_proxy_healthz_total{code="200"} 1');

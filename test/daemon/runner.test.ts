@@ -233,6 +233,8 @@ describe('BoundedFrequencyRunner', () => {
   });
 
   it('rejects maxInterval < minInterval', () => {
-    expect(() => new BoundedFrequencyRunner({ name: 'bad', fn: async () => {}, minIntervalMs: 10, maxIntervalMs: 5 })).toThrow(/maxInterval/);
+    expect(
+      () => new BoundedFrequencyRunner({ name: 'bad', fn: async () => {}, minIntervalMs: 10, maxIntervalMs: 5 }),
+    ).toThrow(/maxInterval/);
   });
 });

@@ -53,7 +53,11 @@ describe('service health-check servers', () => {
     let r = await probe(port);
     expect(r.status).toBe(503);
     expect(r.headers.get('x-load-balancing-endpoint-weight')).toBe('0');
-    expect(JSON.parse(r.text)).toEqual({ service: { namespace: 'default', name: 'web' }, localEndpoints: 0, serviceProxyHealthy: true });
+    expect(JSON.parse(r.text)).toEqual({
+      service: { namespace: 'default', name: 'web' },
+      localEndpoints: 0,
+      serviceProxyHealthy: true,
+    });
 
     hcs.syncEndpoints(new Map([['default/web', 2]]));
     r = await probe(port);
@@ -61,7 +65,9 @@ describe('service health-check servers', () => {
     expect(r.headers.get('content-type')).toBe('application/json');
     expect(r.headers.get('x-content-type-options')).toBe('nosniff');
     expect(r.headers.get('x-load-balancing-endpoint-weight')).toBe('2');
-    expect(r.text).toBe('{\n\t"service": {\n\t\t"namespace": "default",\n\t\t"name": "web"\n\t},\n\t"localEndpoints": 2,\n\t"serviceProxyHealthy": true\n}');
+    expect(r.text).toBe(
+      '{\n\t"service": {\n\t\t"namespace": "default",\n\t\t"name": "web"\n\t},\n\t"localEndpoints": 2,\n\t"serviceProxyHealthy": true\n}',
+    );
 
     setProxyHealthy(false);
     r = await probe(port);
@@ -101,8 +107,14 @@ describe('service health-check servers', () => {
     );
     expect(hcs.openPorts()).toEqual([ok]);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatchObject({ service: { namespace: 'default', name: 'blocked' }, port: busy.port, reason: 'FailedToStartServiceHealthcheck' });
-    expect(errors[0]?.message).toMatch(new RegExp(`^node node-a failed to start healthcheck "default/blocked" on port ${busy.port}: .*EADDRINUSE`));
+    expect(errors[0]).toMatchObject({
+      service: { namespace: 'default', name: 'blocked' },
+      port: busy.port,
+      reason: 'FailedToStartServiceHealthcheck',
+    });
+    expect(errors[0]?.message).toMatch(
+      new RegExp(`^node node-a failed to start healthcheck "default/blocked" on port ${busy.port}: .*EADDRINUSE`),
+    );
 
     await busy.release();
     await hcs.syncServices(

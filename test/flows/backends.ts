@@ -29,17 +29,25 @@ export interface Backend {
 /** Runs `kproxy ARGS` in the topology's node namespace. */
 async function kproxy(topo: Topology, args: readonly string[]): Promise<SyncOutcome> {
   const r = await execa('ip', ['netns', 'exec', topo.node.ns, KPROXY, ...args], { reject: false });
-  const log = r.stderr.split('\n').filter(Boolean).map((l) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return { msg: l };
-    }
-  });
+  const log = r.stderr
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return { msg: l };
+      }
+    });
   return { exitCode: r.exitCode ?? 1, log };
 }
 
-async function kproxySync(mode: string, topo: Topology, objects: readonly object[], flags: readonly string[]): Promise<SyncOutcome> {
+async function kproxySync(
+  mode: string,
+  topo: Topology,
+  objects: readonly object[],
+  flags: readonly string[],
+): Promise<SyncOutcome> {
   const dir = mkdtempSync(join(tmpdir(), 'kproxy-flows-'));
   try {
     writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }));

@@ -63,7 +63,13 @@ export function service(s: ServiceSpec): object[] {
     clusterIPs: ips,
     ipFamilies: ['IPv4', 'IPv6'],
     ipFamilyPolicy: 'RequireDualStack',
-    ports: s.ports.map((p) => ({ name: p.name, protocol: p.protocol ?? 'TCP', port: p.port, targetPort: p.targetPort, ...(p.nodePort ? { nodePort: p.nodePort } : {}) })),
+    ports: s.ports.map((p) => ({
+      name: p.name,
+      protocol: p.protocol ?? 'TCP',
+      port: p.port,
+      targetPort: p.targetPort,
+      ...(p.nodePort ? { nodePort: p.nodePort } : {}),
+    })),
   };
   if (s.externalIPs) spec['externalIPs'] = FAMILIES.map((f) => externalIP(s.index, f));
   if (s.sourceRanges) spec['loadBalancerSourceRanges'] = FAMILIES.flatMap((f) => s.sourceRanges?.(f) ?? []);
@@ -74,7 +80,15 @@ export function service(s: ServiceSpec): object[] {
     spec['sessionAffinityConfig'] = { clientIP: { timeoutSeconds: s.affinitySeconds } };
   }
   const status = s.loadBalancer ? { loadBalancer: { ingress: FAMILIES.map((f) => ({ ip: lbIP(s.index, f) })) } } : {};
-  return [{ apiVersion: 'v1', kind: 'Service', metadata: { name: s.name, namespace: 'flows', labels: s.labels ?? {} }, spec, status }];
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: s.name, namespace: 'flows', labels: s.labels ?? {} },
+      spec,
+      status,
+    },
+  ];
 }
 
 /** One EndpointSlice per family for a Service. */
@@ -87,7 +101,11 @@ export function endpoints(topo: Topology, s: ServiceSpec, eps: EndpointSpec[]): 
     ports: s.ports.map((p) => ({ name: p.name, protocol: p.protocol ?? 'TCP', port: p.targetPort })),
     endpoints: eps.map((e) => ({
       addresses: [topo.pod(e.pod)[fam]],
-      conditions: { ready: e.ready ?? true, serving: e.serving ?? e.ready ?? true, terminating: e.terminating ?? false },
+      conditions: {
+        ready: e.ready ?? true,
+        serving: e.serving ?? e.ready ?? true,
+        terminating: e.terminating ?? false,
+      },
       nodeName: e.node ?? (REMOTE_PODS.has(e.pod) ? 'node-b' : NODE),
       ...(e.zoneHint ? { hints: { forZones: [{ name: e.zoneHint }] } } : {}),
     })),
@@ -104,8 +122,18 @@ export function nodeObjects(topo: Topology): object[] {
       kind: 'Node',
       metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': ZONE } },
       spec: { podCIDRs: [topo.podCidr.v4, topo.podCidr.v6] },
-      status: { addresses: [{ type: 'InternalIP', address: topo.node.v4 }, { type: 'InternalIP', address: topo.node.v6 }] },
+      status: {
+        addresses: [
+          { type: 'InternalIP', address: topo.node.v4 },
+          { type: 'InternalIP', address: topo.node.v6 },
+        ],
+      },
     },
-    { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: [SERVICE_CIDRS.v4, SERVICE_CIDRS.v6] } },
+    {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'ServiceCIDR',
+      metadata: { name: 'kubernetes' },
+      spec: { cidrs: [SERVICE_CIDRS.v4, SERVICE_CIDRS.v6] },
+    },
   ];
 }

@@ -108,7 +108,12 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
       // No duplicate address detection, link-local addresses included: the first datagram would
       // otherwise be lost while neighbour discovery waits for it.
       if (p.family === 'ipv6') {
-        await inNs(name, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+        await inNs(name, 'sysctl', [
+          '-q',
+          '-w',
+          'net.ipv6.conf.all.accept_dad=0',
+          'net.ipv6.conf.default.accept_dad=0',
+        ]);
       }
     }
     await ip('-n', ns.node, 'link', 'add', 'nc0', 'type', 'veth', 'peer', 'name', 'cli0', 'netns', ns.client);
@@ -121,7 +126,12 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
     await addr(ns.node, 'ns0', p.nodeServerSide);
     await addr(ns.server, 'srv0', p.epA);
     await addr(ns.server, 'srv0', p.epB);
-    for (const [name, dev] of [[ns.client, 'cli0'], [ns.node, 'nc0'], [ns.node, 'ns0'], [ns.server, 'srv0']] as const) {
+    for (const [name, dev] of [
+      [ns.client, 'cli0'],
+      [ns.node, 'nc0'],
+      [ns.node, 'ns0'],
+      [ns.server, 'srv0'],
+    ] as const) {
       await ip('-n', name, 'link', 'set', dev, 'up');
     }
     const fam = p.family === 'ipv4' ? '-4' : '-6';
@@ -130,7 +140,11 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
     // Service addresses without a DNAT rule get forwarded to the server namespace, which does not
     // own them and drops them: a flow that was never DNATed gets a confirmed conntrack entry.
     await ip(fam, '-n', ns.node, 'route', 'add', p.vipNet, 'via', p.epA);
-    await inNs(ns.node, 'sysctl', ['-q', '-w', p.family === 'ipv4' ? 'net.ipv4.ip_forward=1' : 'net.ipv6.conf.all.forwarding=1']);
+    await inNs(ns.node, 'sysctl', [
+      '-q',
+      '-w',
+      p.family === 'ipv4' ? 'net.ipv4.ip_forward=1' : 'net.ipv6.conf.all.forwarding=1',
+    ]);
 
     server = execa('ip', ['netns', 'exec', ns.server, process.execPath, '-e', SERVER, dgramType, p.epA, p.epB], {
       buffer: false,
@@ -190,7 +204,16 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
   /** Sends one datagram from `sport` and says which endpoint got it (undefined: none within the wait). */
   async function send(sport: number): Promise<string | undefined> {
     const msg = `m${++seq}`;
-    await inNs(ns.client, process.execPath, ['-e', CLIENT, dgramType, p.client, String(sport), p.vip, String(SVC_PORT), msg]);
+    await inNs(ns.client, process.execPath, [
+      '-e',
+      CLIENT,
+      dgramType,
+      p.client,
+      String(sport),
+      p.vip,
+      String(SVC_PORT),
+      msg,
+    ]);
     const deadline = Date.now() + 1500;
     while (Date.now() < deadline) {
       const hit = received.find((r) => r.msg === msg);

@@ -2,7 +2,14 @@
 // namespace, real TCP/UDP traffic classified as answered / rejected / timeout / error.
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { formatTally, harnessNamespaces, run, sweepLeftovers, type ProbeResult, type Topology } from '../../src/sandbox/topology.ts';
+import {
+  formatTally,
+  harnessNamespaces,
+  run,
+  sweepLeftovers,
+  type ProbeResult,
+  type Topology,
+} from '../../src/sandbox/topology.ts';
 import { useTopology } from '../support/topology-vitest.ts';
 
 const SVC = { v4: '10.96.0.10', v6: 'fd00:96::10' }; // DNAT, no masquerade

@@ -39,12 +39,39 @@ const http = (extra: Partial<ServiceSpec> & Pick<ServiceSpec, 'name' | 'index'>)
 });
 
 const S = {
-  web: http({ name: 'web', index: 10, ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30010 }, { name: 'dns', protocol: 'UDP', port: 53, targetPort: UDP }] }),
-  empty: http({ name: 'empty', index: 11, externalIPs: true, ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30011 }, { name: 'dns', protocol: 'UDP', port: 53, targetPort: UDP }] }),
+  web: http({
+    name: 'web',
+    index: 10,
+    ports: [
+      { name: 'http', port: 80, targetPort: TCP, nodePort: 30010 },
+      { name: 'dns', protocol: 'UDP', port: 53, targetPort: UDP },
+    ],
+  }),
+  empty: http({
+    name: 'empty',
+    index: 11,
+    externalIPs: true,
+    ports: [
+      { name: 'http', port: 80, targetPort: TCP, nodePort: 30011 },
+      { name: 'dns', protocol: 'UDP', port: 53, targetPort: UDP },
+    ],
+  }),
   itpLocal: http({ name: 'itp-local', index: 12, internalTrafficPolicy: 'Local' }),
   itpLocalNone: http({ name: 'itp-local-none', index: 13, internalTrafficPolicy: 'Local' }),
-  etpLocal: http({ name: 'etp-local', index: 14, loadBalancer: true, externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30014 }] }),
-  etpLocalNone: http({ name: 'etp-local-none', index: 15, loadBalancer: true, externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30015 }] }),
+  etpLocal: http({
+    name: 'etp-local',
+    index: 14,
+    loadBalancer: true,
+    externalTrafficPolicy: 'Local',
+    ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30014 }],
+  }),
+  etpLocalNone: http({
+    name: 'etp-local-none',
+    index: 15,
+    loadBalancer: true,
+    externalTrafficPolicy: 'Local',
+    ports: [{ name: 'http', port: 80, targetPort: TCP, nodePort: 30015 }],
+  }),
   extIP: http({ name: 'external-ip', index: 16, externalIPs: true }),
   ranges: http({
     name: 'source-ranges',
@@ -58,7 +85,11 @@ const S = {
   terminating: http({ name: 'terminating', index: 19 }),
   topology: http({ name: 'topology', index: 20 }),
   hairpin: http({ name: 'hairpin', index: 21 }),
-  otherProxy: http({ name: 'other-proxy', index: 22, labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' } }),
+  otherProxy: http({
+    name: 'other-proxy',
+    index: 22,
+    labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' },
+  }),
   udp: { name: 'udp', index: 23, ports: [{ name: 'dns', protocol: 'UDP' as const, port: 53, targetPort: UDP }] },
 } satisfies Record<string, ServiceSpec>;
 
@@ -95,17 +126,47 @@ function cluster(topo: Topology, overrides: Partial<Record<keyof typeof S, Endpo
 
 /** Malformed objects that travel with the good ones: each is reported and skipped. */
 const BAD_OBJECTS: object[] = [
-  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'bad-ip', namespace: 'flows' }, spec: { clusterIP: '10.96.0.300', ports: [{ port: 80 }] } },
-  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'bad-port', namespace: 'flows' }, spec: { clusterIP: '10.96.0.30', ports: [{ port: 70000 }] } },
-  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'x"; flush ruleset', namespace: 'flows' }, spec: { clusterIP: '10.96.0.31', ports: [{ port: 80 }] } },
-  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'bad-proto', namespace: 'flows' }, spec: { clusterIP: '10.96.0.32', ports: [{ port: 80, protocol: 'ICMP' }] } },
+  {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'bad-ip', namespace: 'flows' },
+    spec: { clusterIP: '10.96.0.300', ports: [{ port: 80 }] },
+  },
+  {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'bad-port', namespace: 'flows' },
+    spec: { clusterIP: '10.96.0.30', ports: [{ port: 70000 }] },
+  },
+  {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'x"; flush ruleset', namespace: 'flows' },
+    spec: { clusterIP: '10.96.0.31', ports: [{ port: 80 }] },
+  },
+  {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'bad-proto', namespace: 'flows' },
+    spec: { clusterIP: '10.96.0.32', ports: [{ port: 80, protocol: 'ICMP' }] },
+  },
   {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name: 'huge', namespace: 'flows' },
-    spec: { clusterIP: '10.96.0.33', ports: [{ port: 80 }], externalIPs: Array.from({ length: 10_000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`) },
+    spec: {
+      clusterIP: '10.96.0.33',
+      ports: [{ port: 80 }],
+      externalIPs: Array.from({ length: 10_000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`),
+    },
   },
-  { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'no-label', namespace: 'flows' }, addressType: 'IPv4', endpoints: [] },
+  {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'no-label', namespace: 'flows' },
+    addressType: 'IPv4',
+    endpoints: [],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -120,221 +181,253 @@ function expectAnswered(r: ProbeResult): asserts r is Extract<ProbeResult, { kin
 }
 
 for (const backend of BACKENDS) {
-  describe.skipIf(backend.skip !== undefined)(`packet flows through the ${backend.name} backend${backend.skip ? ` (skipped: ${backend.skip})` : ''}`, () => {
-    let topo: Topology;
-    let first: SyncOutcome;
-    const sync = (objects: readonly object[], flags: readonly string[] = []) => backend.sync(topo, objects, [...BASE_FLAGS, ...flags]);
+  describe.skipIf(backend.skip !== undefined)(
+    `packet flows through the ${backend.name} backend${backend.skip ? ` (skipped: ${backend.skip})` : ''}`,
+    () => {
+      let topo: Topology;
+      let first: SyncOutcome;
+      const sync = (objects: readonly object[], flags: readonly string[] = []) =>
+        backend.sync(topo, objects, [...BASE_FLAGS, ...flags]);
 
-    beforeAll(async () => {
-      topo = await createTopology({
-        pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }, { name: 'c', local: false }, { name: 'd', local: false }],
-        clients: [{ name: 'ext' }, { name: 'ext2' }],
-        tcpPorts: [TCP],
-        udpPorts: [UDP],
-      });
-      // Something listening on the node itself: traffic kproxy does not intercept lands here.
-      await topo.serve(topo.node, { tcp: [30010, 30014], udp: [] });
-      first = await sync([...cluster(topo), ...BAD_OBJECTS]);
-    }, 60_000);
-    afterAll(async () => {
-      await topo?.destroy();
-    });
-
-    it('the sync succeeds, and every malformed object is reported by name and skipped', () => {
-      expect(first.exitCode, JSON.stringify(first.log)).toBe(0);
-      const warnings = first.log.filter((l) => l['msg'] !== undefined && String(l['msg']).startsWith('skipped:')).map((l) => String(l['msg']));
-      for (const name of ['bad-ip', 'bad-port', 'flush ruleset', 'bad-proto', 'huge', 'no-label']) {
-        expect(warnings.some((w) => w.includes(name)), `no warning naming ${name} in ${warnings.join('\n')}`).toBe(true);
-      }
-    });
-
-    for (const fam of FAMILIES) {
-      describe(fam === 'v4' ? 'IPv4' : 'IPv6', () => {
-        const cip = (s: ServiceSpec) => clusterIP(s.index, fam);
-        const tcp = (host: string, port = 80): ProbeSpec => ({ proto: 'tcp', host, port });
-        const udp = (host: string, port = 53): ProbeSpec => ({ proto: 'udp', host, port });
-        const nodeIP = () => topo.node[fam];
-        const from = (name: string) => (name === 'node' ? topo.node : name.startsWith('ext') ? topo.client(name) : topo.pod(name));
-
-        it('ClusterIP from a pod reaches every endpoint, TCP and UDP, with the pod address kept', async () => {
-          const t = await topo.probeMany(from('cli'), tcp(cip(S.web)), 30);
-          expect(pods(t)).toEqual(['a', 'b', 'c']);
-          expect([...t.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
-          const u = await topo.probeMany(from('cli'), udp(cip(S.web)), 30);
-          expect(pods(u)).toEqual(['a', 'b', 'c']);
+      beforeAll(async () => {
+        topo = await createTopology({
+          pods: [
+            { name: 'cli', tcpPorts: [], udpPorts: [] },
+            { name: 'a' },
+            { name: 'b' },
+            { name: 'c', local: false },
+            { name: 'd', local: false },
+          ],
+          clients: [{ name: 'ext' }, { name: 'ext2' }],
+          tcpPorts: [TCP],
+          udpPorts: [UDP],
         });
+        // Something listening on the node itself: traffic kproxy does not intercept lands here.
+        await topo.serve(topo.node, { tcp: [30010, 30014], udp: [] });
+        first = await sync([...cluster(topo), ...BAD_OBJECTS]);
+      }, 60_000);
+      afterAll(async () => {
+        await topo?.destroy();
+      });
 
-        it('ClusterIP from outside the cluster CIDR (an outside client, the node) is masqueraded', async () => {
-          for (const who of ['ext', 'node']) {
-            const r = await topo.probe(from(who), tcp(cip(S.web)));
+      it('the sync succeeds, and every malformed object is reported by name and skipped', () => {
+        expect(first.exitCode, JSON.stringify(first.log)).toBe(0);
+        const warnings = first.log
+          .filter((l) => l['msg'] !== undefined && String(l['msg']).startsWith('skipped:'))
+          .map((l) => String(l['msg']));
+        for (const name of ['bad-ip', 'bad-port', 'flush ruleset', 'bad-proto', 'huge', 'no-label']) {
+          expect(
+            warnings.some((w) => w.includes(name)),
+            `no warning naming ${name} in ${warnings.join('\n')}`,
+          ).toBe(true);
+        }
+      });
+
+      for (const fam of FAMILIES) {
+        describe(fam === 'v4' ? 'IPv4' : 'IPv6', () => {
+          const cip = (s: ServiceSpec) => clusterIP(s.index, fam);
+          const tcp = (host: string, port = 80): ProbeSpec => ({ proto: 'tcp', host, port });
+          const udp = (host: string, port = 53): ProbeSpec => ({ proto: 'udp', host, port });
+          const nodeIP = () => topo.node[fam];
+          const from = (name: string) =>
+            name === 'node' ? topo.node : name.startsWith('ext') ? topo.client(name) : topo.pod(name);
+
+          it('ClusterIP from a pod reaches every endpoint, TCP and UDP, with the pod address kept', async () => {
+            const t = await topo.probeMany(from('cli'), tcp(cip(S.web)), 30);
+            expect(pods(t)).toEqual(['a', 'b', 'c']);
+            expect([...t.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
+            const u = await topo.probeMany(from('cli'), udp(cip(S.web)), 30);
+            expect(pods(u)).toEqual(['a', 'b', 'c']);
+          });
+
+          it('ClusterIP from outside the cluster CIDR (an outside client, the node) is masqueraded', async () => {
+            for (const who of ['ext', 'node']) {
+              const r = await topo.probe(from(who), tcp(cip(S.web)));
+              expectAnswered(r);
+              expect(topo.peerIsNode(r), who).toBe(true);
+            }
+          });
+
+          it('a ClusterIP port the Service does not have is rejected; an unallocated ServiceCIDR address is dropped', async () => {
+            expect((await topo.probe(from('cli'), tcp(cip(S.web), 81))).kind).toBe('rejected');
+            expect((await topo.probe(from('cli'), tcp(clusterIP(200, fam)))).kind).toBe('timeout');
+          });
+
+          it('NodePort on the primary node IP reaches the endpoints, masqueraded; other node addresses are not intercepted', async () => {
+            const t = await topo.probeMany(from('ext'), tcp(nodeIP(), 30010), 20);
+            expect(pods(t)).toEqual(['a', 'b', 'c']);
+            expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
+            // The pod-gateway address is a node address too, but not the primary node IP.
+            const other = await topo.probe(from('cli'), tcp(nthHost(topo.podCidr[fam], 1), 30010));
+            expectAnswered(other);
+            expect(other.pod).toBe('node');
+          });
+
+          it('a Service with no endpoints rejects on its ClusterIP (TCP, UDP), NodePort and externalIP', async () => {
+            expect((await topo.probe(from('cli'), tcp(cip(S.empty)))).kind).toBe('rejected');
+            expect((await topo.probe(from('cli'), udp(cip(S.empty)))).kind).toBe('rejected');
+            expect((await topo.probe(from('ext'), tcp(nodeIP(), 30011))).kind).toBe('rejected');
+            expect((await topo.probe(from('ext'), tcp(externalIP(S.empty.index, fam)))).kind).toBe('rejected');
+          });
+
+          it('internalTrafficPolicy Local: only local endpoints; none local → dropped', async () => {
+            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.itpLocal)), 12))).toEqual(['a']);
+            expect((await topo.probe(from('cli'), tcp(cip(S.itpLocalNone)))).kind).toBe('timeout');
+          });
+
+          it('externalTrafficPolicy Local: outside clients reach local endpoints with their address kept', async () => {
+            const lb = await topo.probeMany(from('ext'), tcp(lbIP(S.etpLocal.index, fam)), 12);
+            expect(pods(lb)).toEqual(['a']);
+            expect([...lb.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
+            const np = await topo.probeMany(from('ext'), tcp(nodeIP(), 30014), 12);
+            expect(pods(np)).toEqual(['a']);
+            expect([...np.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
+          });
+
+          it('externalTrafficPolicy Local: pods short-circuit to all endpoints unmasqueraded, the node is masqueraded', async () => {
+            const p = await topo.probeMany(from('cli'), tcp(lbIP(S.etpLocal.index, fam)), 20);
+            expect(pods(p)).toEqual(['a', 'c']);
+            expect([...p.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
+            const n = await topo.probe(from('node'), tcp(lbIP(S.etpLocal.index, fam)));
+            expectAnswered(n);
+            expect(topo.peerIsNode(n)).toBe(true);
+          });
+
+          it('externalTrafficPolicy Local with no local endpoint: outside traffic dropped, pods still served', async () => {
+            expect((await topo.probe(from('ext'), tcp(lbIP(S.etpLocalNone.index, fam)))).kind).toBe('timeout');
+            expect((await topo.probe(from('ext'), tcp(nodeIP(), 30015))).kind).toBe('timeout');
+            const p = await topo.probe(from('cli'), tcp(lbIP(S.etpLocalNone.index, fam)));
+            expectAnswered(p);
+            expect(p.pod).toBe('c');
+          });
+
+          it('externalIP with policy Cluster reaches every endpoint, masqueraded', async () => {
+            const t = await topo.probeMany(from('ext'), tcp(externalIP(S.extIP.index, fam)), 16);
+            expect(pods(t)).toEqual(['a', 'c']);
+            expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
+          });
+
+          it('loadBalancerSourceRanges: an allowed client reaches the LB IP, another is dropped, NodePort is not filtered', async () => {
+            const ok = await topo.probe(from('ext'), tcp(lbIP(S.ranges.index, fam)));
+            expectAnswered(ok);
+            expect((await topo.probe(from('ext2'), tcp(lbIP(S.ranges.index, fam)))).kind).toBe('timeout');
+            const np = await topo.probe(from('ext2'), tcp(nodeIP(), 30017));
+            expectAnswered(np);
+          });
+
+          it('ClientIP affinity: every connection of a client lands on one endpoint', async () => {
+            for (const who of ['cli', 'ext']) {
+              const t = await topo.probeMany(from(who), tcp(cip(S.affinity)), 15);
+              expect(t.answered, who).toBe(15);
+              expect(t.byPod.size, `${who}: ${JSON.stringify([...t.byPod])}`).toBe(1);
+            }
+          });
+
+          it('with no ready endpoint, serving-terminating endpoints are used (not-serving ones never)', async () => {
+            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.terminating)), 10))).toEqual(['a']);
+          });
+
+          it('topology hints: zone hints matching this node keep traffic in the zone', async () => {
+            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.topology)), 12))).toEqual(['a']);
+          });
+
+          it('hairpin: a pod reaching its own Service and landing on itself is masqueraded', async () => {
+            const r = await topo.probe(from('a'), tcp(cip(S.hairpin)));
             expectAnswered(r);
-            expect(topo.peerIsNode(r), who).toBe(true);
+            expect(r.pod).toBe('a');
+            expect(topo.wasMasqueraded(r, from('a'))).toBe(true);
+          });
+
+          it('a Service labelled for another proxy gets no rules (its address is dropped as unallocated)', async () => {
+            expect((await topo.probe(from('cli'), tcp(cip(S.otherProxy)))).kind).toBe('timeout');
+          });
+        });
+      }
+
+      describe('changes', () => {
+        it('a second sync with nothing changed writes nothing', async () => {
+          const again = await sync([...cluster(topo), ...BAD_OBJECTS]);
+          expect(again.exitCode).toBe(0);
+          expect(
+            again.log.find((l) => l['msg'] === 'kernel already up to date'),
+            JSON.stringify(again.log),
+          ).toBeDefined();
+        });
+
+        it('UDP: after an endpoint change (and a scale to zero) the same client flow follows, stale conntrack removed', async () => {
+          for (const fam of FAMILIES) {
+            const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
+            const before = await topo.probe(topo.pod('cli'), flow);
+            expectAnswered(before);
+            expect(before.pod).toBe('a');
+          }
+          const moved = await sync(cluster(topo, { udp: [{ pod: 'b' }] }));
+          expect(moved.exitCode).toBe(0);
+          for (const fam of FAMILIES) {
+            const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
+            const after = await topo.probe(topo.pod('cli'), flow);
+            expectAnswered(after);
+            expect(after.pod, fam).toBe('b');
+          }
+          const zero = await sync(cluster(topo, { udp: [] }));
+          expect(zero.exitCode).toBe(0);
+          for (const fam of FAMILIES) {
+            const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
+            expect((await topo.probe(topo.pod('cli'), flow)).kind, fam).toBe('rejected');
           }
         });
 
-        it('a ClusterIP port the Service does not have is rejected; an unallocated ServiceCIDR address is dropped', async () => {
-          expect((await topo.probe(from('cli'), tcp(cip(S.web), 81))).kind).toBe('rejected');
-          expect((await topo.probe(from('cli'), tcp(clusterIP(200, fam)))).kind).toBe('timeout');
-        });
-
-        it('NodePort on the primary node IP reaches the endpoints, masqueraded; other node addresses are not intercepted', async () => {
-          const t = await topo.probeMany(from('ext'), tcp(nodeIP(), 30010), 20);
-          expect(pods(t)).toEqual(['a', 'b', 'c']);
-          expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
-          // The pod-gateway address is a node address too, but not the primary node IP.
-          const other = await topo.probe(from('cli'), tcp(nthHost(topo.podCidr[fam], 1), 30010));
-          expectAnswered(other);
-          expect(other.pod).toBe('node');
-        });
-
-        it('a Service with no endpoints rejects on its ClusterIP (TCP, UDP), NodePort and externalIP', async () => {
-          expect((await topo.probe(from('cli'), tcp(cip(S.empty)))).kind).toBe('rejected');
-          expect((await topo.probe(from('cli'), udp(cip(S.empty)))).kind).toBe('rejected');
-          expect((await topo.probe(from('ext'), tcp(nodeIP(), 30011))).kind).toBe('rejected');
-          expect((await topo.probe(from('ext'), tcp(externalIP(S.empty.index, fam)))).kind).toBe('rejected');
-        });
-
-        it('internalTrafficPolicy Local: only local endpoints; none local → dropped', async () => {
-          expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.itpLocal)), 12))).toEqual(['a']);
-          expect((await topo.probe(from('cli'), tcp(cip(S.itpLocalNone)))).kind).toBe('timeout');
-        });
-
-        it('externalTrafficPolicy Local: outside clients reach local endpoints with their address kept', async () => {
-          const lb = await topo.probeMany(from('ext'), tcp(lbIP(S.etpLocal.index, fam)), 12);
-          expect(pods(lb)).toEqual(['a']);
-          expect([...lb.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
-          const np = await topo.probeMany(from('ext'), tcp(nodeIP(), 30014), 12);
-          expect(pods(np)).toEqual(['a']);
-          expect([...np.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
-        });
-
-        it('externalTrafficPolicy Local: pods short-circuit to all endpoints unmasqueraded, the node is masqueraded', async () => {
-          const p = await topo.probeMany(from('cli'), tcp(lbIP(S.etpLocal.index, fam)), 20);
-          expect(pods(p)).toEqual(['a', 'c']);
-          expect([...p.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
-          const n = await topo.probe(from('node'), tcp(lbIP(S.etpLocal.index, fam)));
-          expectAnswered(n);
-          expect(topo.peerIsNode(n)).toBe(true);
-        });
-
-        it('externalTrafficPolicy Local with no local endpoint: outside traffic dropped, pods still served', async () => {
-          expect((await topo.probe(from('ext'), tcp(lbIP(S.etpLocalNone.index, fam)))).kind).toBe('timeout');
-          expect((await topo.probe(from('ext'), tcp(nodeIP(), 30015))).kind).toBe('timeout');
-          const p = await topo.probe(from('cli'), tcp(lbIP(S.etpLocalNone.index, fam)));
-          expectAnswered(p);
-          expect(p.pod).toBe('c');
-        });
-
-        it('externalIP with policy Cluster reaches every endpoint, masqueraded', async () => {
-          const t = await topo.probeMany(from('ext'), tcp(externalIP(S.extIP.index, fam)), 16);
-          expect(pods(t)).toEqual(['a', 'c']);
-          expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
-        });
-
-        it('loadBalancerSourceRanges: an allowed client reaches the LB IP, another is dropped, NodePort is not filtered', async () => {
-          const ok = await topo.probe(from('ext'), tcp(lbIP(S.ranges.index, fam)));
-          expectAnswered(ok);
-          expect((await topo.probe(from('ext2'), tcp(lbIP(S.ranges.index, fam)))).kind).toBe('timeout');
-          const np = await topo.probe(from('ext2'), tcp(nodeIP(), 30017));
-          expectAnswered(np);
-        });
-
-        it('ClientIP affinity: every connection of a client lands on one endpoint', async () => {
-          for (const who of ['cli', 'ext']) {
-            const t = await topo.probeMany(from(who), tcp(cip(S.affinity)), 15);
-            expect(t.answered, who).toBe(15);
-            expect(t.byPod.size, `${who}: ${JSON.stringify([...t.byPod])}`).toBe(1);
+        it('masqueradeAll masquerades pod traffic to ClusterIPs too', async () => {
+          expect((await sync(cluster(topo), ['--masquerade-all'])).exitCode).toBe(0);
+          for (const fam of FAMILIES) {
+            const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 });
+            expectAnswered(r);
+            expect(topo.wasMasqueraded(r, topo.pod('cli')), fam).toBe(true);
           }
         });
 
-        it('with no ready endpoint, serving-terminating endpoints are used (not-serving ones never)', async () => {
-          expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.terminating)), 10))).toEqual(['a']);
+        it('detect-local InterfaceNamePrefix: pods (by interface) keep their address, outside clients are masqueraded', async () => {
+          const podIfacePrefix = `kp${topo.id}p`;
+          const r = await sync(cluster(topo), [
+            '--detect-local-mode=InterfaceNamePrefix',
+            `--pod-interface-name-prefix=${podIfacePrefix}`,
+          ]);
+          expect(r.exitCode, JSON.stringify(r.log)).toBe(0);
+          for (const fam of FAMILIES) {
+            const pod = await topo.probe(topo.pod('cli'), {
+              proto: 'tcp',
+              host: clusterIP(S.web.index, fam),
+              port: 80,
+            });
+            expectAnswered(pod);
+            expect(topo.wasMasqueraded(pod, topo.pod('cli')), fam).toBe(false);
+            const ext = await topo.probe(topo.client('ext'), {
+              proto: 'tcp',
+              host: clusterIP(S.web.index, fam),
+              port: 80,
+            });
+            expectAnswered(ext);
+            expect(topo.wasMasqueraded(ext, topo.client('ext')), fam).toBe(true);
+          }
         });
 
-        it('topology hints: zone hints matching this node keep traffic in the zone', async () => {
-          expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.topology)), 12))).toEqual(['a']);
-        });
-
-        it('hairpin: a pod reaching its own Service and landing on itself is masqueraded', async () => {
-          const r = await topo.probe(from('a'), tcp(cip(S.hairpin)));
+        it('nodePortAddresses all: NodePorts answer on every node address', async () => {
+          expect((await sync(cluster(topo), ['--nodeport-addresses=all'])).exitCode).toBe(0);
+          const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: '10.244.0.1', port: 30010 });
           expectAnswered(r);
-          expect(r.pod).toBe('a');
-          expect(topo.wasMasqueraded(r, from('a'))).toBe(true);
+          expect(['a', 'b', 'c']).toContain(r.pod);
         });
 
-        it('a Service labelled for another proxy gets no rules (its address is dropped as unallocated)', async () => {
-          expect((await topo.probe(from('cli'), tcp(cip(S.otherProxy)))).kind).toBe('timeout');
+        it('all Services deleted: their addresses stop answering; cleanup removes the tables', async () => {
+          expect((await sync(nodeObjects(topo))).exitCode).toBe(0);
+          expect(
+            (await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, 'v4'), port: 80 })).kind,
+          ).toBe('timeout');
+          expect(await topo.nft(['list', 'tables'])).toContain('kproxy');
+          expect((await backend.cleanup(topo)).exitCode).toBe(0);
+          expect(await topo.nft(['list', 'tables'])).not.toContain('kproxy');
         });
       });
-    }
-
-    describe('changes', () => {
-      it('a second sync with nothing changed writes nothing', async () => {
-        const again = await sync([...cluster(topo), ...BAD_OBJECTS]);
-        expect(again.exitCode).toBe(0);
-        expect(again.log.find((l) => l['msg'] === 'kernel already up to date'), JSON.stringify(again.log)).toBeDefined();
-      });
-
-      it('UDP: after an endpoint change (and a scale to zero) the same client flow follows, stale conntrack removed', async () => {
-        for (const fam of FAMILIES) {
-          const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
-          const before = await topo.probe(topo.pod('cli'), flow);
-          expectAnswered(before);
-          expect(before.pod).toBe('a');
-        }
-        const moved = await sync(cluster(topo, { udp: [{ pod: 'b' }] }));
-        expect(moved.exitCode).toBe(0);
-        for (const fam of FAMILIES) {
-          const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
-          const after = await topo.probe(topo.pod('cli'), flow);
-          expectAnswered(after);
-          expect(after.pod, fam).toBe('b');
-        }
-        const zero = await sync(cluster(topo, { udp: [] }));
-        expect(zero.exitCode).toBe(0);
-        for (const fam of FAMILIES) {
-          const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
-          expect((await topo.probe(topo.pod('cli'), flow)).kind, fam).toBe('rejected');
-        }
-      });
-
-      it('masqueradeAll masquerades pod traffic to ClusterIPs too', async () => {
-        expect((await sync(cluster(topo), ['--masquerade-all'])).exitCode).toBe(0);
-        for (const fam of FAMILIES) {
-          const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 });
-          expectAnswered(r);
-          expect(topo.wasMasqueraded(r, topo.pod('cli')), fam).toBe(true);
-        }
-      });
-
-      it('detect-local InterfaceNamePrefix: pods (by interface) keep their address, outside clients are masqueraded', async () => {
-        const podIfacePrefix = `kp${topo.id}p`;
-        const r = await sync(cluster(topo), ['--detect-local-mode=InterfaceNamePrefix', `--pod-interface-name-prefix=${podIfacePrefix}`]);
-        expect(r.exitCode, JSON.stringify(r.log)).toBe(0);
-        for (const fam of FAMILIES) {
-          const pod = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 });
-          expectAnswered(pod);
-          expect(topo.wasMasqueraded(pod, topo.pod('cli')), fam).toBe(false);
-          const ext = await topo.probe(topo.client('ext'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 });
-          expectAnswered(ext);
-          expect(topo.wasMasqueraded(ext, topo.client('ext')), fam).toBe(true);
-        }
-      });
-
-      it('nodePortAddresses all: NodePorts answer on every node address', async () => {
-        expect((await sync(cluster(topo), ['--nodeport-addresses=all'])).exitCode).toBe(0);
-        const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: '10.244.0.1', port: 30010 });
-        expectAnswered(r);
-        expect(['a', 'b', 'c']).toContain(r.pod);
-      });
-
-      it('all Services deleted: their addresses stop answering; cleanup removes the tables', async () => {
-        expect((await sync(nodeObjects(topo))).exitCode).toBe(0);
-        expect((await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, 'v4'), port: 80 })).kind).toBe('timeout');
-        expect(await topo.nft(['list', 'tables'])).toContain('kproxy');
-        expect((await backend.cleanup(topo)).exitCode).toBe(0);
-        expect(await topo.nft(['list', 'tables'])).not.toContain('kproxy');
-      });
-    });
-  });
+    },
+  );
 }

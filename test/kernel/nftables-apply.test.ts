@@ -14,7 +14,10 @@ import { sampleStateV4, sampleStateV6 } from '../support/states.ts';
 const listRuleset = async (ns: string) => (await execa('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout;
 
 describe('nftables rendering against the kernel', () => {
-  for (const [label, state] of [['IPv4', sampleStateV4()], ['IPv6', sampleStateV6()]] as const) {
+  for (const [label, state] of [
+    ['IPv4', sampleStateV4()],
+    ['IPv6', sampleStateV6()],
+  ] as const) {
     it(`${label}: text and JSON notations load the same ruleset`, async () => {
       const { ruleset, problems } = renderNftables(state);
       expect(problems).toEqual([]);

@@ -15,7 +15,9 @@ async function kernelView(nft: Nft) {
   const t = parseObservedTable(await nft.listTable('ip', 'kproxy'));
   return {
     chains: Object.fromEntries([...t.chains].sort(([a], [b]) => a.localeCompare(b))),
-    sets: Object.fromEntries([...t.sets].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, [...v.elements].sort()])),
+    sets: Object.fromEntries(
+      [...t.sets].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, [...v.elements].sort()]),
+    ),
   };
 }
 
@@ -32,15 +34,35 @@ const base = sampleStateV4();
 const changes: Record<string, (s: NodeState) => NodeState> = {
   'a Service added': (s) => ({
     ...s,
-    servicePorts: [...s.servicePorts, servicePort({ clusterIP: '10.96.0.99', internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.9', port: 80, isLocal: true }] } })],
+    servicePorts: [
+      ...s.servicePorts,
+      servicePort({
+        clusterIP: '10.96.0.99',
+        internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.9', port: 80, isLocal: true }] },
+      }),
+    ],
   }),
   'a Service removed': (s) => ({ ...s, servicePorts: s.servicePorts.slice(1) }),
   'endpoints changed': (s) => ({
     ...s,
-    servicePorts: s.servicePorts.map((sp, i) => (i === 0 ? { ...sp, internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.3', port: 8080, isLocal: true }] } } : sp)),
+    servicePorts: s.servicePorts.map((sp, i) =>
+      i === 0
+        ? { ...sp, internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.3', port: 8080, isLocal: true }] } }
+        : sp,
+    ),
   }),
-  'affinity timeout changed': (s) => ({ ...s, servicePorts: s.servicePorts.map((sp) => (sp.affinityTimeoutSeconds ? { ...sp, affinityTimeoutSeconds: 30 } : sp)) }),
-  'everything scaled to zero': (s) => ({ ...s, servicePorts: s.servicePorts.map((sp) => ({ ...sp, internal: { kind: 'reject' }, ...(sp.external ? { external: { kind: 'reject' } } : {}) })) }),
+  'affinity timeout changed': (s) => ({
+    ...s,
+    servicePorts: s.servicePorts.map((sp) => (sp.affinityTimeoutSeconds ? { ...sp, affinityTimeoutSeconds: 30 } : sp)),
+  }),
+  'everything scaled to zero': (s) => ({
+    ...s,
+    servicePorts: s.servicePorts.map((sp) => ({
+      ...sp,
+      internal: { kind: 'reject' },
+      ...(sp.external ? { external: { kind: 'reject' } } : {}),
+    })),
+  }),
   'detector and masqueradeAll changed': (s) => ({ ...s, masqueradeAll: true, localDetector: { kind: 'none' } }),
   'masquerade bit changed': (s) => ({ ...s, masqueradeMark: 0x8000 }),
   'all Services deleted': (s) => ({ ...s, servicePorts: [] }),
@@ -71,7 +93,20 @@ describe('incremental nftables sync', () => {
       const before = await kernelView(nft);
       // A jump to a chain that does not exist: nft accepts the syntax, the kernel refuses the commit.
       const broken = renderNftables(base).ruleset;
-      const sabotaged = { ...broken, chains: broken.chains.map((c) => (c.name === 'services' ? { ...c, rules: [...c.rules, { statements: [{ text: 'jump no-such-chain', json: { jump: { target: 'no-such-chain' } } }] }] } : c)) };
+      const sabotaged = {
+        ...broken,
+        chains: broken.chains.map((c) =>
+          c.name === 'services'
+            ? {
+                ...c,
+                rules: [
+                  ...c.rules,
+                  { statements: [{ text: 'jump no-such-chain', json: { jump: { target: 'no-such-chain' } } }] },
+                ],
+              }
+            : c,
+        ),
+      };
       await expect(backend.sync([sabotaged])).rejects.toThrow(/nft rejected the transaction/);
       expect(await kernelView(nft)).toEqual(before);
     });
@@ -84,7 +119,10 @@ describe('incremental nftables sync', () => {
       const rs = renderNftables(base).ruleset;
       await backend.sync([rs]);
       const want = await kernelView(nft);
-      await nft.apply([{ text: 'flush chain ip kproxy services', json: null }, { text: 'delete element ip kproxy service-ips { 10.96.0.5 . tcp . 80 }', json: null }]);
+      await nft.apply([
+        { text: 'flush chain ip kproxy services', json: null },
+        { text: 'delete element ip kproxy service-ips { 10.96.0.5 . tcp . 80 }', json: null },
+      ]);
       expect(await backend.matches([rs])).toBe(false);
       await backend.sync([rs]);
       expect(await kernelView(nft)).toEqual(want);
@@ -98,7 +136,14 @@ describe('incremental nftables sync', () => {
 describe('TableState.update: the commands of a partial sync', () => {
   const fragmentsOf = (s: NodeState) => s.servicePorts.map((sp) => renderServicePort(sp, fragmentContext(s)));
   // Changes of service ports only; a context change makes the daemon re-render everything.
-  const portChanges = ['a Service added', 'a Service removed', 'endpoints changed', 'affinity timeout changed', 'everything scaled to zero', 'all Services deleted'];
+  const portChanges = [
+    'a Service added',
+    'a Service removed',
+    'endpoints changed',
+    'affinity timeout changed',
+    'everything scaled to zero',
+    'all Services deleted',
+  ];
   for (const label of portChanges) {
     it(`${label}: swapping the changed fragments leaves the kernel equal to a fresh load`, async () => {
       const next = changes[label]!(base);
@@ -119,8 +164,22 @@ describe('TableState.update: the commands of a partial sync', () => {
   }
 
   it('a conflict resolved by a removal hands the frontend to the next claimant', async () => {
-    const owner = servicePort({ ref: { namespace: 'default', name: 'a-owner', portName: 'p', protocol: 'TCP' }, key: 'default/a-owner:p', clusterIP: '10.96.1.1', externalIPs: ['192.0.2.77'], internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] }, external: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] } });
-    const thief = servicePort({ ref: { namespace: 'default', name: 'z-thief', portName: 'p', protocol: 'TCP' }, key: 'default/z-thief:p', clusterIP: '10.96.1.2', externalIPs: ['192.0.2.77'], internal: { kind: 'reject' }, external: { kind: 'reject' } });
+    const owner = servicePort({
+      ref: { namespace: 'default', name: 'a-owner', portName: 'p', protocol: 'TCP' },
+      key: 'default/a-owner:p',
+      clusterIP: '10.96.1.1',
+      externalIPs: ['192.0.2.77'],
+      internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] },
+      external: { kind: 'cluster', endpoints: [{ ip: '10.244.0.5', port: 80, isLocal: true }] },
+    });
+    const thief = servicePort({
+      ref: { namespace: 'default', name: 'z-thief', portName: 'p', protocol: 'TCP' },
+      key: 'default/z-thief:p',
+      clusterIP: '10.96.1.2',
+      externalIPs: ['192.0.2.77'],
+      internal: { kind: 'reject' },
+      external: { kind: 'reject' },
+    });
     const both = { ...base, servicePorts: [owner, thief] };
     const table = new TableState(both, fragmentsOf(both));
     expect(table.problems().map((p) => p.object)).toEqual(['default/z-thief']);

@@ -73,7 +73,9 @@ export interface EndpointInit {
 /** An endpoint; conditions default as the API defaults them (ready, serving, not terminating). */
 export function ep(address: string, init: EndpointInit = {}): Endpoint {
   const hints =
-    init.forZones !== undefined || init.forNodes !== undefined ? { forZones: init.forZones ?? [], forNodes: init.forNodes ?? [] } : undefined;
+    init.forZones !== undefined || init.forNodes !== undefined
+      ? { forZones: init.forZones ?? [], forNodes: init.forNodes ?? [] }
+      : undefined;
   return {
     address: ip(address),
     conditions: { ready: init.ready ?? true, serving: init.serving ?? true, terminating: init.terminating ?? false },
@@ -150,7 +152,9 @@ export function snapshot(init: SnapshotInit = {}): ClusterSnapshot {
   };
 }
 
-export type OptionsInit = Partial<Omit<NodeStateOptions, 'clusterCIDRs'>> & { readonly clusterCIDRs?: readonly string[] };
+export type OptionsInit = Partial<Omit<NodeStateOptions, 'clusterCIDRs'>> & {
+  readonly clusterCIDRs?: readonly string[];
+};
 
 /** Options as the defaults give them (detect-local ClusterCIDR, nodePortAddresses primary, bit 14), node `NODE`. */
 export function options(init: OptionsInit = {}): NodeStateOptions {

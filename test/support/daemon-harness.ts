@@ -73,7 +73,10 @@ export interface CapturedLog {
 
 export function captureLog(level = 'debug'): CapturedLog {
   const lines: LogLine[] = [];
-  const log = pino({ level, base: undefined }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
+  const log = pino(
+    { level, base: undefined },
+    { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) },
+  );
   return { log, lines };
 }
 
@@ -113,7 +116,12 @@ export function showLog(lines: readonly LogLine[], last = 40): string {
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `check` until it returns true; throws with `describe()` (if given) on timeout. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, opts: { intervalMs?: number; describe?: () => string | Promise<string> } = {}): Promise<number> {
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  opts: { intervalMs?: number; describe?: () => string | Promise<string> } = {},
+): Promise<number> {
   const started = Date.now();
   for (;;) {
     if (await check()) return Date.now() - started;
@@ -147,7 +155,8 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
     if (!m || m[1] !== name) continue;
     const have = new Map<string, string>();
-    for (const pair of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) have.set(pair[1] ?? '', pair[2] ?? '');
+    for (const pair of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      have.set(pair[1] ?? '', pair[2] ?? '');
     if (!Object.entries(labels).every(([k, v]) => have.get(k) === v)) continue;
     sum = (sum ?? 0) + Number(m[4]);
   }
@@ -213,7 +222,12 @@ export function nodeObject(topo: Topology): Obj {
   return {
     metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     spec: { podCIDRs: [topo.podCidr.v4, topo.podCidr.v6] },
-    status: { addresses: [{ type: 'InternalIP', address: topo.node.v4 }, { type: 'InternalIP', address: topo.node.v6 }] },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: topo.node.v4 },
+        { type: 'InternalIP', address: topo.node.v6 },
+      ],
+    },
   };
 }
 
@@ -243,7 +257,13 @@ export interface EndpointRef {
   readonly node?: string;
 }
 
-export function endpointSlice(topo: Topology, name: string, serviceName: string, eps: readonly (string | EndpointRef)[], extra: { annotations?: Record<string, string> } = {}): Obj {
+export function endpointSlice(
+  topo: Topology,
+  name: string,
+  serviceName: string,
+  eps: readonly (string | EndpointRef)[],
+  extra: { annotations?: Record<string, string> } = {},
+): Obj {
   return {
     metadata: {
       name,
@@ -255,7 +275,11 @@ export function endpointSlice(topo: Topology, name: string, serviceName: string,
     ports: [{ name: 'http', protocol: 'TCP', port: POD_PORT }],
     endpoints: eps.map((e) => {
       const ref = typeof e === 'string' ? { pod: e } : e;
-      return { addresses: [topo.pod(ref.pod).v4], conditions: { ready: true, serving: true, terminating: false }, nodeName: ref.node ?? NODE };
+      return {
+        addresses: [topo.pod(ref.pod).v4],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: ref.node ?? NODE,
+      };
     }),
   };
 }

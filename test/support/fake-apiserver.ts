@@ -322,7 +322,8 @@ export class FakeApiServer {
     const o = structuredClone(obj) as Obj;
     const meta = isRecord(o['metadata']) ? o['metadata'] : {};
     o['metadata'] = meta;
-    if (typeof meta['name'] !== 'string' || meta['name'] === '') throw new Error('fake apiserver: metadata.name is required');
+    if (typeof meta['name'] !== 'string' || meta['name'] === '')
+      throw new Error('fake apiserver: metadata.name is required');
     if (info.namespaced) {
       if (typeof meta['namespace'] !== 'string' || meta['namespace'] === '') meta['namespace'] = 'default';
     } else {
@@ -349,7 +350,11 @@ export class FakeApiServer {
     for (const w of this.#watchers) {
       if (!w.bookmarks) continue;
       const info = RESOURCES[w.kind];
-      writeEvent(w.res, 'BOOKMARK', { kind: info.kind, apiVersion: info.apiVersion, metadata: { resourceVersion: String(this.#rv) } });
+      writeEvent(w.res, 'BOOKMARK', {
+        kind: info.kind,
+        apiVersion: info.apiVersion,
+        metadata: { resourceVersion: String(this.#rv) },
+      });
     }
   }
 
@@ -388,7 +393,8 @@ export class FakeApiServer {
 
     const discovery = this.#discovery(path);
     if (discovery !== undefined) return sendJson(res, 200, discovery);
-    if (path === '/version') return sendJson(res, 200, { major: '1', minor: '34', gitVersion: 'v1.34.0-fake', platform: 'linux/amd64' });
+    if (path === '/version')
+      return sendJson(res, 200, { major: '1', minor: '34', gitVersion: 'v1.34.0-fake', platform: 'linux/amd64' });
     if (path === '/healthz' || path === '/livez' || path === '/readyz') {
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok');
       return;
@@ -486,7 +492,12 @@ export class FakeApiServer {
       meta['name'] = `${prefix}${randomUUID().slice(0, 8)}`;
     }
     if (meta['namespace'] !== undefined && meta['namespace'] !== namespace) {
-      return sendStatus(res, 400, 'BadRequest', 'the namespace of the object does not match the namespace on the request');
+      return sendStatus(
+        res,
+        400,
+        'BadRequest',
+        'the namespace of the object does not match the namespace on the request',
+      );
     }
     meta['namespace'] = namespace;
     meta['uid'] = randomUUID();
@@ -500,7 +511,10 @@ export class FakeApiServer {
   #route(path: string): { info: ResourceInfo; namespace?: string; name?: string } | undefined {
     for (const info of Object.values(RESOURCES)) {
       if (this.#disabled.has(info.kind) || !path.startsWith(`${info.prefix}/`)) continue;
-      const rest = path.slice(info.prefix.length + 1).split('/').map(decodeURIComponent);
+      const rest = path
+        .slice(info.prefix.length + 1)
+        .split('/')
+        .map(decodeURIComponent);
       if (rest[0] === info.plural && rest.length <= 2) {
         if (rest.length === 1) return { info };
         // A namespaced kind's single object lives under namespaces/NS/.
@@ -517,7 +531,11 @@ export class FakeApiServer {
   #discovery(path: string): unknown {
     const served = KINDS.filter((k) => !this.#disabled.has(k)).map((k) => RESOURCES[k]);
     if (path === '/api') {
-      return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.port}` }] };
+      return {
+        kind: 'APIVersions',
+        versions: ['v1'],
+        serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.port}` }],
+      };
     }
     const groups = ['discovery.k8s.io', 'networking.k8s.io', 'events.k8s.io'];
     if (path === '/apis') {
@@ -546,10 +564,23 @@ export class FakeApiServer {
     if (extras === undefined) return undefined;
     const verbs = ['get', 'list', 'watch'];
     const resources = [
-      ...served.filter((r) => r.prefix === path).map((r) => ({ name: r.plural, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs })),
-      ...extras.map((e) => ({ name: e.name, singularName: '', namespaced: e.namespaced, kind: e.kind, verbs: [...verbs, 'create'] })),
+      ...served
+        .filter((r) => r.prefix === path)
+        .map((r) => ({ name: r.plural, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs })),
+      ...extras.map((e) => ({
+        name: e.name,
+        singularName: '',
+        namespaced: e.namespaced,
+        kind: e.kind,
+        verbs: [...verbs, 'create'],
+      })),
     ];
-    return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: path === '/api/v1' ? 'v1' : path.slice('/apis/'.length), resources };
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: path === '/api/v1' ? 'v1' : path.slice('/apis/'.length),
+      resources,
+    };
   }
 }
 

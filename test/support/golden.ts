@@ -32,7 +32,11 @@ export function readFlags(text: string): string[] {
 
 /** The real pipeline, as `kproxy dump` runs it, on one manifest text. `--config` paths resolve against `baseDir`. */
 export function runPipeline(yaml: string, flags: readonly string[], baseDir: string = GOLDEN_DIR): PipelineRun {
-  const loaded = loadProxyConfig({ argv: flags, hostname: 'unused', readFile: (p) => readFileSync(resolve(baseDir, p), 'utf8') });
+  const loaded = loadProxyConfig({
+    argv: flags,
+    hostname: 'unused',
+    readFile: (p) => readFileSync(resolve(baseDir, p), 'utf8'),
+  });
   const parsed = parseManifestText(yaml, 'input.yaml');
   const { snapshot, problems } = buildSnapshot(parsed.objects, loaded.config.nodeName);
   const desired = desiredState(snapshot, loaded.config);

@@ -7,7 +7,9 @@ import type { EndpointTarget, NodeState, ServicePortState } from '../../src/mode
 
 const ep = (ip: string, port: number, isLocal = false): EndpointTarget => ({ ip, port, isLocal });
 
-export function servicePort(partial: Partial<ServicePortState> & Pick<ServicePortState, 'clusterIP' | 'internal'>): ServicePortState {
+export function servicePort(
+  partial: Partial<ServicePortState> & Pick<ServicePortState, 'clusterIP' | 'internal'>,
+): ServicePortState {
   const name = partial.ref?.name ?? 'svc';
   return {
     ref: { namespace: 'default', name, portName: 'p', protocol: 'TCP' },
@@ -45,8 +47,21 @@ export function sampleStateV4(): NodeState {
     nodeName: 'node-a',
     nodeIPs: [],
     servicePorts: [
-      servicePort({ ref: { namespace: 'default', name: 'affinity', portName: 'p', protocol: 'TCP' }, key: 'default/affinity:p', clusterIP: '10.96.0.5', affinityTimeoutSeconds: 60, internal: { kind: 'cluster', endpoints: [a, b] } }),
-      servicePort({ ref: { namespace: 'default', name: 'empty', portName: 'p', protocol: 'UDP' }, key: 'default/empty:p', clusterIP: '10.96.0.6', internal: { kind: 'reject' }, nodePort: 30006, external: { kind: 'reject' } }),
+      servicePort({
+        ref: { namespace: 'default', name: 'affinity', portName: 'p', protocol: 'TCP' },
+        key: 'default/affinity:p',
+        clusterIP: '10.96.0.5',
+        affinityTimeoutSeconds: 60,
+        internal: { kind: 'cluster', endpoints: [a, b] },
+      }),
+      servicePort({
+        ref: { namespace: 'default', name: 'empty', portName: 'p', protocol: 'UDP' },
+        key: 'default/empty:p',
+        clusterIP: '10.96.0.6',
+        internal: { kind: 'reject' },
+        nodePort: 30006,
+        external: { kind: 'reject' },
+      }),
       servicePort({
         ref: { namespace: 'default', name: 'lb', portName: 'p', protocol: 'TCP' },
         key: 'default/lb:p',
@@ -59,7 +74,14 @@ export function sampleStateV4(): NodeState {
         external: { kind: 'local', local: [a], cluster: [a, b] },
         localEndpointCount: 1,
       }),
-      servicePort({ ref: { namespace: 'default', name: 'np', portName: 'p', protocol: 'SCTP' }, key: 'default/np:p', clusterIP: '10.96.0.8', nodePort: 30008, internal: { kind: 'drop' }, external: { kind: 'cluster', endpoints: [b] } }),
+      servicePort({
+        ref: { namespace: 'default', name: 'np', portName: 'p', protocol: 'SCTP' },
+        key: 'default/np:p',
+        clusterIP: '10.96.0.8',
+        nodePort: 30008,
+        internal: { kind: 'drop' },
+        external: { kind: 'cluster', endpoints: [b] },
+      }),
     ],
     serviceCIDRs: [{ family: 'ipv4', address: '10.96.0.0', prefixLength: 16 }],
     localDetector: { kind: 'cidrs', cidrs: [{ family: 'ipv4', address: '10.244.0.0', prefixLength: 16 }] },
@@ -76,7 +98,13 @@ export function sampleStateV6(): NodeState {
     nodeName: 'node-a',
     nodeIPs: [],
     servicePorts: [
-      servicePort({ clusterIP: 'fd00:96::5', affinityTimeoutSeconds: 10800, nodePort: 30005, internal: { kind: 'cluster', endpoints: [a] }, external: { kind: 'cluster', endpoints: [a] } }),
+      servicePort({
+        clusterIP: 'fd00:96::5',
+        affinityTimeoutSeconds: 10800,
+        nodePort: 30005,
+        internal: { kind: 'cluster', endpoints: [a] },
+        external: { kind: 'cluster', endpoints: [a] },
+      }),
     ],
     serviceCIDRs: [{ family: 'ipv6', address: 'fd00:96::', prefixLength: 108 }],
     localDetector: { kind: 'interfacePrefix', prefix: 'veth' },

@@ -36,7 +36,11 @@ function only(state: NodeState): ServicePortState {
 }
 
 /** Shorthand for one service `web` with the given slices (and optional Service fields). */
-function web(slices: ReturnType<typeof slice>[], init: Parameters<typeof service>[1] = {}, extra: SnapshotInit = {}): ServicePortState {
+function web(
+  slices: ReturnType<typeof slice>[],
+  init: Parameters<typeof service>[1] = {},
+  extra: SnapshotInit = {},
+): ServicePortState {
   return only(build({ services: [service('web', init)], slices, node: node({ zone: 'zone-a' }), ...extra }));
 }
 
@@ -101,7 +105,10 @@ describe('buildNodeState: service ports', () => {
   });
 
   it('the local copy that wins brings its own conditions (a not-ready local copy beats a ready remote one)', () => {
-    const sp = web([slice('web', [remote('10.244.0.5')]), slice('web', [local('10.244.0.5', { ready: false, serving: false })])]);
+    const sp = web([
+      slice('web', [remote('10.244.0.5')]),
+      slice('web', [local('10.244.0.5', { ready: false, serving: false })]),
+    ]);
     expect(sp.internal).toEqual({ kind: 'reject' });
   });
 
@@ -157,7 +164,9 @@ describe('buildNodeState: service ports', () => {
     expect(v6.clusterIP).toBe('fd00:96::10');
     expect(v6.internal).toEqual({ kind: 'cluster', endpoints: [t('fd00:244::2')] });
     // Only an IPv6 slice for an IPv4 Service: no endpoints.
-    expect(only(build({ services: [service('web')], slices: [slice('web', [remote('fd00:244::2')])] })).internal).toEqual({
+    expect(
+      only(build({ services: [service('web')], slices: [slice('web', [remote('fd00:244::2')])] })).internal,
+    ).toEqual({
       kind: 'reject',
     });
   });
@@ -182,13 +191,20 @@ describe('buildNodeState: service ports', () => {
         service('alpha', { namespace: 'a-ns', clusterIPs: ['10.96.0.1'] }),
       ],
     });
-    expect(state.servicePorts.map((s) => s.key)).toEqual(['a-ns/alpha:http', 'default/alpha:http', 'default/alpha:metrics', 'default/zeta:http']);
+    expect(state.servicePorts.map((s) => s.key)).toEqual([
+      'a-ns/alpha:http',
+      'default/alpha:http',
+      'default/alpha:metrics',
+      'default/zeta:http',
+    ]);
   });
 });
 
 describe('buildNodeState: traffic policies', () => {
   it('internalTrafficPolicy Local with local endpoints: only the local ones', () => {
-    const sp = web([slice('web', [remote('10.244.1.2'), local('10.244.0.2'), local('10.244.0.3')])], { internalTrafficPolicy: 'Local' });
+    const sp = web([slice('web', [remote('10.244.1.2'), local('10.244.0.2'), local('10.244.0.3')])], {
+      internalTrafficPolicy: 'Local',
+    });
     expect(sp.internal).toEqual({ kind: 'local', endpoints: [tl('10.244.0.2'), tl('10.244.0.3')] });
   });
 
@@ -209,8 +225,15 @@ describe('buildNodeState: traffic policies', () => {
   });
 
   it('externalTrafficPolicy Local: local list plus the cluster list for short-circuits', () => {
-    const sp = web([slice('web', [remote('10.244.1.2'), local('10.244.0.2')])], { ...NODE_PORT, externalTrafficPolicy: 'Local' });
-    expect(sp.external).toEqual({ kind: 'local', local: [tl('10.244.0.2')], cluster: [tl('10.244.0.2'), t('10.244.1.2')] });
+    const sp = web([slice('web', [remote('10.244.1.2'), local('10.244.0.2')])], {
+      ...NODE_PORT,
+      externalTrafficPolicy: 'Local',
+    });
+    expect(sp.external).toEqual({
+      kind: 'local',
+      local: [tl('10.244.0.2')],
+      cluster: [tl('10.244.0.2'), t('10.244.1.2')],
+    });
     // internalTrafficPolicy is independent.
     expect(sp.internal).toEqual({ kind: 'cluster', endpoints: [tl('10.244.0.2'), t('10.244.1.2')] });
   });
@@ -222,7 +245,10 @@ describe('buildNodeState: traffic policies', () => {
 
   it('no endpoints at all: internal and external reject, for either policy', () => {
     for (const externalTrafficPolicy of ['Cluster', 'Local'] as const) {
-      const sp = web([slice('web', [remote('10.244.1.2', { ready: false, serving: false })])], { ...NODE_PORT, externalTrafficPolicy });
+      const sp = web([slice('web', [remote('10.244.1.2', { ready: false, serving: false })])], {
+        ...NODE_PORT,
+        externalTrafficPolicy,
+      });
       expect(sp.internal).toEqual({ kind: 'reject' });
       expect(sp.external).toEqual({ kind: 'reject' });
     }
@@ -235,7 +261,11 @@ describe('buildNodeState: traffic policies', () => {
       internalTrafficPolicy: 'Local',
     });
     expect(sp.internal).toEqual({ kind: 'local', endpoints: [tl('10.244.0.2')] });
-    expect(sp.external).toEqual({ kind: 'local', local: [tl('10.244.0.2')], cluster: [tl('10.244.0.2'), t('10.244.1.2')] });
+    expect(sp.external).toEqual({
+      kind: 'local',
+      local: [tl('10.244.0.2')],
+      cluster: [tl('10.244.0.2'), t('10.244.1.2')],
+    });
   });
 
   it('externally accessible through a nodePort, an externalIP or an LB IP of the family; otherwise no external', () => {
@@ -265,7 +295,9 @@ describe('buildNodeState: terminating endpoints', () => {
   });
 
   it('local: local ready ones; else local serving-terminating ones even when remote ready ones exist', () => {
-    const withReady = web([slice('web', [local('10.244.0.2'), terminating('10.244.0.3', { node: NODE })])], { internalTrafficPolicy: 'Local' });
+    const withReady = web([slice('web', [local('10.244.0.2'), terminating('10.244.0.3', { node: NODE })])], {
+      internalTrafficPolicy: 'Local',
+    });
     expect(withReady.internal).toEqual({ kind: 'local', endpoints: [tl('10.244.0.2')] });
 
     const fallback = web([slice('web', [remote('10.244.1.2'), terminating('10.244.0.3', { node: NODE })])], {
@@ -299,7 +331,10 @@ describe('buildNodeState: terminating endpoints', () => {
     const notServing = terminating('10.244.1.2', { serving: false });
     const notReadyNotTerminating = remote('10.244.1.3', { ready: false, serving: true, terminating: false });
     const localNotServing = terminating('10.244.0.2', { node: NODE, serving: false });
-    const sp = web([slice('web', [notServing, notReadyNotTerminating, localNotServing])], { ...NODE_PORT, externalTrafficPolicy: 'Local' });
+    const sp = web([slice('web', [notServing, notReadyNotTerminating, localNotServing])], {
+      ...NODE_PORT,
+      externalTrafficPolicy: 'Local',
+    });
     expect(sp.internal).toEqual({ kind: 'reject' });
     expect(sp.external).toEqual({ kind: 'reject' });
     expect(sp.localEndpointCount).toBe(0);
@@ -344,7 +379,13 @@ describe('buildNodeState: topology', () => {
   });
 
   it('PreferSameZone: every ready endpoint has zone hints and one matches the node zone label', () => {
-    const sp = web([slice('web', [zoned('10.244.1.2', ['zone-a']), zoned('10.244.1.3', ['zone-b']), zoned('10.244.1.4', ['zone-b', 'zone-a'])])]);
+    const sp = web([
+      slice('web', [
+        zoned('10.244.1.2', ['zone-a']),
+        zoned('10.244.1.3', ['zone-b']),
+        zoned('10.244.1.4', ['zone-b', 'zone-a']),
+      ]),
+    ]);
     expect(sp.internal).toEqual({ kind: 'cluster', endpoints: [t('10.244.1.2'), t('10.244.1.4')] });
   });
 
@@ -364,7 +405,9 @@ describe('buildNodeState: topology', () => {
   });
 
   it('only ready endpoints count: a hintless not-ready endpoint does not disable filtering', () => {
-    const sp = web([slice('web', [zoned('10.244.1.2', ['zone-a']), zoned('10.244.1.3', ['zone-b']), terminating('10.244.1.4')])]);
+    const sp = web([
+      slice('web', [zoned('10.244.1.2', ['zone-a']), zoned('10.244.1.3', ['zone-b']), terminating('10.244.1.4')]),
+    ]);
     expect(sp.internal).toEqual({ kind: 'cluster', endpoints: [t('10.244.1.2')] });
   });
 
@@ -383,12 +426,22 @@ describe('buildNodeState: topology', () => {
   });
 
   it('PreferSameNode works without a Node object (it needs only the node name)', () => {
-    const slices = [slice('web', [local('10.244.0.2', { forNodes: [NODE] }), remote('10.244.1.2', { forNodes: ['node-b'] })])];
-    expect(only(build({ services: [service('web')], slices })).internal).toEqual({ kind: 'cluster', endpoints: [tl('10.244.0.2')] });
+    const slices = [
+      slice('web', [local('10.244.0.2', { forNodes: [NODE] }), remote('10.244.1.2', { forNodes: ['node-b'] })]),
+    ];
+    expect(only(build({ services: [service('web')], slices })).internal).toEqual({
+      kind: 'cluster',
+      endpoints: [tl('10.244.0.2')],
+    });
   });
 
   it('topology does not apply to the terminating fallback', () => {
-    const sp = web([slice('web', [terminating('10.244.1.2', { forZones: ['zone-a'] }), terminating('10.244.1.3', { forZones: ['zone-b'] })])]);
+    const sp = web([
+      slice('web', [
+        terminating('10.244.1.2', { forZones: ['zone-a'] }),
+        terminating('10.244.1.3', { forZones: ['zone-b'] }),
+      ]),
+    ]);
     expect(sp.internal).toEqual({ kind: 'cluster', endpoints: [t('10.244.1.2'), t('10.244.1.3')] });
   });
 });
@@ -419,7 +472,9 @@ describe('buildNodeState: addresses, source ranges, affinity, health checks', ()
     expect(noLbIps.loadBalancerSourceRanges).toEqual([]);
     const v6LbOnly = { ...dualLb, loadBalancerIPs: ['2001:db8:1::10'] };
     expect(only(build({ services: [service('lb', v6LbOnly)] }, 'ipv4')).loadBalancerSourceRanges).toEqual([]);
-    expect(only(build({ services: [service('lb', v6LbOnly)] }, 'ipv6')).loadBalancerSourceRanges).toEqual([cidr('2001:db8:f::/48')]);
+    expect(only(build({ services: [service('lb', v6LbOnly)] }, 'ipv6')).loadBalancerSourceRanges).toEqual([
+      cidr('2001:db8:f::/48'),
+    ]);
   });
 
   it('passes the ClientIP affinity timeout through', () => {
@@ -457,8 +512,12 @@ describe('buildNodeState: addresses, source ranges, affinity, health checks', ()
 });
 
 describe('buildNodeState: node-wide settings', () => {
-  const dualNode = node({ addresses: ['192.0.2.1', '2001:db8::1', '192.0.2.2'], podCIDRs: ['10.244.0.0/24', 'fd00:244::/64'] });
-  const state = (family: Family, opts: OptionsInit, withNode = true) => build(withNode ? { node: dualNode } : {}, family, opts);
+  const dualNode = node({
+    addresses: ['192.0.2.1', '2001:db8::1', '192.0.2.2'],
+    podCIDRs: ['10.244.0.0/24', 'fd00:244::/64'],
+  });
+  const state = (family: Family, opts: OptionsInit, withNode = true) =>
+    build(withNode ? { node: dualNode } : {}, family, opts);
 
   it('passes family and node name through', () => {
     const s = state('ipv6', { nodeName: 'other-node' });
@@ -480,20 +539,29 @@ describe('buildNodeState: node-wide settings', () => {
     expect(state('ipv4', opts).localDetector).toEqual({ kind: 'cidrs', cidrs: [cidr('10.244.0.0/24')] });
     expect(state('ipv6', opts).localDetector).toEqual({ kind: 'cidrs', cidrs: [cidr('fd00:244::/64')] });
     expect(state('ipv4', opts, false).localDetector).toEqual({ kind: 'none' });
-    expect(build({ node: node({ podCIDRs: ['10.244.0.0/24'] }) }, 'ipv6', opts).localDetector).toEqual({ kind: 'none' });
+    expect(build({ node: node({ podCIDRs: ['10.244.0.0/24'] }) }, 'ipv6', opts).localDetector).toEqual({
+      kind: 'none',
+    });
   });
 
   it('detect-local BridgeInterface, InterfaceNamePrefix and None', () => {
     for (const family of ['ipv4', 'ipv6'] as const) {
-      expect(state(family, { detectLocal: { mode: 'BridgeInterface', bridgeInterface: 'cbr0' } }).localDetector).toEqual({
+      expect(
+        state(family, { detectLocal: { mode: 'BridgeInterface', bridgeInterface: 'cbr0' } }).localDetector,
+      ).toEqual({
         kind: 'bridgeInterface',
         interfaceName: 'cbr0',
       });
-      expect(state(family, { detectLocal: { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' } }).localDetector).toEqual({
+      expect(
+        state(family, { detectLocal: { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' } }).localDetector,
+      ).toEqual({
         kind: 'interfacePrefix',
         prefix: 'veth',
       });
-      expect(state(family, { detectLocal: { mode: 'None' }, clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/56'] }).localDetector).toEqual({
+      expect(
+        state(family, { detectLocal: { mode: 'None' }, clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/56'] })
+          .localDetector,
+      ).toEqual({
         kind: 'none',
       });
     }
@@ -503,15 +571,28 @@ describe('buildNodeState: node-wide settings', () => {
     expect(state('ipv4', {}).nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [cidr('192.0.2.1/32')] });
     expect(state('ipv6', {}).nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [cidr('2001:db8::1/128')] });
     expect(state('ipv4', {}, false).nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [] });
-    expect(build({ node: node({ addresses: ['192.0.2.1'] }) }, 'ipv6').nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [] });
+    expect(build({ node: node({ addresses: ['192.0.2.1'] }) }, 'ipv6').nodePortDestinations).toEqual({
+      kind: 'cidrs',
+      cidrs: [],
+    });
   });
 
   it('nodePortAddresses all and CIDRs (filtered by family)', () => {
     expect(state('ipv4', { nodePortAddresses: { kind: 'all' } }).nodePortDestinations).toEqual({ kind: 'allLocal' });
-    const cidrs = { nodePortAddresses: { kind: 'cidrs', cidrs: [cidr('192.0.2.0/24'), cidr('2001:db8::/64'), cidr('198.51.100.0/24')] } } as const;
-    expect(state('ipv4', cidrs).nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [cidr('192.0.2.0/24'), cidr('198.51.100.0/24')] });
+    const cidrs = {
+      nodePortAddresses: {
+        kind: 'cidrs',
+        cidrs: [cidr('192.0.2.0/24'), cidr('2001:db8::/64'), cidr('198.51.100.0/24')],
+      },
+    } as const;
+    expect(state('ipv4', cidrs).nodePortDestinations).toEqual({
+      kind: 'cidrs',
+      cidrs: [cidr('192.0.2.0/24'), cidr('198.51.100.0/24')],
+    });
     expect(state('ipv6', cidrs).nodePortDestinations).toEqual({ kind: 'cidrs', cidrs: [cidr('2001:db8::/64')] });
-    expect(state('ipv6', { nodePortAddresses: { kind: 'cidrs', cidrs: [cidr('192.0.2.0/24')] } }).nodePortDestinations).toEqual({
+    expect(
+      state('ipv6', { nodePortAddresses: { kind: 'cidrs', cidrs: [cidr('192.0.2.0/24')] } }).nodePortDestinations,
+    ).toEqual({
       kind: 'cidrs',
       cidrs: [],
     });
@@ -526,7 +607,10 @@ describe('buildNodeState: node-wide settings', () => {
   });
 
   it('serviceCIDRs: every ServiceCIDR object, filtered by family, in order', () => {
-    const serviceCIDRs = [serviceCIDR('kubernetes', '10.96.0.0/16', 'fd00:96::/108'), serviceCIDR('extra', '10.100.0.0/16')];
+    const serviceCIDRs = [
+      serviceCIDR('kubernetes', '10.96.0.0/16', 'fd00:96::/108'),
+      serviceCIDR('extra', '10.100.0.0/16'),
+    ];
     expect(build({ serviceCIDRs }, 'ipv4').serviceCIDRs).toEqual([cidr('10.96.0.0/16'), cidr('10.100.0.0/16')]);
     expect(build({ serviceCIDRs }, 'ipv6').serviceCIDRs).toEqual([cidr('fd00:96::/108')]);
     expect(build({}, 'ipv4').serviceCIDRs).toEqual([]);

@@ -4,7 +4,10 @@ import { ConfigError, loadProxyConfig, parseBindAddress, type LoadInputs, type L
 
 const HEADER = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
 
-function load(argv: string[], opts: { file?: string; hostname?: string; commandFlags?: LoadInputs['commandFlags'] } = {}): Loaded {
+function load(
+  argv: string[],
+  opts: { file?: string; hostname?: string; commandFlags?: LoadInputs['commandFlags'] } = {},
+): Loaded {
   return loadProxyConfig({
     argv,
     hostname: opts.hostname ?? 'Node-1',
@@ -66,21 +69,35 @@ describe('defaults', () => {
 describe('flags', () => {
   it('parses each flag', () => {
     const r = load([
-      '--manifests', 'dir',
-      '--format', 'json',
-      '--kubeconfig', '/k',
-      '--proxy-mode', 'nft',
-      '--hostname-override', 'Worker-2',
-      '--cluster-cidr', '10.244.0.0/16',
-      '--detect-local-mode', 'BridgeInterface',
-      '--pod-bridge-interface', 'cbr0',
+      '--manifests',
+      'dir',
+      '--format',
+      'json',
+      '--kubeconfig',
+      '/k',
+      '--proxy-mode',
+      'nft',
+      '--hostname-override',
+      'Worker-2',
+      '--cluster-cidr',
+      '10.244.0.0/16',
+      '--detect-local-mode',
+      'BridgeInterface',
+      '--pod-bridge-interface',
+      'cbr0',
       '--masquerade-all',
-      '--nodeport-addresses', '10.0.0.0/8, fd00::/64',
-      '--healthz-bind-address', '[::]:9000',
-      '--metrics-bind-address', '0.0.0.0:9001',
-      '--iptables-sync-period', '1m',
-      '--iptables-min-sync-period', '500ms',
-      '-v', '4',
+      '--nodeport-addresses',
+      '10.0.0.0/8, fd00::/64',
+      '--healthz-bind-address',
+      '[::]:9000',
+      '--metrics-bind-address',
+      '0.0.0.0:9001',
+      '--iptables-sync-period',
+      '1m',
+      '--iptables-min-sync-period',
+      '500ms',
+      '-v',
+      '4',
     ]);
     expect(r.manifests).toBe('dir');
     expect(r.format).toBe('json');
@@ -108,8 +125,25 @@ describe('flags', () => {
   });
 
   it('accepts --flag=value and --flag value alike', () => {
-    const a = load(['--proxy-mode=nftables', '--cluster-cidr=10.0.0.0/8', '--v=3', '--detect-local-mode=InterfaceNamePrefix', '--pod-interface-name-prefix=veth']);
-    const b = load(['--proxy-mode', 'nftables', '--cluster-cidr', '10.0.0.0/8', '--v', '3', '--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'veth']);
+    const a = load([
+      '--proxy-mode=nftables',
+      '--cluster-cidr=10.0.0.0/8',
+      '--v=3',
+      '--detect-local-mode=InterfaceNamePrefix',
+      '--pod-interface-name-prefix=veth',
+    ]);
+    const b = load([
+      '--proxy-mode',
+      'nftables',
+      '--cluster-cidr',
+      '10.0.0.0/8',
+      '--v',
+      '3',
+      '--detect-local-mode',
+      'InterfaceNamePrefix',
+      '--pod-interface-name-prefix',
+      'veth',
+    ]);
     expect(a.config).toEqual(b.config);
     expect(a.config.verbosity).toBe(3);
     expect(a.config.detectLocal).toEqual({ mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' });
@@ -166,7 +200,9 @@ describe('flags', () => {
 
   it('restricts command flags when the CLI says so', () => {
     expect(load(['--manifests', 'd'], { commandFlags: ['manifests'] }).manifests).toBe('d');
-    expect(problems(() => load(['--format', 'nft'], { commandFlags: ['manifests'] }))).toEqual(['--format: flag not accepted by this command']);
+    expect(problems(() => load(['--format', 'nft'], { commandFlags: ['manifests'] }))).toEqual([
+      '--format: flag not accepted by this command',
+    ]);
     expect(load(['--format', 'nft'], { commandFlags: ['format'] }).format).toBe('nft');
   });
 });
@@ -174,7 +210,9 @@ describe('flags', () => {
 describe('flag errors', () => {
   it('rejects unknown flags, stray arguments and missing values, reporting all', () => {
     // The word right after an unknown flag is taken as its value ("x"), so it is not reported again.
-    expect(problems(() => load(['--bogus', 'x', 'stray', '-z', '--masquerade-all', 'false', '--cluster-cidr']))).toEqual([
+    expect(
+      problems(() => load(['--bogus', 'x', 'stray', '-z', '--masquerade-all', 'false', '--cluster-cidr'])),
+    ).toEqual([
       'unknown flag --bogus',
       'unexpected argument "stray"',
       'unknown flag -z',
@@ -191,7 +229,9 @@ describe('flag errors', () => {
     expect(problems(() => load(['--proxy-mode', 'iptables']))).toEqual([
       '--proxy-mode: proxy mode iptables is not implemented yet (supported: nftables)',
     ]);
-    expect(problems(() => load(['--proxy-mode=ipvs']))).toEqual(['--proxy-mode: proxy mode ipvs is not implemented yet (supported: nftables)']);
+    expect(problems(() => load(['--proxy-mode=ipvs']))).toEqual([
+      '--proxy-mode: proxy mode ipvs is not implemented yet (supported: nftables)',
+    ]);
   });
 
   it('rejects other modes', () => {
@@ -204,16 +244,26 @@ describe('flag errors', () => {
     const p = problems(() =>
       load([
         '--masquerade-all=maybe',
-        '--cluster-cidr', '10.0.0.1',
-        '--detect-local-mode', 'Bogus',
-        '--nodeport-addresses', 'primary,10.0.0.0/8',
-        '--healthz-bind-address', 'localhost:1',
-        '--metrics-bind-address', '127.0.0.1:70000',
-        '--iptables-sync-period', '30',
-        '--iptables-min-sync-period', '1x',
-        '-v', '11',
-        '--format', 'yaml',
-        '--manifests', '',
+        '--cluster-cidr',
+        '10.0.0.1',
+        '--detect-local-mode',
+        'Bogus',
+        '--nodeport-addresses',
+        'primary,10.0.0.0/8',
+        '--healthz-bind-address',
+        'localhost:1',
+        '--metrics-bind-address',
+        '127.0.0.1:70000',
+        '--iptables-sync-period',
+        '30',
+        '--iptables-min-sync-period',
+        '1x',
+        '-v',
+        '11',
+        '--format',
+        'yaml',
+        '--manifests',
+        '',
       ]),
     );
     expect(p).toEqual([
@@ -232,8 +282,12 @@ describe('flag errors', () => {
   });
 
   it('sync period relations', () => {
-    expect(problems(() => load(['--iptables-sync-period', '0s']))).toEqual(['--iptables-sync-period: must be greater than 0, got 0ms']);
-    expect(problems(() => load(['--iptables-min-sync-period', '-1s']))).toEqual(['--iptables-min-sync-period: must be greater than or equal to 0, got -1s']);
+    expect(problems(() => load(['--iptables-sync-period', '0s']))).toEqual([
+      '--iptables-sync-period: must be greater than 0, got 0ms',
+    ]);
+    expect(problems(() => load(['--iptables-min-sync-period', '-1s']))).toEqual([
+      '--iptables-min-sync-period: must be greater than or equal to 0, got -1s',
+    ]);
     expect(problems(() => load(['--iptables-sync-period', '1s', '--iptables-min-sync-period', '2s']))).toEqual([
       '--iptables-sync-period: must be greater than or equal to --iptables-min-sync-period (1s < 2s)',
     ]);
@@ -244,7 +298,9 @@ describe('flag errors', () => {
     expect(problems(() => load(['--hostname-override', 'bad_name']))).toEqual([
       `--hostname-override: node name "bad_name" is not a valid DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)`,
     ]);
-    expect(problems(() => load([], { hostname: 'host_1' }))[0]).toMatch(/^host name \(set --hostname-override\): node name "host_1"/);
+    expect(problems(() => load([], { hostname: 'host_1' }))[0]).toMatch(
+      /^host name \(set --hostname-override\): node name "host_1"/,
+    );
     expect(problems(() => load(['--hostname-override', '   ']))).toEqual(['--hostname-override: node name is empty']);
     expect(problems(() => load([], { hostname: 'a'.repeat(254) }))).toHaveLength(1);
     expect(load(['--hostname-override', ''], { hostname: 'h' }).config.nodeName).toBe('h');
@@ -268,7 +324,11 @@ describe('interface names', () => {
       ]);
     });
     it(`rejects prefix ${JSON.stringify(name)} from the file`, () => {
-      const p = problems(() => withFile(`detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: ${JSON.stringify(name)}\n`));
+      const p = problems(() =>
+        withFile(
+          `detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: ${JSON.stringify(name)}\n`,
+        ),
+      );
       expect(p).toHaveLength(1);
       expect(p[0]).toMatch(/^detectLocal\.interfaceNamePrefix: invalid interface name prefix/);
     });
@@ -406,15 +466,23 @@ bindAddressHardFail: false
 
   it('explicit flags win over the file, the file over defaults', () => {
     const r = withFile(FULL, [
-      '--hostname-override', 'flag-node',
-      '--cluster-cidr', '10.0.0.0/8',
-      '--detect-local-mode', 'NodeCIDR',
+      '--hostname-override',
+      'flag-node',
+      '--cluster-cidr',
+      '10.0.0.0/8',
+      '--detect-local-mode',
+      'NodeCIDR',
       '--masquerade-all=false',
-      '--nodeport-addresses', 'primary',
-      '--metrics-bind-address', '',
-      '--iptables-sync-period', '10s',
-      '-v', '0',
-      '--kubeconfig', '/flag/kubeconfig',
+      '--nodeport-addresses',
+      'primary',
+      '--metrics-bind-address',
+      '',
+      '--iptables-sync-period',
+      '10s',
+      '-v',
+      '0',
+      '--kubeconfig',
+      '/flag/kubeconfig',
     ]);
     expect(r.kubeconfig).toBe('/flag/kubeconfig');
     expect(r.config).toMatchObject({
@@ -432,12 +500,17 @@ bindAddressHardFail: false
   });
 
   it('the bridge name can come from the flag while the mode comes from the file', () => {
-    const r = withFile('detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}\n', ['--pod-bridge-interface', 'br1']);
+    const r = withFile('detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}\n', [
+      '--pod-bridge-interface',
+      'br1',
+    ]);
     expect(r.config.detectLocal).toEqual({ mode: 'BridgeInterface', bridgeInterface: 'br1' });
   });
 
   it('falls back from nftables.* to iptables.* and treats zero durations as unset', () => {
-    const r = withFile('iptables:\n  syncPeriod: 45s\n  minSyncPeriod: 2s\n  masqueradeBit: 10\nnftables:\n  syncPeriod: 0s\n');
+    const r = withFile(
+      'iptables:\n  syncPeriod: 45s\n  minSyncPeriod: 2s\n  masqueradeBit: 10\nnftables:\n  syncPeriod: 0s\n',
+    );
     expect(r.config.syncPeriodMs).toBe(45_000);
     expect(r.config.minSyncPeriodMs).toBe(2_000);
     expect(r.config.masqueradeBit).toBe(10);
@@ -456,7 +529,9 @@ bindAddressHardFail: false
   });
 
   it('warns about unknown fields with their full path', () => {
-    const r = withFile('nftables:\n  masqueradeAl: true\nfoo: 1\nclientConnection:\n  kubeConfig: /x\ndetectLocal:\n  bridge: x\n');
+    const r = withFile(
+      'nftables:\n  masqueradeAl: true\nfoo: 1\nclientConnection:\n  kubeConfig: /x\ndetectLocal:\n  bridge: x\n',
+    );
     expect(r.warnings).toEqual([
       'unknown field "nftables.masqueradeAl"',
       'unknown field "foo"',
@@ -534,7 +609,9 @@ detectLocal: "x"
   });
 
   it('file mode iptables is not implemented', () => {
-    expect(problems(() => withFile('mode: iptables\n'))).toEqual(['mode: proxy mode iptables is not implemented yet (supported: nftables)']);
+    expect(problems(() => withFile('mode: iptables\n'))).toEqual([
+      'mode: proxy mode iptables is not implemented yet (supported: nftables)',
+    ]);
   });
 
   it('nodePortAddresses entries are checked one by one', () => {
@@ -556,7 +633,9 @@ detectLocal: "x"
     expect(problems(() => withFile('nftables:\n  syncPeriod: 1s\n  minSyncPeriod: 5s\n'))).toEqual([
       'nftables.syncPeriod: must be greater than or equal to nftables.minSyncPeriod (1s < 5s)',
     ]);
-    expect(problems(() => withFile('nftables:\n  syncPeriod: -5s\n'))).toEqual(['nftables.syncPeriod: must be greater than 0, got -5s']);
+    expect(problems(() => withFile('nftables:\n  syncPeriod: -5s\n'))).toEqual([
+      'nftables.syncPeriod: must be greater than 0, got -5s',
+    ]);
   });
 
   it('dual-stack clusterCIDR with two of one family is an error', () => {
@@ -580,12 +659,16 @@ detectLocal: "x"
   });
 
   it('reports unreadable, empty and malformed files', () => {
-    expect(problems(() => load(['--config', '/missing.yaml']))).toEqual(['--config: cannot read "/missing.yaml": ENOENT: no such file /missing.yaml']);
-    expect(problems(() => load(['--config', '/etc/kp.yaml'], { file: '' }))).toEqual(['file is empty (expected a KubeProxyConfiguration)']);
+    expect(problems(() => load(['--config', '/missing.yaml']))).toEqual([
+      '--config: cannot read "/missing.yaml": ENOENT: no such file /missing.yaml',
+    ]);
+    expect(problems(() => load(['--config', '/etc/kp.yaml'], { file: '' }))).toEqual([
+      'file is empty (expected a KubeProxyConfiguration)',
+    ]);
     expect(problems(() => load(['--config', '/etc/kp.yaml'], { file: '- a\n- b\n' }))).toEqual([
       'expected a KubeProxyConfiguration mapping, got a list',
     ]);
-    const p = problems(() => load(['--config', '/etc/kp.yaml'], { file: HEADER + 'mode: [\n' }));
+    const p = problems(() => load(['--config', '/etc/kp.yaml'], { file: `${HEADER}mode: [\n` }));
     expect(p).toHaveLength(1);
     expect(p[0]).toMatch(/^cannot parse: /);
     expect(problems(() => withFile('mode: a\nmode: b\n'))[0]).toMatch(/^cannot parse: .*unique/);

@@ -2,11 +2,7 @@ import { bareState } from '../support/states.ts';
 import { describe, expect, it } from 'vitest';
 import type { Family, Protocol } from '../../src/model/cluster.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
-import {
-  planConntrackCleanup,
-  type ConntrackEntry,
-  type ConntrackProtocol,
-} from '../../src/model/conntrack-plan.ts';
+import { planConntrackCleanup, type ConntrackEntry, type ConntrackProtocol } from '../../src/model/conntrack-plan.ts';
 import {
   cleanupStaleConntrack,
   deleteConntrackEntries,
@@ -46,7 +42,8 @@ function routed(sp: ServicePortState): EndpointTarget[] {
   return out;
 }
 
-const nodeState = (servicePorts: ServicePortState[], family: Family = 'ipv4'): NodeState => bareState(servicePorts, family);
+const nodeState = (servicePorts: ServicePortState[], family: Family = 'ipv4'): NodeState =>
+  bareState(servicePorts, family);
 
 function entry(
   orig: [src: string, dst: string, sport: number, dport: number],
@@ -128,7 +125,9 @@ describe('planConntrackCleanup', () => {
 
   it('lets the current state win when a previous frontend is reused', () => {
     const previous = nodeState([servicePort({ name: 'old' })]);
-    const state = nodeState([servicePort({ name: 'new', internal: { kind: 'cluster', endpoints: [ep('10.244.1.5')] } })]);
+    const state = nodeState([
+      servicePort({ name: 'new', internal: { kind: 'cluster', endpoints: [ep('10.244.1.5')] } }),
+    ]);
     const e = entry([client, '10.96.0.10', 40000, 53], ['10.244.1.5', 5353]);
     expect(planConntrackCleanup([e], { state, previous }).stale).toEqual([]);
   });
@@ -139,7 +138,11 @@ describe('planConntrackCleanup', () => {
       externalIPs: ['192.0.2.10'],
       loadBalancerIPs: ['203.0.113.5'],
       internal: { kind: 'reject' },
-      external: { kind: 'local', local: [ep('10.244.1.5', 5353, true)], cluster: [ep('10.244.1.5', 5353, true), ep('10.244.9.9')] },
+      external: {
+        kind: 'local',
+        local: [ep('10.244.1.5', 5353, true)],
+        cluster: [ep('10.244.1.5', 5353, true), ep('10.244.9.9')],
+      },
     });
     const state = nodeState([sp]);
     const entries = [
@@ -180,7 +183,9 @@ describe('planConntrackCleanup', () => {
     const sctp = entry([client, '10.96.0.10', 40000, 53], ['10.244.7.7', 5353], 'SCTP');
     const v6 = entry(['fd00::1', 'fd00:96::10', 40000, 53], ['fd00:244::7', 5353], 'UDP', 'ipv6');
     expect(planConntrackCleanup([udp, sctp, v6], { state }).stale).toEqual([]);
-    expect(planConntrackCleanup([udp, sctp, v6], { state, protocols: ['UDP', 'SCTP'] }).stale.map((s) => s.entry)).toEqual([sctp]);
+    expect(
+      planConntrackCleanup([udp, sctp, v6], { state, protocols: ['UDP', 'SCTP'] }).stale.map((s) => s.entry),
+    ).toEqual([sctp]);
   });
 
   it('accepts a caller-supplied endpoint set (serving endpoints, as upstream)', () => {
@@ -275,7 +280,19 @@ describe('conntrack client', () => {
       entries: 1,
     } as const;
     expect(deletionArgs(d)).toEqual([
-      '-D', '-f', 'ipv6', '-p', 'udp', '--orig-dst', 'fd00:96::10', '--dport', '53', '--reply-src', 'fd00:244::5', '--reply-port-src', '5353',
+      '-D',
+      '-f',
+      'ipv6',
+      '-p',
+      'udp',
+      '--orig-dst',
+      'fd00:96::10',
+      '--dport',
+      '53',
+      '--reply-src',
+      'fd00:244::5',
+      '--reply-port-src',
+      '5353',
     ]);
     expect(() => deletionArgs({ ...d, origDst: '10.0.0.1' })).toThrow();
     expect(() => deletionArgs({ ...d, replySrc: '--help' })).toThrow();
@@ -286,7 +303,11 @@ describe('conntrack client', () => {
     const d = planConntrackCleanup([entry([client, '10.96.0.10', 1, 53], ['10.244.7.7', 5353])], {
       state: nodeState([servicePort()]),
     }).deletions[0]!;
-    const none = fakeRun(() => ({ exitCode: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' }));
+    const none = fakeRun(() => ({
+      exitCode: 1,
+      stdout: '',
+      stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n',
+    }));
     await expect(deleteConntrackEntries(none.run, d)).resolves.toBe(0);
     const two = fakeRun(() => ok('', 'conntrack v1.4.7 (conntrack-tools): 2 flow entries have been deleted.\n'));
     await expect(deleteConntrackEntries(two.run, d)).resolves.toBe(2);
@@ -312,7 +333,12 @@ describe('conntrack client', () => {
       deleted: 2,
       errors: [],
     });
-    expect(calls.slice(1).map((c) => c.args.slice(5).join(' ')).sort()).toEqual([
+    expect(
+      calls
+        .slice(1)
+        .map((c) => c.args.slice(5).join(' '))
+        .sort(),
+    ).toEqual([
       '--orig-dst 10.96.0.10 --dport 53 --reply-src 10.244.1.5 --reply-port-src 5353',
       '--orig-dst 10.96.0.10 --dport 53 --reply-src 10.96.0.10 --reply-port-src 53',
     ]);

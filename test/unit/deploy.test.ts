@@ -124,7 +124,10 @@ const daemonSet = manifest<DaemonSet>('daemonset.yaml');
 const kustomization = manifest<Kustomization>('kustomization.yaml');
 const pod = daemonSet.spec.template.spec;
 const container = pod.containers[0]!;
-const packageJson = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string; dependencies: Record<string, string> };
+const packageJson = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as {
+  version: string;
+  dependencies: Record<string, string>;
+};
 
 // ---------------------------------------------------------------------------------------------
 // What the kubelet would do with the DaemonSet.
@@ -207,15 +210,21 @@ function documentedCapabilities(): { added: string[]; notAdded: string[] } {
 
 describe('ClusterRole', () => {
   /** `group resource verb` triples. */
-  const triples = (rules: readonly { groups: readonly string[]; resources: readonly string[]; verbs: readonly string[] }[]): string[] => {
+  const triples = (
+    rules: readonly { groups: readonly string[]; resources: readonly string[]; verbs: readonly string[] }[],
+  ): string[] => {
     const out = new Set<string>();
-    for (const r of rules) for (const g of r.groups) for (const res of r.resources) for (const v of r.verbs) out.add(`${g || 'core'} ${res} ${v}`);
+    for (const r of rules)
+      for (const g of r.groups)
+        for (const res of r.resources) for (const v of r.verbs) out.add(`${g || 'core'} ${res} ${v}`);
     return [...out].sort();
   };
 
   it('grants exactly what the code uses (API_ACCESS): no more, no less', () => {
     expect(role.kind).toBe('ClusterRole');
-    const granted = triples(role.rules.map((r) => ({ groups: r.apiGroups ?? [], resources: r.resources ?? [], verbs: r.verbs ?? [] })));
+    const granted = triples(
+      role.rules.map((r) => ({ groups: r.apiGroups ?? [], resources: r.resources ?? [], verbs: r.verbs ?? [] })),
+    );
     const used = triples(API_ACCESS.map((a) => ({ groups: [a.group], resources: [a.resource], verbs: a.verbs })));
     expect(granted).toEqual(used);
     // Sanity of the derivation itself: the four informed resources and Events.
@@ -227,7 +236,14 @@ describe('ClusterRole', () => {
   });
 
   it("covers every typed-client call in src/ (client-node's CoreV1Api & co.)", () => {
-    const verbs: Record<string, string> = { create: 'create', patch: 'patch', replace: 'update', delete: 'delete', read: 'get', list: 'list' };
+    const verbs: Record<string, string> = {
+      create: 'create',
+      patch: 'patch',
+      replace: 'update',
+      delete: 'delete',
+      read: 'get',
+      list: 'list',
+    };
     const calls = new Set<string>();
     const walk = (dir: string): void => {
       for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -235,7 +251,8 @@ describe('ClusterRole', () => {
         if (e.isDirectory()) walk(path);
         else if (e.name.endsWith('.ts')) {
           const text = readFileSync(path, 'utf8');
-          const re = /\.(create|patch|replace|delete|read|list)(?:Namespaced)?(Event|Node|Service|EndpointSlice|ServiceCIDR|Endpoints|Pod|ConfigMap|Secret|Lease)(?:ForAllNamespaces)?\(/g;
+          const re =
+            /\.(create|patch|replace|delete|read|list)(?:Namespaced)?(Event|Node|Service|EndpointSlice|ServiceCIDR|Endpoints|Pod|ConfigMap|Secret|Lease)(?:ForAllNamespaces)?\(/g;
           for (const m of text.matchAll(re)) {
             const resource = `${m[2]!.toLowerCase()}s`.replace(/ss$/, 's');
             calls.add(`${resource} ${verbs[m[1]!]}`);
@@ -262,8 +279,14 @@ describe('ClusterRole', () => {
   it('is bound to the service account the DaemonSet runs as', () => {
     expect(serviceAccount.kind).toBe('ServiceAccount');
     expect(binding.kind).toBe('ClusterRoleBinding');
-    expect(binding.roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
-    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: serviceAccount.metadata.name, namespace: serviceAccount.metadata.namespace }]);
+    expect(binding.roleRef).toEqual({
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'ClusterRole',
+      name: role.metadata.name,
+    });
+    expect(binding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: serviceAccount.metadata.name, namespace: serviceAccount.metadata.namespace },
+    ]);
     expect(pod.serviceAccountName).toBe(serviceAccount.metadata.name);
     expect(serviceAccount.metadata.namespace).toBe(daemonSet.metadata.namespace);
   });
@@ -272,7 +295,11 @@ describe('ClusterRole', () => {
 describe('DaemonSet', () => {
   it("follows kube-proxy's conventions", () => {
     expect(daemonSet.kind).toBe('DaemonSet');
-    expect(daemonSet.metadata).toMatchObject({ name: 'kproxy', namespace: 'kube-system', labels: { 'k8s-app': 'kproxy' } });
+    expect(daemonSet.metadata).toMatchObject({
+      name: 'kproxy',
+      namespace: 'kube-system',
+      labels: { 'k8s-app': 'kproxy' },
+    });
     expect(daemonSet.spec.selector.matchLabels).toEqual({ 'k8s-app': 'kproxy' });
     expect(daemonSet.spec.template.metadata.labels).toMatchObject(daemonSet.spec.selector.matchLabels);
     expect(pod.hostNetwork).toBe(true);
@@ -288,7 +315,10 @@ describe('DaemonSet', () => {
     const { loaded, argv, filesRead } = loadAsDaemon();
     expect(argv).toContain('--config=/var/lib/kproxy/config.conf');
     expect(container.args).toContain('--hostname-override=$(NODE_NAME)');
-    expect(container.env?.find((e) => e.name === 'NODE_NAME')).toEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    expect(container.env?.find((e) => e.name === 'NODE_NAME')).toEqual({
+      name: 'NODE_NAME',
+      valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } },
+    });
     expect(filesRead).toEqual(['/var/lib/kproxy/config.conf']);
     expect(loaded.configFile).toBe('/var/lib/kproxy/config.conf');
     expect(loaded.config.nodeName).toBe(FAKE_NODE);

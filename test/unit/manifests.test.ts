@@ -29,7 +29,10 @@ describe('parseManifestText', () => {
   });
 
   it('reads JSON', () => {
-    const { objects, problems } = parseManifestText('{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n\\u00e9"}}', 'x.json');
+    const { objects, problems } = parseManifestText(
+      '{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n\\u00e9"}}',
+      'x.json',
+    );
     expect(problems).toEqual([]);
     expect(objects).toEqual([{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'né' } }]);
   });
@@ -60,7 +63,9 @@ describe('parseManifestText', () => {
   it('reports a List whose items are not a list and keeps the other documents', () => {
     const { objects, problems } = parseManifestText('kind: List\nitems: {a: 1}\n---\nkind: Service\n', 'x.yaml');
     expect(objects).toEqual([{ kind: 'Service' }]);
-    expect(problems).toEqual([{ kind: 'File', object: 'x.yaml', path: 'documents[0].items', message: "a List's items must be an array" }]);
+    expect(problems).toEqual([
+      { kind: 'File', object: 'x.yaml', path: 'documents[0].items', message: "a List's items must be an array" },
+    ]);
   });
 
   it('keeps YAML 1.2 scalars as Kubernetes expects', () => {
@@ -72,7 +77,15 @@ describe('parseManifestText', () => {
     ['a syntax error', 'kind: Service\nmetadata: {name: [a\n'],
     ['a duplicate key', 'kind: Service\nkind: Node\n'],
     ['bad JSON', '{"kind": "Service",,}'],
-    ['an alias bomb', ['a: &a [x,x,x,x,x,x,x,x,x]', 'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]', 'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]'].join('\n')],
+    [
+      'an alias bomb',
+      [
+        'a: &a [x,x,x,x,x,x,x,x,x]',
+        'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+        'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+        'd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+      ].join('\n'),
+    ],
     ['a cyclic alias', 'a: &x {b: *x}\n'],
     ['excessive nesting', `${'['.repeat(100)}${']'.repeat(100)}`],
     ['a bad second document', 'kind: Service\n---\nkind: [\n'],
@@ -111,9 +124,12 @@ describe('readManifestDir', () => {
   const names = (objects: unknown[]) => objects.map((o) => (o as { metadata: { name: string } }).metadata.name);
 
   it('reads .yaml, .yml and .json files directly in the directory, in name order', async () => {
-    await writeFile(join(dir, 'b.yaml'), svc('b1') + '---\n' + svc('b2'));
+    await writeFile(join(dir, 'b.yaml'), `${svc('b1')}---\n${svc('b2')}`);
     await writeFile(join(dir, 'a.yml'), svc('a'));
-    await writeFile(join(dir, 'c.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'c' } }));
+    await writeFile(
+      join(dir, 'c.json'),
+      JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'c' } }),
+    );
     await writeFile(join(dir, 'B.YAML'), svc('upper'));
     await writeFile(join(dir, 'notes.txt'), svc('txt'));
     await writeFile(join(dir, '.hidden.yaml'), svc('hidden'));
@@ -139,9 +155,12 @@ describe('readManifestDir', () => {
 
   it('skips a bad file with a problem and still loads the others', async () => {
     await writeFile(join(dir, '1-good.yaml'), svc('one'));
-    await writeFile(join(dir, '2-bad.yaml'), svc('lost') + '---\nkind: [oops\n');
+    await writeFile(join(dir, '2-bad.yaml'), `${svc('lost')}---\nkind: [oops\n`);
     await writeFile(join(dir, '3-bad.json'), '{"kind": ');
-    await writeFile(join(dir, '4-good.json'), JSON.stringify({ kind: 'List', items: [{ kind: 'Service', metadata: { name: 'four' } }] }));
+    await writeFile(
+      join(dir, '4-good.json'),
+      JSON.stringify({ kind: 'List', items: [{ kind: 'Service', metadata: { name: 'four' } }] }),
+    );
     const { objects, problems } = await readManifestDir(dir);
     expect(names(objects)).toEqual(['one', 'four']);
     expect(problems.map((p) => [p.kind, p.object])).toEqual([

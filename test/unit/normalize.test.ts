@@ -94,7 +94,8 @@ describe('validators', () => {
 
   it('IANA service names', () => {
     for (const good of ['http', 'h2c', 'a-b', 'a'.repeat(15)]) expect(isIanaSvcName(good)).toBe(true);
-    for (const bad of ['', '80', 'a'.repeat(16), '-a', 'a-', 'a--b', 'HTTP', 'a_b', 'a.b']) expect(isIanaSvcName(bad)).toBe(false);
+    for (const bad of ['', '80', 'a'.repeat(16), '-a', 'a-', 'a--b', 'HTTP', 'a_b', 'a.b'])
+      expect(isIanaSvcName(bad)).toBe(false);
   });
 
   it('label values', () => {
@@ -186,7 +187,9 @@ describe('Service', () => {
       { family: 'ipv4', text: '10.96.0.10' },
       { family: 'ipv6', text: '2001:db8::a' },
     ]);
-    expect(oneService(svc({ clusterIP: 'fd00::1', clusterIPs: [] })).clusterIPs).toEqual([{ family: 'ipv6', text: 'fd00::1' }]);
+    expect(oneService(svc({ clusterIP: 'fd00::1', clusterIPs: [] })).clusterIPs).toEqual([
+      { family: 'ipv6', text: 'fd00::1' },
+    ]);
   });
 
   it('defaults ClientIP affinity to 10800 s', () => {
@@ -195,23 +198,34 @@ describe('Service', () => {
   });
 
   it('keeps nodePorts only for NodePort/LoadBalancer, healthCheckNodePort only for LoadBalancer + Local', () => {
-    const cip = oneService(svc({ ports: [{ port: 80, nodePort: 30080 }], healthCheckNodePort: 32000, externalTrafficPolicy: 'Local' }));
+    const cip = oneService(
+      svc({ ports: [{ port: 80, nodePort: 30080 }], healthCheckNodePort: 32000, externalTrafficPolicy: 'Local' }),
+    );
     expect(cip.ports[0]).toEqual({ name: '', protocol: 'TCP', port: 80 });
     expect(cip.healthCheckNodePort).toBeUndefined();
-    const np = oneService(svc({ type: 'NodePort', ports: [{ port: 80, nodePort: 30080 }], healthCheckNodePort: 32000, externalTrafficPolicy: 'Local' }));
+    const np = oneService(
+      svc({
+        type: 'NodePort',
+        ports: [{ port: 80, nodePort: 30080 }],
+        healthCheckNodePort: 32000,
+        externalTrafficPolicy: 'Local',
+      }),
+    );
     expect(np.ports[0]?.nodePort).toBe(30080);
     expect(np.healthCheckNodePort).toBeUndefined();
     const lbCluster = oneService(svc({ type: 'LoadBalancer', healthCheckNodePort: 32000 }));
     expect(lbCluster.healthCheckNodePort).toBeUndefined();
     // nodePort 0 means "not allocated".
-    expect(oneService(svc({ type: 'NodePort', ports: [{ port: 80, nodePort: 0 }] })).ports[0]?.nodePort).toBeUndefined();
+    expect(
+      oneService(svc({ type: 'NodePort', ports: [{ port: 80, nodePort: 0 }] })).ports[0]?.nodePort,
+    ).toBeUndefined();
   });
 
   it('defaults a missing namespace to "default"', () => {
     expect(oneService(svc({}, { namespace: undefined })).namespace).toBe('default');
   });
 
-  it('skips headless, ExternalName and other proxies\' Services silently', () => {
+  it("skips headless, ExternalName and other proxies' Services silently", () => {
     const { snapshot, problems } = build(
       svc({ clusterIP: 'None' }, { name: 'a' }),
       svc({ clusterIPs: ['None'] }, { name: 'b' }),
@@ -241,10 +255,24 @@ describe('Service', () => {
       ['unnamed port among two', svc({ ports: [{ name: 'a', port: 80 }, { port: 81 }] }), 'spec.ports[1].name'],
       ['bad port name', svc({ ports: [{ name: 'HTTP', port: 80 }] }), 'spec.ports[0].name'],
       ['16-char port name', svc({ ports: [{ name: 'a'.repeat(16), port: 80 }] }), 'spec.ports[0].name'],
-      ['duplicate port name', svc({ ports: [{ name: 'a', port: 80 }, { name: 'a', port: 81 }] }), 'spec.ports[1].name'],
+      [
+        'duplicate port name',
+        svc({
+          ports: [
+            { name: 'a', port: 80 },
+            { name: 'a', port: 81 },
+          ],
+        }),
+        'spec.ports[1].name',
+      ],
       [
         'duplicate port number and protocol',
-        svc({ ports: [{ name: 'a', port: 80 }, { name: 'b', port: 80 }] }),
+        svc({
+          ports: [
+            { name: 'a', port: 80 },
+            { name: 'b', port: 80 },
+          ],
+        }),
         'spec.ports[1].port',
       ],
       ['ports not a list', svc({ ports: { port: 80 } }), 'spec.ports'],
@@ -267,8 +295,16 @@ describe('Service', () => {
         svc({ type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: -1 }),
         'spec.healthCheckNodePort',
       ],
-      ['bad source range', svc({ loadBalancerSourceRanges: ['203.0.113.0/24', '203.0.113.0/33'] }), 'spec.loadBalancerSourceRanges[1]'],
-      ['bare address as source range', svc({ loadBalancerSourceRanges: ['203.0.113.7'] }), 'spec.loadBalancerSourceRanges[0]'],
+      [
+        'bad source range',
+        svc({ loadBalancerSourceRanges: ['203.0.113.0/24', '203.0.113.0/33'] }),
+        'spec.loadBalancerSourceRanges[1]',
+      ],
+      [
+        'bare address as source range',
+        svc({ loadBalancerSourceRanges: ['203.0.113.7'] }),
+        'spec.loadBalancerSourceRanges[0]',
+      ],
       ['spec missing', { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' } }, 'spec'],
       ['labels not an object', svc({}, { labels: ['x'] }), 'metadata.labels'],
       ['metadata missing', { apiVersion: 'v1', kind: 'Service', spec: {} }, 'metadata'],
@@ -288,7 +324,10 @@ describe('Service', () => {
   });
 
   it('explains a bad source range and names the Service, with no notes about dropped elements', () => {
-    const p = skipped(svc({ externalIPs: ['bogus'], loadBalancerSourceRanges: ['not a cidr'] }), 'spec.loadBalancerSourceRanges[0]');
+    const p = skipped(
+      svc({ externalIPs: ['bogus'], loadBalancerSourceRanges: ['not a cidr'] }),
+      'spec.loadBalancerSourceRanges[0]',
+    );
     expect(p.object).toBe('shop/web');
     expect(p.message).toContain('"not a cidr"');
     expect(p.message).toContain('skipped');
@@ -315,7 +354,10 @@ describe('Service', () => {
         [svc({}, { namespace: name }), 'metadata.namespace'],
         [slice({}, { name }), 'metadata.name'],
         [svc({ ports: [{ name, port: 80 }] }), 'spec.ports[0].name'],
-        [slice({}, { labels: { 'kubernetes.io/service-name': name } }), 'metadata.labels["kubernetes.io/service-name"]'],
+        [
+          slice({}, { labels: { 'kubernetes.io/service-name': name } }),
+          'metadata.labels["kubernetes.io/service-name"]',
+        ],
       ] as const) {
         const p = skipped(object, path);
         expect(p.message).not.toContain('\n');
@@ -333,9 +375,23 @@ describe('Service', () => {
   it('drops one bad externalIP or LB ingress IP and keeps the rest', () => {
     const { snapshot, problems } = build(
       svc(
-        { type: 'LoadBalancer', externalIPs: ['192.0.2.1', 'bogus', 7, '127.0.0.1', '0.0.0.0', '169.254.169.254', '::ffff:10.0.0.1', '192.0.2.2'] },
+        {
+          type: 'LoadBalancer',
+          externalIPs: [
+            '192.0.2.1',
+            'bogus',
+            7,
+            '127.0.0.1',
+            '0.0.0.0',
+            '169.254.169.254',
+            '::ffff:10.0.0.1',
+            '192.0.2.2',
+          ],
+        },
         {},
-        { status: { loadBalancer: { ingress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.999' }, 'x', { ip: '::1' }] } } },
+        {
+          status: { loadBalancer: { ingress: [{ ip: '198.51.100.1' }, { ip: '198.51.100.999' }, 'x', { ip: '::1' }] } },
+        },
       ),
     );
     expect(snapshot.services[0]?.externalIPs.map((i) => i.text)).toEqual(['192.0.2.1', '192.0.2.2']);
@@ -359,7 +415,12 @@ describe('Service', () => {
     const cases: Array<[string, Obj, string, number]> = [
       ['ports', svc({ ports: big(10_000, (i) => ({ name: `p${i}`, port: (i % 60000) + 1 })) }), 'spec.ports', 100],
       ['externalIPs', svc({ externalIPs: big(10_000, () => '192.0.2.1') }), 'spec.externalIPs', 100],
-      ['source ranges', svc({ loadBalancerSourceRanges: big(10_000, () => '10.0.0.0/8') }), 'spec.loadBalancerSourceRanges', 1000],
+      [
+        'source ranges',
+        svc({ loadBalancerSourceRanges: big(10_000, () => '10.0.0.0/8') }),
+        'spec.loadBalancerSourceRanges',
+        1000,
+      ],
       [
         'LB ingress',
         svc({}, {}, { status: { loadBalancer: { ingress: big(10_000, () => ({ ip: '198.51.100.1' })) } } }),
@@ -375,7 +436,9 @@ describe('Service', () => {
       });
     }
     it('accepts exactly the limit', () => {
-      expect(oneService(svc({ loadBalancerSourceRanges: big(1000, () => '10.0.0.0/8') })).loadBalancerSourceRanges).toHaveLength(1000);
+      expect(
+        oneService(svc({ loadBalancerSourceRanges: big(1000, () => '10.0.0.0/8') })).loadBalancerSourceRanges,
+      ).toHaveLength(1000);
     });
   });
 });
@@ -390,7 +453,12 @@ describe('EndpointSlice', () => {
             { name: 'dns', port: 53, protocol: 'UDP' },
           ],
           endpoints: [
-            { addresses: ['10.0.1.5', '10.0.1.6'], nodeName: 'node-a', zone: 'zone-1', hints: { forZones: [{ name: 'zone-1' }], forNodes: [{ name: 'node-a' }] } },
+            {
+              addresses: ['10.0.1.5', '10.0.1.6'],
+              nodeName: 'node-a',
+              zone: 'zone-1',
+              hints: { forZones: [{ name: 'zone-1' }], forNodes: [{ name: 'node-a' }] },
+            },
             { addresses: ['10.0.1.7'], conditions: { ready: false, serving: true, terminating: true } },
           ],
         },
@@ -416,7 +484,10 @@ describe('EndpointSlice', () => {
             zone: 'zone-1',
             hints: { forZones: ['zone-1'], forNodes: ['node-a'] },
           },
-          { address: { family: 'ipv4', text: '10.0.1.7' }, conditions: { ready: false, serving: true, terminating: true } },
+          {
+            address: { family: 'ipv4', text: '10.0.1.7' },
+            conditions: { ready: false, serving: true, terminating: true },
+          },
         ],
         triggerTime: new Date('2024-05-01T10:20:30Z'),
       },
@@ -462,7 +533,11 @@ describe('EndpointSlice', () => {
       ['no labels', slice({}, { labels: undefined }), 'metadata.labels["kubernetes.io/service-name"]'],
       ['bad name', slice({}, { name: 'Web_1' }), 'metadata.name'],
       ['10,000 endpoints', slice({ endpoints: many(10_000) }), 'endpoints'],
-      ['101 ports', slice({ ports: Array.from({ length: 101 }, (_, i) => ({ name: `p${i}`, port: 1000 + i })) }), 'ports'],
+      [
+        '101 ports',
+        slice({ ports: Array.from({ length: 101 }, (_, i) => ({ name: `p${i}`, port: 1000 + i })) }),
+        'ports',
+      ],
       ['endpoints not a list', slice({ endpoints: 'x' }), 'endpoints'],
     ];
     for (const [what, object, path] of cases) {
@@ -545,11 +620,18 @@ describe('EndpointSlice', () => {
 
   it('ignores a malformed trigger time', () => {
     for (const t of ['yesterday', '2024-05-01 10:20:30', 12345, '2024-13-45T99:99:99Z']) {
-      const { snapshot, problems } = build(slice({}, { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': t } }));
+      const { snapshot, problems } = build(
+        slice({}, { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': t } }),
+      );
       expect(problems).toEqual([]);
       expect(snapshot.endpointSlices[0]?.triggerTime).toBeUndefined();
     }
-    const ok = build(slice({}, { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2024-05-01T10:20:30.123+02:00' } }));
+    const ok = build(
+      slice(
+        {},
+        { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2024-05-01T10:20:30.123+02:00' } },
+      ),
+    );
     expect(ok.snapshot.endpointSlices[0]?.triggerTime?.toISOString()).toBe('2024-05-01T08:20:30.123Z');
   });
 });
@@ -607,7 +689,9 @@ describe('Node', () => {
   });
 
   it('does not let a __proto__ label reach the prototype', () => {
-    const raw: unknown = JSON.parse(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"${NODE}","labels":{"__proto__":"x","a":"b"}}}`);
+    const raw: unknown = JSON.parse(
+      `{"apiVersion":"v1","kind":"Node","metadata":{"name":"${NODE}","labels":{"__proto__":"x","a":"b"}}}`,
+    );
     const { snapshot } = build(raw);
     expect(Object.getPrototypeOf(snapshot.node?.labels)).toBe(Object.prototype);
     expect(Object.keys(snapshot.node?.labels ?? {})).toEqual(['__proto__', 'a']);
@@ -622,8 +706,18 @@ describe('Node', () => {
 describe('ServiceCIDR', () => {
   it('reads v1 and v1beta1, dropping bad CIDRs', () => {
     const { snapshot, problems } = build(
-      { apiVersion: 'networking.k8s.io/v1beta1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/12', 'fd00:96::/112'] } },
-      { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'extra' }, spec: { cidrs: ['10.100.0.1/16', 'x'] } },
+      {
+        apiVersion: 'networking.k8s.io/v1beta1',
+        kind: 'ServiceCIDR',
+        metadata: { name: 'kubernetes' },
+        spec: { cidrs: ['10.96.0.0/12', 'fd00:96::/112'] },
+      },
+      {
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'ServiceCIDR',
+        metadata: { name: 'extra' },
+        spec: { cidrs: ['10.100.0.1/16', 'x'] },
+      },
     );
     expect(snapshot.serviceCIDRs).toEqual([
       { name: 'extra', cidrs: [{ family: 'ipv4', address: '10.100.0.0', prefixLength: 16 }] },
@@ -641,7 +735,14 @@ describe('ServiceCIDR', () => {
 
 describe('objects in general', () => {
   it('reports non-objects and objects without kind or apiVersion', () => {
-    const { problems } = build(null, 'str', [1], { kind: 'Service' }, { apiVersion: 'v1' }, { apiVersion: 'v1', kind: 5 });
+    const { problems } = build(
+      null,
+      'str',
+      [1],
+      { kind: 'Service' },
+      { apiVersion: 'v1' },
+      { apiVersion: 'v1', kind: 5 },
+    );
     expect(problems.map((p) => [p.object, p.path])).toEqual([
       ['objects[0]', ''],
       ['objects[1]', ''],
@@ -665,7 +766,12 @@ describe('objects in general', () => {
   });
 
   it('lets the last duplicate win and reports it', () => {
-    const { snapshot, problems } = build(svc({ clusterIP: '10.96.0.1' }), svc({ clusterIP: '10.96.0.2' }), slice(), slice());
+    const { snapshot, problems } = build(
+      svc({ clusterIP: '10.96.0.1' }),
+      svc({ clusterIP: '10.96.0.2' }),
+      slice(),
+      slice(),
+    );
     expect(snapshot.services.map((s) => s.clusterIPs[0]?.text)).toEqual(['10.96.0.2']);
     expect(snapshot.endpointSlices).toHaveLength(1);
     expect(problems.map((p) => [p.kind, p.object, p.message])).toEqual([
@@ -712,10 +818,18 @@ describe('objects in general', () => {
 });
 
 describe('node eligibility', () => {
-  const nodeWith = (extra: Record<string, unknown>) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1', ...extra['metadata'] as object }, spec: extra['spec'] ?? {} });
+  const nodeWith = (extra: Record<string, unknown>) => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: 'n1', ...(extra['metadata'] as object) },
+    spec: extra['spec'] ?? {},
+  });
   it('a Node being deleted or tainted ToBeDeletedByClusterAutoscaler is being removed', () => {
     expect(buildSnapshot([nodeWith({})], 'n1').snapshot.node?.beingRemoved).toBe(false);
-    expect(buildSnapshot([nodeWith({ metadata: { deletionTimestamp: '2026-11-22T00:00:00Z' } })], 'n1').snapshot.node?.beingRemoved).toBe(true);
+    expect(
+      buildSnapshot([nodeWith({ metadata: { deletionTimestamp: '2026-11-22T00:00:00Z' } })], 'n1').snapshot.node
+        ?.beingRemoved,
+    ).toBe(true);
     const tainted = nodeWith({ spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', effect: 'NoSchedule' }] } });
     expect(buildSnapshot([tainted], 'n1').snapshot.node?.beingRemoved).toBe(true);
   });

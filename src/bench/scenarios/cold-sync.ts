@@ -54,11 +54,16 @@ export async function runWorker(size: ClusterSize, shape: ClusterShape, out: str
   const args = [
     ...KPROXY_NODE_FLAGS,
     WORKER,
-    '--services', String(size.services),
-    '--endpoints', String(size.endpointsPerService),
-    '--nodes', String(shape.nodes),
-    '--affinity-percent', String(shape.affinityPercent),
-    '--out', out,
+    '--services',
+    String(size.services),
+    '--endpoints',
+    String(size.endpointsPerService),
+    '--nodes',
+    String(shape.nodes),
+    '--affinity-percent',
+    String(shape.affinityPercent),
+    '--out',
+    out,
   ];
   return runForJson<WorkerReport>(`pipeline worker for ${sizeLabel(size)}`, process.execPath, args);
 }
@@ -74,12 +79,18 @@ async function measure(ctx: BenchContext, size: ClusterSize): Promise<ColdSyncRo
   const rulesets = runPipeline(objects, benchConfig()).rulesets;
 
   const row = await withNetns(`k${label}`, async (ns) => {
-    ctx.log(`cold-sync ${label}: nft -f (${(worker.txBytes / 2 ** 20).toFixed(1)} MiB, ${count(worker.commands)} commands)`);
+    ctx.log(
+      `cold-sync ${label}: nft -f (${(worker.txBytes / 2 ** 20).toFixed(1)} MiB, ${count(worker.commands)} commands)`,
+    );
     const nft = await timedInNetns(ns, ['nft', '-f', file], { timeoutMs: ctx.options.kproxyTimeoutMs });
     if (nft.exitCode !== 0 || nft.timedOut) {
-      throw new Error(`kproxy's transaction failed to load at ${label}: ${nft.timedOut ? 'timeout' : `exit ${nft.exitCode}`} ${nft.stderr}`);
+      throw new Error(
+        `kproxy's transaction failed to load at ${label}: ${nft.timedOut ? 'timeout' : `exit ${nft.exitCode}`} ${nft.stderr}`,
+      );
     }
-    const list = await timedInNetns(ns, ['nft', '-j', 'list', 'table', 'ip', TABLE], { timeoutMs: ctx.options.kproxyTimeoutMs });
+    const list = await timedInNetns(ns, ['nft', '-j', 'list', 'table', 'ip', TABLE], {
+      timeoutMs: ctx.options.kproxyTimeoutMs,
+    });
     const v0 = performance.now();
     const verified = await new NftablesBackend(new Nft(inNetns(ns))).matches(rulesets);
     const verifyS = (performance.now() - v0) / 1000;
@@ -98,7 +109,7 @@ async function measure(ctx: BenchContext, size: ClusterSize): Promise<ColdSyncRo
 
 export const coldSync: Scenario = {
   name: 'cold-sync',
-  description: "kproxy cold sync: pipeline (fresh process, peak RSS) + nft -f into a fresh netns, verified",
+  description: 'kproxy cold sync: pipeline (fresh process, peak RSS) + nft -f into a fresh netns, verified',
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const rows: ColdSyncRow[] = [];
     for (const size of ctx.options.sizes) rows.push(await measure(ctx, size));
@@ -107,7 +118,19 @@ export const coldSync: Scenario = {
       title: 'kproxy cold sync (fresh network namespace per size)',
       tables: [
         {
-          columns: ['size', 'svc ports', 'chains', 'rules', 'elements', 'tx MiB', 'normalize ms', 'model+render ms', 'tx build ms', 'pipeline s', 'peak RSS MiB'],
+          columns: [
+            'size',
+            'svc ports',
+            'chains',
+            'rules',
+            'elements',
+            'tx MiB',
+            'normalize ms',
+            'model+render ms',
+            'tx build ms',
+            'pipeline s',
+            'peak RSS MiB',
+          ],
           rows: rows.map((r) => [
             sizeLabel(r.size),
             count(r.worker.counts.servicePorts),
@@ -123,7 +146,22 @@ export const coldSync: Scenario = {
           ]),
         },
         {
-          columns: ['size', 'nft wall s', 'nft user s', 'nft sys s', 'nft RSS MiB', 'total s', 'pipeline %', 'nft user %', 'nft sys %', 'list s', 'list user s', 'list sys s', 'matches s', 'verified'],
+          columns: [
+            'size',
+            'nft wall s',
+            'nft user s',
+            'nft sys s',
+            'nft RSS MiB',
+            'total s',
+            'pipeline %',
+            'nft user %',
+            'nft sys %',
+            'list s',
+            'list user s',
+            'list sys s',
+            'matches s',
+            'verified',
+          ],
           rows: rows.map((r) => {
             const pct = (v: number | null) => (v === null ? '-' : `${Math.round((100 * v) / r.totalS)}`);
             return [

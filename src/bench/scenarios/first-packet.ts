@@ -64,7 +64,10 @@ function endpointsOf(sp: ServicePortState): readonly EndpointTarget[] {
 function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`no "${pattern.source}" from the helper within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no "${pattern.source}" from the helper within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {
       buf += d;
       if (pattern.test(buf)) {
@@ -85,8 +88,25 @@ async function runClient(
   connects: number,
   warmup: number,
 ): Promise<{ target: string; samplesUs: number[]; failures: number }[]> {
-  const args = ['netns', 'exec', ns, process.execPath, HELPER, 'connect', '--targets', targets.join(','), '--count', String(connects), '--warmup', String(warmup)];
-  const report = await runForJson<{ targets: { target: string; samplesUs: number[]; failures: number }[] }>('latency client', 'ip', args);
+  const args = [
+    'netns',
+    'exec',
+    ns,
+    process.execPath,
+    HELPER,
+    'connect',
+    '--targets',
+    targets.join(','),
+    '--count',
+    String(connects),
+    '--warmup',
+    String(warmup),
+  ];
+  const report = await runForJson<{ targets: { target: string; samplesUs: number[]; failures: number }[] }>(
+    'latency client',
+    'ip',
+    args,
+  );
   return report.targets;
 }
 
@@ -114,9 +134,21 @@ async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
   const serverIps = [...new Set([...endpointsOf(first), ...endpointsOf(last)].map((e) => e.ip))];
   const direct = endpointsOf(first)[0];
   if (!direct) throw new Error(`the first Service has no endpoints at ${label}`);
-  const targets = [`${first.clusterIP}:${SERVICE_PORT}`, `${last.clusterIP}:${SERVICE_PORT}`, `${direct.ip}:${direct.port}`];
+  const targets = [
+    `${first.clusterIP}:${SERVICE_PORT}`,
+    `${last.clusterIP}:${SERVICE_PORT}`,
+    `${direct.ip}:${direct.port}`,
+  ];
   const kinds = ['first-service', 'last-service', 'direct'] as const;
-  const topo: Topology = { services, label, namespaces: [], targets, kinds, samples: targets.map(() => ({ samplesUs: [], failures: 0 })), loadS: NaN };
+  const topo: Topology = {
+    services,
+    label,
+    namespaces: [],
+    targets,
+    kinds,
+    samples: targets.map(() => ({ samplesUs: [], failures: 0 })),
+    loadS: NaN,
+  };
 
   const id = `kpb${process.pid % 1000}${(topoSeq++).toString(36)}`;
   const node = createNetns(`n${label}`);
@@ -126,8 +158,21 @@ async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
   const srv = createNetns(`s${label}`);
   topo.namespaces.push(srv);
   // Node: router, same gateway address on both veths, host routes to the pods.
-  ip(['netns', 'exec', node, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
-  for (const [suffix, peer] of [['c', cli], ['s', srv]] as const) {
+  ip([
+    'netns',
+    'exec',
+    node,
+    'sysctl',
+    '-q',
+    '-w',
+    'net.ipv4.ip_forward=1',
+    'net.ipv4.conf.all.rp_filter=0',
+    'net.ipv4.conf.default.rp_filter=0',
+  ]);
+  for (const [suffix, peer] of [
+    ['c', cli],
+    ['s', srv],
+  ] as const) {
     const dev = `${id}${suffix}`;
     sh(node, ['link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', peer]);
     sh(node, ['link', 'set', dev, 'up']);
@@ -151,7 +196,9 @@ async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
   if (load.exitCode !== 0) throw new Error(`nft -f failed at ${label}: ${load.stderr}`);
   topo.loadS = load.wallS;
 
-  topo.server = spawnTracked('ip', ['netns', 'exec', srv, process.execPath, HELPER, 'serve', String(TARGET_PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  topo.server = spawnTracked('ip', ['netns', 'exec', srv, process.execPath, HELPER, 'serve', String(TARGET_PORT)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   await waitForLine(topo.server, /ready/, 10_000);
   return topo;
 }
@@ -218,7 +265,17 @@ export const firstPacket: Scenario = {
     const directP50 = (r: LatencyRun) => r.targets.find((t) => t.kind === 'direct')?.p50Us ?? NaN;
     const tables: Table[] = [
       {
-        columns: ['Services', 'target', 'p50 us', 'p90 us', 'p99 us', 'mean us', 'p50 - direct us', 'samples', 'failures'],
+        columns: [
+          'Services',
+          'target',
+          'p50 us',
+          'p90 us',
+          'p99 us',
+          'mean us',
+          'p50 - direct us',
+          'samples',
+          'failures',
+        ],
         rows: runs.flatMap((r) =>
           r.targets.map((t) => [
             count(r.services),
@@ -242,7 +299,12 @@ export const firstPacket: Scenario = {
         columns: ['target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
         rows: big.targets.map((t, i) => {
           const s = small.targets[i];
-          return [t.kind, ratio(s ? t.p50Us / s.p50Us : NaN), ratio(s ? t.p90Us / s.p90Us : NaN), ratio(s ? t.p99Us / s.p99Us : NaN)];
+          return [
+            t.kind,
+            ratio(s ? t.p50Us / s.p50Us : NaN),
+            ratio(s ? t.p90Us / s.p90Us : NaN),
+            ratio(s ? t.p99Us / s.p99Us : NaN),
+          ];
         }),
       });
     }

@@ -34,11 +34,22 @@ async function measure(ctx: BenchContext, size: ClusterSize, changes: number): P
     const t0 = performance.now();
     const child = spawnTracked(
       process.execPath,
-      [...KPROXY_NODE_FLAGS, WORKER, '--netns', ns, '--services', String(size.services), '--endpoints', String(size.endpointsPerService)],
+      [
+        ...KPROXY_NODE_FLAGS,
+        WORKER,
+        '--netns',
+        ns,
+        '--services',
+        String(size.services),
+        '--endpoints',
+        String(size.endpointsPerService),
+      ],
       { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     try {
-      const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+      if (!child.stdout || !child.stdin) throw new Error(`daemon worker for ${label}: no pipes`);
+      const { stdin } = child;
+      const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
       const next = async (): Promise<Record<string, number>> => {
         const r = await lines.next();
         if (r.done) throw new Error(`daemon worker for ${label} exited`);
@@ -46,7 +57,7 @@ async function measure(ctx: BenchContext, size: ClusterSize, changes: number): P
       };
       await next(); // ready: the first (full) sync is in the kernel
       const startS = (performance.now() - t0) / 1000;
-      const send = (o: unknown) => child.stdin!.write(`${JSON.stringify(o)}\n`);
+      const send = (o: unknown) => stdin.write(`${JSON.stringify(o)}\n`);
       const latencies: Record<Kind, number[]> = { endpoint: [], add: [], delete: [] };
       for (const kind of KINDS) {
         for (let k = 0; k < changes; k++) {
@@ -57,11 +68,24 @@ async function measure(ctx: BenchContext, size: ClusterSize, changes: number): P
           // Let the sync's follow-up work (conntrack, health) finish, as between real events.
           await new Promise((r) => setTimeout(r, 20));
         }
-        ctx.log(`incremental ${label}: ${kind} p50 ${ms(percentile([...latencies[kind]].sort((a, b) => a - b), 50))} ms`);
+        ctx.log(
+          `incremental ${label}: ${kind} p50 ${ms(
+            percentile(
+              [...latencies[kind]].sort((a, b) => a - b),
+              50,
+            ),
+          )} ms`,
+        );
       }
       send({ op: 'stats' });
       const stats = await next();
-      return { size, latencies, peakRssMiB: stats['peakRssMiB'] ?? NaN, heapUsedMiB: stats['heapUsedMiB'] ?? NaN, startS };
+      return {
+        size,
+        latencies,
+        peakRssMiB: stats['peakRssMiB'] ?? NaN,
+        heapUsedMiB: stats['heapUsedMiB'] ?? NaN,
+        startS,
+      };
     } finally {
       killTracked(child);
     }
@@ -75,12 +99,28 @@ export const incremental: Scenario = {
     const changes = ctx.options.changes;
     const rows: IncrementalRow[] = [];
     for (const size of ctx.options.sizes) rows.push(await measure(ctx, size, changes));
-    const p = (list: readonly number[], q: number) => ms(percentile([...list].sort((a, b) => a - b), q));
+    const p = (list: readonly number[], q: number) =>
+      ms(
+        percentile(
+          [...list].sort((a, b) => a - b),
+          q,
+        ),
+      );
     return {
       title: `incremental syncs through the daemon (${changes} changes of each kind, minSyncPeriod 0)`,
       tables: [
         {
-          columns: ['size', 'start s', 'endpoint p50 ms', 'endpoint p99 ms', 'add p50 ms', 'add p99 ms', 'delete p50 ms', 'delete p99 ms', 'daemon peak RSS MiB'],
+          columns: [
+            'size',
+            'start s',
+            'endpoint p50 ms',
+            'endpoint p99 ms',
+            'add p50 ms',
+            'add p99 ms',
+            'delete p50 ms',
+            'delete p99 ms',
+            'daemon peak RSS MiB',
+          ],
           rows: rows.map((r) => [
             sizeLabel(r.size),
             fixed(r.startS, 2),
@@ -95,7 +135,7 @@ export const incremental: Scenario = {
         },
       ],
       notes: [
-        'Latency: from the change entering the daemon\'s source to the end of the `nft -f` that carried it (runner, proxier, transaction, nft process, kernel commit).',
+        "Latency: from the change entering the daemon's source to the end of the `nft -f` that carried it (runner, proxier, transaction, nft process, kernel commit).",
         'Peak RSS: the whole daemon process after the initial full sync and all changes.',
       ],
       data: { changes, rows },

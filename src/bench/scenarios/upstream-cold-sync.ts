@@ -96,7 +96,9 @@ async function measure(ctx: BenchContext, size: ClusterSize, kproxy: ColdSyncDat
   if (!ctx.options.keepFiles) rmSync(file, { force: true });
 
   const status: UpstreamStatus = nft.timedOut ? 'timeout' : nft.exitCode === 0 ? 'ok' : 'failed';
-  const k = kproxy?.rows.find((r) => r.size.services === size.services && r.size.endpointsPerService === size.endpointsPerService);
+  const k = kproxy?.rows.find(
+    (r) => r.size.services === size.services && r.size.endpointsPerService === size.endpointsPerService,
+  );
   const row: UpstreamRow = {
     size,
     status,
@@ -116,23 +118,40 @@ async function measure(ctx: BenchContext, size: ClusterSize, kproxy: ColdSyncDat
 
 export const upstreamColdSync: Scenario = {
   name: 'upstream',
-  description: "the same cold load in upstream kube-proxy's classic nftables layout (per-endpoint chains, numgen vmaps)",
+  description:
+    "the same cold load in upstream kube-proxy's classic nftables layout (per-endpoint chains, numgen vmaps)",
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const kproxy = ctx.results.get('cold-sync')?.data as ColdSyncData | undefined;
     const rows: UpstreamRow[] = [];
     for (const size of ctx.options.sizes) rows.push(await measure(ctx, size, kproxy));
     const data: UpstreamData = { rows, timeoutS: ctx.options.upstreamTimeoutMs / 1000 };
-    const kproxyRow = (s: ClusterSize) => kproxy?.rows.find((r) => r.size.services === s.services && r.size.endpointsPerService === s.endpointsPerService);
+    const kproxyRow = (s: ClusterSize) =>
+      kproxy?.rows.find((r) => r.size.services === s.services && r.size.endpointsPerService === s.endpointsPerService);
     return {
       title: "upstream kube-proxy's classic nftables layout, same state (fresh network namespace per size)",
       tables: [
         {
-          columns: ['size', 'chains', 'rules', 'anon maps', 'tx MiB', 'nft wall s', 'nft user s', 'nft sys s', 'status', 'kproxy nft s', 'vs kproxy nft', 'vs kproxy total'],
+          columns: [
+            'size',
+            'chains',
+            'rules',
+            'anon maps',
+            'tx MiB',
+            'nft wall s',
+            'nft user s',
+            'nft sys s',
+            'status',
+            'kproxy nft s',
+            'vs kproxy nft',
+            'vs kproxy total',
+          ],
           rows: rows.map((r) => {
             const k = kproxyRow(r.size);
             const wall = r.status === 'timeout' ? `>${secs(r.nft?.wallS)}` : secs(r.nft?.wallS);
-            const lower = r.status === 'timeout' && r.nft && k ? `>${ratio(r.nft.wallS / k.nft.wallS)}` : ratio(r.vsKproxyNft);
-            const lowerTotal = r.status === 'timeout' && r.nft && k ? `>${ratio(r.nft.wallS / k.totalS)}` : ratio(r.vsKproxyTotal);
+            const lower =
+              r.status === 'timeout' && r.nft && k ? `>${ratio(r.nft.wallS / k.nft.wallS)}` : ratio(r.vsKproxyNft);
+            const lowerTotal =
+              r.status === 'timeout' && r.nft && k ? `>${ratio(r.nft.wallS / k.totalS)}` : ratio(r.vsKproxyTotal);
             return [
               sizeLabel(r.size),
               r.stats ? count(r.stats.chains) : '-',
@@ -151,7 +170,7 @@ export const upstreamColdSync: Scenario = {
         },
       ],
       notes: [
-        'vs kproxy nft = upstream nft wall / kproxy nft wall; vs kproxy total = upstream nft wall / kproxy total cold sync (upstream\'s own Go-side time not included).',
+        "vs kproxy nft = upstream nft wall / kproxy nft wall; vs kproxy total = upstream nft wall / kproxy total cold sync (upstream's own Go-side time not included).",
         `a timeout (--upstream-timeout ${data.timeoutS} s) is a lower bound: the load was killed, not finished.`,
       ],
       data,

@@ -9,7 +9,8 @@ import { cidrContains } from '../../model/ip.ts';
  * intervals in one set ("conflicting intervals specified"), and the outer one already covers them.
  */
 export function outermostCidrs(cidrs: readonly Cidr[]): Cidr[] {
-  const covers = (a: Cidr, b: Cidr) => a.prefixLength <= b.prefixLength && cidrContains(a, { family: b.family, text: b.address });
+  const covers = (a: Cidr, b: Cidr) =>
+    a.prefixLength <= b.prefixLength && cidrContains(a, { family: b.family, text: b.address });
   const out: Cidr[] = [];
   for (const c of cidrs) {
     if (out.some((o) => covers(o, c))) continue;

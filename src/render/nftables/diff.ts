@@ -51,8 +51,14 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     const wanted = new Map(set.elements.map((e) => [elementText(e), e]));
     const existing = seen?.elements ?? new Set<string>();
     // A map element is deleted by its key alone; the key is the text before " : ".
-    tx.deleteElements(set.spec.name, [...existing].filter((text) => !wanted.has(text)).map((text) => keyFromText(text.split(' : ')[0] ?? text)));
-    tx.addElements(set.spec.name, [...wanted].filter(([text]) => !existing.has(text)).map(([, e]) => e));
+    tx.deleteElements(
+      set.spec.name,
+      [...existing].filter((text) => !wanted.has(text)).map((text) => keyFromText(text.split(' : ')[0] ?? text)),
+    );
+    tx.addElements(
+      set.spec.name,
+      [...wanted].filter(([text]) => !existing.has(text)).map(([, e]) => e),
+    );
   }
   const desiredSets = new Set(desired.sets.map((s) => s.spec.name));
   for (const [name, seen] of observed.sets) if (!desiredSets.has(name)) tx.deleteSet(seen.spec);
@@ -64,7 +70,14 @@ function fullPlan(kind: 'create' | 'replace', desired: Ruleset): Plan {
   const elements = desired.sets.reduce((n, s) => n + (isDynamic(s.spec) ? 0 : s.elements.length), 0);
   return {
     commands: createCommands(desired),
-    summary: { kind, chainsAdded: desired.chains.length, chainsChanged: 0, chainsDeleted: 0, elementsAdded: elements, elementsDeleted: 0 },
+    summary: {
+      kind,
+      chainsAdded: desired.chains.length,
+      chainsChanged: 0,
+      chainsDeleted: 0,
+      elementsAdded: elements,
+      elementsDeleted: 0,
+    },
   };
 }
 
@@ -80,7 +93,10 @@ function incompatibility(desired: Ruleset, observed: ObservedTable): string | un
     if (!seen) continue;
     const a = chain.base;
     const b = seen.base;
-    if (Boolean(a) !== Boolean(b) || (a && b && (a.type !== b.type || a.hook !== b.hook || a.priority !== b.priority))) {
+    if (
+      Boolean(a) !== Boolean(b) ||
+      (a && b && (a.type !== b.type || a.hook !== b.hook || a.priority !== b.priority))
+    ) {
       return `chain ${chain.name} has a different hook`;
     }
   }
@@ -114,7 +130,8 @@ function keyJsonFromText(text: string): unknown {
   const parts = text.split(' . ').map((p): unknown => {
     if (/^\d+$/.test(p)) return Number(p);
     const slash = p.lastIndexOf('/');
-    if (slash > 0 && /^\d+$/.test(p.slice(slash + 1))) return { prefix: { addr: p.slice(0, slash), len: Number(p.slice(slash + 1)) } };
+    if (slash > 0 && /^\d+$/.test(p.slice(slash + 1)))
+      return { prefix: { addr: p.slice(0, slash), len: Number(p.slice(slash + 1)) } };
     return p;
   });
   return parts.length === 1 ? parts[0] : { concat: parts };

@@ -34,6 +34,9 @@ export function fragmentContext(state: TableContext): FragmentContext {
 /** Renders a whole NodeState (dump, one-shot sync, full resync). */
 export function renderNftables(state: NodeState): RenderResult {
   const ctx = fragmentContext(state);
-  const table = new TableState(state, state.servicePorts.map((sp) => renderServicePort(sp, ctx)));
+  const table = new TableState(
+    state,
+    state.servicePorts.map((sp) => renderServicePort(sp, ctx)),
+  );
   return { ruleset: table.ruleset(), problems: table.problems() };
 }

@@ -63,9 +63,9 @@ export function parseObservedTable(listing: unknown, table?: string): ObservedTa
 
 function observedSpec(s: Json, isMap: boolean): SetSpec {
   const type = s['type'];
-  const flags = (Array.isArray(s['flags']) ? (s['flags'] as string[]) : typeof s['flags'] === 'string' ? [s['flags']] : []).filter(
-    (f): f is SetFlag => f === 'interval' || f === 'timeout' || f === 'dynamic',
-  );
+  const flags = (
+    Array.isArray(s['flags']) ? (s['flags'] as string[]) : typeof s['flags'] === 'string' ? [s['flags']] : []
+  ).filter((f): f is SetFlag => f === 'interval' || f === 'timeout' || f === 'dynamic');
   return {
     name: String(s['name']),
     keyType: Array.isArray(type) ? type.map(String) : [String(type)],
@@ -122,14 +122,24 @@ function verdictText(v: unknown): string {
  * so a chain that is missing is recreated and every set is compared for real, but an edit inside
  * an existing chain is only found by a complete read.
  */
-export function lightObservedTable(listings: readonly unknown[], table: string, committed: ReadonlyMap<string, { ruleCount: number; fingerprint?: string }>): ObservedTable | undefined {
-  const merged = { nftables: listings.flatMap((l) => ((l as Json | null)?.['nftables'] as unknown[] | undefined) ?? []) };
+export function lightObservedTable(
+  listings: readonly unknown[],
+  table: string,
+  committed: ReadonlyMap<string, { ruleCount: number; fingerprint?: string }>,
+): ObservedTable | undefined {
+  const merged = {
+    nftables: listings.flatMap((l) => ((l as Json | null)?.['nftables'] as unknown[] | undefined) ?? []),
+  };
   const seen = parseObservedTable(merged, table);
   if (seen.chains.size === 0) return undefined;
   const chains = new Map<string, ObservedChain>();
   for (const [name, chain] of seen.chains) {
     const known = committed.get(name);
-    chains.set(name, { ...(chain.base ? { base: chain.base } : {}), ruleCount: known?.ruleCount ?? -1, ...(known?.fingerprint ? { fingerprint: known.fingerprint } : {}) });
+    chains.set(name, {
+      ...(chain.base ? { base: chain.base } : {}),
+      ruleCount: known?.ruleCount ?? -1,
+      ...(known?.fingerprint ? { fingerprint: known.fingerprint } : {}),
+    });
   }
   return { chains, sets: seen.sets };
 }

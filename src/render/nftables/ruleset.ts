@@ -110,7 +110,10 @@ export class Commands {
   }
 
   deleteTable(): Fragment {
-    return { text: `delete table ${this.where()}`, json: { delete: { table: { family: this.family, name: this.table } } } };
+    return {
+      text: `delete table ${this.where()}`,
+      json: { delete: { table: { family: this.family, name: this.table } } },
+    };
   }
 
   addChain(chain: Chain): Fragment {
@@ -128,7 +131,10 @@ export class Commands {
   }
 
   deleteChain(name: string): Fragment {
-    return { text: `delete chain ${this.where()} ${identifier(name)}`, json: { delete: { chain: this.ref({ name }) } } };
+    return {
+      text: `delete chain ${this.where()} ${identifier(name)}`,
+      json: { delete: { chain: this.ref({ name }) } },
+    };
   }
 
   addRule(chain: string, rule: Rule): Fragment {
@@ -171,7 +177,11 @@ export class Commands {
 
   /** Deleting a map element names only its key. */
   deleteElements(set: string, keys: readonly Value[]): Fragment {
-    return this.elements('delete', set, keys.map((key) => ({ key })));
+    return this.elements(
+      'delete',
+      set,
+      keys.map((key) => ({ key })),
+    );
   }
 
   private elements(op: 'add' | 'delete', set: string, elements: readonly Element[]): Fragment {

@@ -69,7 +69,8 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
       chains.set(name, entry);
       for (const ep of endpoints) {
         // Only a pod on this node can send a packet that this node DNATs back to the same pod.
-        if (ep.isLocal) sharedElements.push({ set: SET.hairpin, element: { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) } });
+        if (ep.isLocal)
+          sharedElements.push({ set: SET.hairpin, element: { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) } });
       }
     }
     for (const v of via) entry.frontends.add(v);
@@ -79,7 +80,10 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
   const cluster = frontendKey(sp.clusterIP);
   const internal = sp.internal;
   if (internal.kind === 'cluster' || internal.kind === 'local') {
-    on(cluster, SET.serviceIps, { key: cluster, verdict: ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints, [cluster.text]) });
+    on(cluster, SET.serviceIps, {
+      key: cluster,
+      verdict: ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints, [cluster.text]),
+    });
   } else {
     on(cluster, SET.noEndpointServices, { key: cluster, verdict: noEndpointVerdict(internal.kind) });
   }
@@ -88,13 +92,26 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
   if (external) {
     const ips = [...sp.externalIPs, ...sp.loadBalancerIPs].map(frontendKey);
     const nodePort = sp.nodePort !== undefined ? value.concat([proto, value.port(sp.nodePort)]) : undefined;
-    const outside: { key: Value; ips: boolean }[] = [...ips.map((key) => ({ key, ips: true })), ...(nodePort ? [{ key: nodePort, ips: false }] : [])];
+    const outside: { key: Value; ips: boolean }[] = [
+      ...ips.map((key) => ({ key, ips: true })),
+      ...(nodePort ? [{ key: nodePort, ips: false }] : []),
+    ];
     const via = outside.map((o) => o.key.text);
     const add = (o: { key: Value; ips: boolean }, verdict: Verdict, noEndpoints: boolean) =>
-      on(o.key, o.ips ? (noEndpoints ? SET.noEndpointServices : SET.serviceIps) : noEndpoints ? SET.noEndpointNodePorts : SET.serviceNodePorts, {
-        key: o.key,
-        verdict,
-      });
+      on(
+        o.key,
+        o.ips
+          ? noEndpoints
+            ? SET.noEndpointServices
+            : SET.serviceIps
+          : noEndpoints
+            ? SET.noEndpointNodePorts
+            : SET.serviceNodePorts,
+        {
+          key: o.key,
+          verdict,
+        },
+      );
     if (external.kind === 'reject') {
       for (const o of outside) add(o, noEndpointVerdict('reject'), true);
     } else if (outside.length > 0) {
@@ -127,7 +144,10 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     // Upstream's allowFromNode: when a range holds this node's IP, traffic the node SNATs to an
     // LB IP (some platforms do) is allowed too.
     const allowFromNode = ctx.nodeIPs.some((ip) => ranges.some((r) => cidrContains(r, { family: r.family, text: ip })));
-    const sources: Cidr[] = [...ranges, ...(allowFromNode ? sp.loadBalancerIPs.map((ip) => hostCidr({ family: ctx.family, text: ip })) : [])];
+    const sources: Cidr[] = [
+      ...ranges,
+      ...(allowFromNode ? sp.loadBalancerIPs.map((ip) => hostCidr({ family: ctx.family, text: ip })) : []),
+    ];
     for (const lb of sp.loadBalancerIPs) {
       const key = frontendKey(lb);
       on(key, SET.firewallIps, { key });
@@ -146,7 +166,13 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
   };
 }
 
-function ladderChain(name: string, f: NftFamily, sp: ServicePortState, endpoints: readonly EndpointTarget[], affinitySets: Map<string, number>): Chain {
+function ladderChain(
+  name: string,
+  f: NftFamily,
+  sp: ServicePortState,
+  endpoints: readonly EndpointTarget[],
+  affinitySets: Map<string, number>,
+): Chain {
   const l4 = stmt.match(expr.l4proto(), '==', value.protocol(sp.ref.protocol));
   const saddr = expr.saddr(f);
   const affinity = sp.affinityTimeoutSeconds;
@@ -156,7 +182,14 @@ function ladderChain(name: string, f: NftFamily, sp: ServicePortState, endpoints
     for (const ep of endpoints) {
       const set = affinitySet(ep);
       affinitySets.set(set, affinity);
-      rules.push({ statements: [l4, stmt.match(saddr, '==', value.setRef(set)), stmt.updateSet(set, saddr), stmt.dnat(ep.ip, ep.port)] });
+      rules.push({
+        statements: [
+          l4,
+          stmt.match(saddr, '==', value.setRef(set)),
+          stmt.updateSet(set, saddr),
+          stmt.dnat(ep.ip, ep.port),
+        ],
+      });
     }
   }
   endpoints.forEach((ep, k) => {

@@ -39,7 +39,12 @@ export function skeletonSets(state: TableContext, bySet: ReadonlyMap<SetName, re
       d.kind === 'cidrs' ? outermostCidrs(d.cidrs).map((c) => ({ key: value.cidr(c) })) : [],
     ),
     set({ name: S.firewallIps, keyType: [a, 'inet_proto', 'inet_service'], verdictMap: false, flags: [] }),
-    set({ name: S.firewallAllow, keyType: [a, 'inet_proto', 'inet_service', a], verdictMap: false, flags: ['interval'] }),
+    set({
+      name: S.firewallAllow,
+      keyType: [a, 'inet_proto', 'inet_service', a],
+      verdictMap: false,
+      flags: ['interval'],
+    }),
     set(
       { name: S.serviceCidrs, keyType: [a], verdictMap: false, flags: ['interval'] },
       outermostCidrs(state.serviceCIDRs).map((c) => ({ key: value.cidr(c) })),
@@ -51,7 +56,10 @@ export function skeletonSets(state: TableContext, bySet: ReadonlyMap<SetName, re
 /** A ClientIP-affinity set: filled by the kernel from the packet path, entries expire. */
 export function affinitySetSpec(f: NftFamily, name: string, timeoutSeconds: number): NftSet {
   const a = f === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
-  return { spec: { name, keyType: [a], verdictMap: false, flags: ['dynamic', 'timeout'], timeoutSeconds }, elements: [] };
+  return {
+    spec: { name, keyType: [a], verdictMap: false, flags: ['dynamic', 'timeout'], timeoutSeconds },
+    elements: [],
+  };
 }
 
 /** The fixed chains: hooks, dispatch, masquerade and the filter checks. */
@@ -75,7 +83,13 @@ export function skeletonChains(state: TableContext): Chain[] {
     if (offCluster) clusterIpMasquerade.push(rule(toClusterIp, offCluster, jump(C.markForMasquerade)));
   }
 
-  const base = (name: string, type: 'filter' | 'nat', hook: NonNullable<Chain['base']>['hook'], priority: number, rules: Rule[]): Chain => ({
+  const base = (
+    name: string,
+    type: 'filter' | 'nat',
+    hook: NonNullable<Chain['base']>['hook'],
+    priority: number,
+    rules: Rule[],
+  ): Chain => ({
     name,
     base: { type, hook, priority },
     rules,
@@ -126,13 +140,20 @@ export function skeletonChains(state: TableContext): Chain[] {
       rules: [
         rule(
           stmt.match(frontendKey, '==', value.setRef(S.firewallIps)),
-          stmt.match(expr.concat([daddr, expr.l4proto(), expr.dport(), expr.saddr(f)]), '!=', value.setRef(S.firewallAllow)),
+          stmt.match(
+            expr.concat([daddr, expr.l4proto(), expr.dport(), expr.saddr(f)]),
+            '!=',
+            value.setRef(S.firewallAllow),
+          ),
           stmt.verdict({ kind: 'drop' }),
         ),
       ],
     },
     { name: C.serviceEndpointsCheck, rules: [rule(stmt.vmap(frontendKey, value.setRef(S.noEndpointServices)))] },
-    { name: C.nodePortEndpointsCheck, rules: [rule(...toNodePort, stmt.vmap(nodePortKey, value.setRef(S.noEndpointNodePorts)))] },
+    {
+      name: C.nodePortEndpointsCheck,
+      rules: [rule(...toNodePort, stmt.vmap(nodePortKey, value.setRef(S.noEndpointNodePorts)))],
+    },
     {
       name: C.clusterIpsCheck,
       rules: [
@@ -147,8 +168,15 @@ export function skeletonChains(state: TableContext): Chain[] {
 /** NodePorts answer on local destinations, never loopback (CVE-2020-8558), within the chosen CIDRs. */
 function nodePortDestinationMatch(state: TableContext, f: NftFamily) {
   const daddr = expr.daddr(f);
-  const loopback: Cidr = f === 'ip' ? { family: 'ipv4', address: '127.0.0.0', prefixLength: 8 } : { family: 'ipv6', address: '::1', prefixLength: 128 };
+  const loopback: Cidr =
+    f === 'ip'
+      ? { family: 'ipv4', address: '127.0.0.0', prefixLength: 8 }
+      : { family: 'ipv6', address: '::1', prefixLength: 128 };
   const local = stmt.match(expr.fibType('daddr'), '==', value.keyword('local'));
   if (state.nodePortDestinations.kind === 'allLocal') return [stmt.match(daddr, '!=', value.cidr(loopback)), local];
-  return [stmt.match(daddr, '==', value.setRef(S.nodePortAddresses)), stmt.match(daddr, '!=', value.cidr(loopback)), local];
+  return [
+    stmt.match(daddr, '==', value.setRef(S.nodePortAddresses)),
+    stmt.match(daddr, '!=', value.cidr(loopback)),
+    local,
+  ];
 }

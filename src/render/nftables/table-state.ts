@@ -57,14 +57,17 @@ export class TableState {
     // frontend they touch (ownership may pass to or from them).
     const affected = new Set<string>([...removing, ...adding.map((f) => f.sp.key)]);
     for (const key of [...affected]) {
-      for (const frontend of this.fragments.get(key)?.frontends.keys() ?? []) for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
+      for (const frontend of this.fragments.get(key)?.frontends.keys() ?? [])
+        for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
     }
-    for (const f of adding) for (const frontend of f.frontends.keys()) for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
+    for (const f of adding)
+      for (const frontend of f.frontends.keys()) for (const k of this.claimants.get(frontend) ?? []) affected.add(k);
 
     const before = this.contribution(affected);
     // Shared elements the swap may add or remove, with what they were before it.
     const touchedShared = new Set<string>();
-    for (const key of affected) for (const e of this.fragments.get(key)?.sharedElements ?? []) touchedShared.add(elementId(e));
+    for (const key of affected)
+      for (const e of this.fragments.get(key)?.sharedElements ?? []) touchedShared.add(elementId(e));
     for (const f of adding) for (const e of f.sharedElements) touchedShared.add(elementId(e));
     const sharedBefore = new Map([...touchedShared].map((id) => [id, this.shared.get(id)?.element]));
     for (const key of removing) this.remove(key);
@@ -98,7 +101,10 @@ export class TableState {
       family: f,
       table: TABLE,
       chains: [...skeletonChains(this.context), ...this.inKeyOrder(chains)],
-      sets: [...skeletonSets(this.context, bySet), ...[...all.affinitySets].map(([name, timeout]) => affinitySetSpec(f, name, timeout))],
+      sets: [
+        ...skeletonSets(this.context, bySet),
+        ...[...all.affinitySets].map(([name, timeout]) => affinitySetSpec(f, name, timeout)),
+      ],
     };
   }
 
@@ -212,15 +218,25 @@ export class TableState {
   private commands(before: Contribution, after: Contribution): Fragment[] {
     const f = nftFamily(this.context.family);
     const tx = new TransactionBuilder(f, TABLE);
-    for (const [name, timeout] of after.affinitySets) if (!before.affinitySets.has(name)) tx.addSet(affinitySetSpec(f, name, timeout).spec);
+    for (const [name, timeout] of after.affinitySets)
+      if (!before.affinitySets.has(name)) tx.addSet(affinitySetSpec(f, name, timeout).spec);
     for (const [name, chain] of after.chains) {
       const old = before.chains.get(name);
       if (!old) tx.addChain(chain);
-      else if (old !== chain && (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))) tx.replaceChain(chain);
+      else if (
+        old !== chain &&
+        (old.rules.length !== chain.rules.length || chainFingerprint(old) !== chainFingerprint(chain))
+      )
+        tx.replaceChain(chain);
     }
     for (const name of before.chains.keys()) if (!after.chains.has(name)) tx.deleteChain(name);
-    for (const [name, timeout] of before.affinitySets) if (!after.affinitySets.has(name)) tx.deleteSet(affinitySetSpec(f, name, timeout).spec);
-    for (const [set, list] of bySet(before.elements, after.elements)) tx.deleteElements(set, list.map((e) => e.key));
+    for (const [name, timeout] of before.affinitySets)
+      if (!after.affinitySets.has(name)) tx.deleteSet(affinitySetSpec(f, name, timeout).spec);
+    for (const [set, list] of bySet(before.elements, after.elements))
+      tx.deleteElements(
+        set,
+        list.map((e) => e.key),
+      );
     for (const [set, list] of bySet(after.elements, before.elements)) tx.addElements(set, list);
     return tx.commands();
   }
