@@ -20,9 +20,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ServicePortState } from '../src/model/node-state.ts';
-import { elementText, type Ruleset } from '../src/render/nftables/ruleset.ts';
-import { ruleText } from '../src/render/nftables/syntax.ts';
-import type { Desired } from '../src/sync/desired.ts';
+import { elementText, type Ruleset } from '../src/backends/nftables/render/ruleset.ts';
+import { ruleText } from '../src/backends/nftables/render/syntax.ts';
+import type { RenderedFamilies } from '../src/backends/nftables/render/layout.ts';
 import { caseNames, GOLDEN_DIR, runCase, runPipeline } from './support/golden.ts';
 
 const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
@@ -62,7 +62,7 @@ function frontendOf(set: string, keyText: string): string | undefined {
  *  - each element of the alone ruleset exists with the same verdict;
  *  - no other element sits on a frontend (address.proto.port, or proto.port) the good objects use.
  */
-function differencesFromAlone(alone: Desired, full: Desired): string[] {
+function differencesFromAlone(alone: RenderedFamilies, full: RenderedFamilies): string[] {
   const out: string[] = [];
   alone.families.forEach((a, i) => {
     const f = full.families[i];

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { startDaemon } from '../daemon/daemon.ts';
 import { logEventRecorder } from '../daemon/events.ts';
-import { execProgram, inNetns, type Exec } from '../kernel/nft.ts';
+import { execProgram, inNetns, type Exec } from '../kernel/exec.ts';
 import type { EndpointSlice, Service } from '../model/cluster.ts';
 import { buildSnapshot } from '../source/normalize.ts';
 import { BENCH_NODE, syntheticCluster } from './cluster-gen.ts';

@@ -2,16 +2,17 @@
  * @module bench/pipeline
  * kproxy's cold sync, minus the kernel: raw objects → `buildSnapshot` → `desiredState` (model +
  * render) → the create transaction (`planTransaction` against an empty kernel, as
- * `NftablesBackend.sync` plans it) → `transactionText`. Each step timed on its own.
+ * `NftablesApplier.sync` plans it) → `transactionText`. Each step timed on its own.
  */
 import { loadProxyConfig } from '../config/load.ts';
 import type { ProxyConfig } from '../config/proxy-config.ts';
-import { planTransaction } from '../render/nftables/diff.ts';
-import { isDynamic, transactionText } from '../render/nftables/ruleset.ts';
-import type { Ruleset } from '../render/nftables/ruleset.ts';
-import type { Fragment } from '../render/nftables/syntax.ts';
+import { planTransaction } from '../backends/nftables/render/diff.ts';
+import { isDynamic, transactionText } from '../backends/nftables/render/ruleset.ts';
+import type { Ruleset } from '../backends/nftables/render/ruleset.ts';
+import type { Fragment } from '../backends/nftables/render/syntax.ts';
 import { buildSnapshot } from '../source/normalize.ts';
-import { desiredState, type Desired } from '../sync/desired.ts';
+import { nodeStates } from '../proxy/desired.ts';
+import { renderFamilies, type RenderedFamilies } from '../backends/nftables/render/layout.ts';
 import { BENCH_CLUSTER_CIDR, BENCH_NODE } from './cluster-gen.ts';
 
 /** The configuration kproxy runs with in the bench: this node, the pod network as cluster CIDR. */
@@ -44,7 +45,7 @@ export interface PipelineTimings {
 }
 
 export interface PipelineRun {
-  readonly desired: Desired;
+  readonly desired: RenderedFamilies;
   readonly rulesets: readonly Ruleset[];
   readonly commands: readonly Fragment[];
   readonly text: string;
@@ -53,7 +54,7 @@ export interface PipelineRun {
   readonly problems: number;
 }
 
-export function countRuleset(desired: Desired): RulesetCounts {
+export function countRuleset(desired: RenderedFamilies): RulesetCounts {
   let chains = 0;
   let rules = 0;
   let sets = 0;
@@ -73,7 +74,7 @@ export function runPipeline(objects: unknown[], config: ProxyConfig): PipelineRu
   const t0 = performance.now();
   const { snapshot, problems } = buildSnapshot(objects, config.nodeName);
   const t1 = performance.now();
-  const desired = desiredState(snapshot, config);
+  const desired = renderFamilies(nodeStates(snapshot, config));
   const t2 = performance.now();
   const rulesets = desired.families.map((f) => f.ruleset);
   const commands = rulesets.flatMap((rs) => planTransaction(rs, undefined).commands);

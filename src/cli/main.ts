@@ -6,34 +6,39 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, loadProxyConfig, type CommandFlag, type Loaded } from '../config/load.ts';
-import { Nft, NftError } from '../kernel/nft.ts';
-import { NftablesBackend } from '../kernel/nftables-backend.ts';
-import { cleanupStaleConntrack, execaRun } from '../kernel/conntrack.ts';
+import { cleanupStaleConntrack } from '../kernel/conntrack.ts';
+import { execProgram } from '../kernel/exec.ts';
 import { readManifestDir } from '../source/manifests.ts';
 import { buildSnapshot } from '../source/normalize.ts';
-import { desiredState, type Desired } from '../sync/desired.ts';
-import { createCommands, transactionJson, transactionText } from '../render/nftables/ruleset.ts';
+import { nodeStates } from '../proxy/desired.ts';
+import { familyStateOf, type ProxyModeDefinition } from '../proxy/backend.ts';
+import { loadProxyMode } from '../proxy/modes.ts';
+import type { NodeState } from '../model/node-state.ts';
 import { createLogger, type Logger } from '../util/log.ts';
-import { KubeConfig } from '@kubernetes/client-node';
-import { apiSource, type ClusterSource } from '../source/api-source.ts';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterSource } from '../source/api-source.ts';
 import { manifestSource } from '../source/manifest-source.ts';
 import { startDaemon } from '../daemon/daemon.ts';
-import { apiEventRecorder, logEventRecorder, type EventRecorder } from '../daemon/events.ts';
+import { logEventRecorder, type EventRecorder } from '../daemon/events.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
+import { KernelToolError } from '../kernel/errors.ts';
 
 const USAGE = `Usage: kproxy <command> [flags]
 
 Commands:
   sync     --manifests DIR   program this network namespace's kernel from the objects in DIR
-  dump     --manifests DIR   print the rules sync would program (--format nft|json); touches nothing
-  cleanup                    remove kproxy's tables (and nothing else)
+  dump     --manifests DIR   print the rules sync would program; touches nothing. --format: nftables
+                             mode nft|json, iptables mode restore; --ip-family ipv4|ipv6: one family
+  cleanup                    remove kproxy's rules in the mode's engine (and nothing else)
   run                        the daemon: watch the API server (--kubeconfig, --master, or in-cluster)
                              or a directory (--manifests DIR) and keep the kernel in sync
 
-Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft, --hostname-override,
-  --cluster-cidr, --detect-local-mode, --pod-bridge-interface, --pod-interface-name-prefix,
-  --masquerade-all, --nodeport-addresses, -v N; for run also --kubeconfig, --master,
-  --healthz-bind-address, --metrics-bind-address, --iptables-sync-period, --iptables-min-sync-period
+Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|iptables,
+  --hostname-override, --cluster-cidr, --detect-local-mode, --pod-bridge-interface,
+  --pod-interface-name-prefix, --masquerade-all, --nodeport-addresses, --iptables-masquerade-bit,
+  --iptables-localhost-nodeports, -v N; for run also --kubeconfig, --master, --healthz-bind-address,
+  --metrics-bind-address, --iptables-sync-period, --iptables-min-sync-period.
+  kproxy's own: --iptables-flavor auto|nft|legacy (which iptables; default: detect as upstream's image does)
 `;
 
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
@@ -45,7 +50,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
   const flags: Record<string, readonly CommandFlag[]> = {
     sync: ['manifests'],
-    dump: ['manifests', 'format'],
+    dump: ['manifests', 'format', 'ip-family'],
     cleanup: [],
     run: ['manifests'],
   };
@@ -71,19 +76,20 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
   const log = createLogger(loaded.config.verbosity);
   for (const w of loaded.warnings) log.warn({ warning: w }, 'configuration warning');
+  const mode = await loadProxyMode(loaded.config.mode);
   try {
     switch (command) {
       case 'sync':
-        return await sync(loaded, log);
+        return await sync(loaded, mode, log);
       case 'dump':
-        return await dump(loaded, log, out);
+        return await dump(loaded, mode, log, out);
       case 'run':
         return await runDaemon(loaded, log);
       default:
-        return await cleanup(log);
+        return await cleanup(loaded, mode, log);
     }
   } catch (err) {
-    if (err instanceof NftError) {
+    if (err instanceof KernelToolError) {
       log.error({ code: err.code }, err.message);
       return 1;
     }
@@ -91,7 +97,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
 }
 
-async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<Desired | undefined> {
+async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<NodeState[] | undefined> {
   if (!loaded.manifests) {
     log.error('--manifests DIR is required (reading from an API server is `kproxy run`)');
     return undefined;
@@ -104,15 +110,14 @@ async function desiredFromManifests(loaded: Loaded, log: Logger): Promise<Desire
     return undefined;
   }
   const { snapshot, problems } = buildSnapshot(read.objects, loaded.config.nodeName);
-  const desired = desiredState(snapshot, loaded.config);
-  reportProblems(log, [...read.problems, ...problems, ...desired.problems]);
+  reportProblems(log, [...read.problems, ...problems]);
   if (!snapshot.node) {
     log.warn(
       { node: loaded.config.nodeName },
       'no Node object for this node: no node IPs, zone or podCIDRs (NodePorts with nodePortAddresses "primary" answer nowhere)',
     );
   }
-  return desired;
+  return nodeStates(snapshot, loaded.config);
 }
 
 function reportProblems(log: Logger, problems: readonly Problem[]): void {
@@ -120,42 +125,60 @@ function reportProblems(log: Logger, problems: readonly Problem[]): void {
     log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `skipped: ${formatProblem(p)}`);
 }
 
-async function sync(loaded: Loaded, log: Logger): Promise<number> {
-  const desired = await desiredFromManifests(loaded, log);
-  if (!desired) return 1;
-  const backend = new NftablesBackend(new Nft());
-  const rulesets = desired.families.map((f) => f.ruleset);
+async function sync(loaded: Loaded, mode: ProxyModeDefinition, log: Logger): Promise<number> {
+  const states = await desiredFromManifests(loaded, log);
+  if (!states) return 1;
+  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log });
+  const families = states.map(familyStateOf);
   const started = performance.now();
-  const report = await backend.sync(rulesets);
-  if (!(await backend.matches(rulesets, { light: true }))) {
-    log.error('the kernel does not hold the desired rules after the transaction (someone else changed them?)');
+  const report = await backend.sync({ families, full: true, changed: new Set() });
+  reportProblems(log, report.problems);
+  if (!(await backend.matches(families))) {
+    log.error('the kernel does not hold the desired rules after the sync (someone else changed them?)');
     return 1;
   }
   // UDP clients keep sending into a black hole unless flows to the old state are forgotten.
   let conntrackDeleted = 0;
-  for (const f of desired.families) {
-    const r = await cleanupStaleConntrack(execaRun, { state: f.state });
+  for (const state of states) {
+    const r = await cleanupStaleConntrack(execProgram, { state });
     conntrackDeleted += r.deleted;
-    for (const e of r.errors) log.warn({ family: f.state.family }, `conntrack cleanup: ${e}`);
+    for (const e of r.errors) log.warn({ family: state.family }, `conntrack cleanup: ${e}`);
   }
   log.info(
     {
-      commands: report.commands,
-      families: report.families,
-      servicePorts: desired.families.map((f) => f.state.servicePorts.length),
+      mode: mode.mode,
+      changes: report.changes,
+      ...report.detail,
+      servicePorts: states.map((s) => s.servicePorts.length),
       conntrackDeleted,
       ms: Math.round(performance.now() - started),
     },
-    report.commands === 0 ? 'kernel already up to date' : 'rules applied',
+    report.changes === 0 ? 'kernel already up to date' : 'rules applied',
   );
   return 0;
 }
 
-async function dump(loaded: Loaded, log: Logger, out: NodeJS.WritableStream): Promise<number> {
-  const desired = await desiredFromManifests(loaded, log);
-  if (!desired) return 1;
-  const tx = desired.families.flatMap((f) => createCommands(f.ruleset));
-  out.write(loaded.format === 'json' ? `${JSON.stringify(transactionJson(tx), null, 1)}\n` : transactionText(tx));
+async function dump(
+  loaded: Loaded,
+  mode: ProxyModeDefinition,
+  log: Logger,
+  out: NodeJS.WritableStream,
+): Promise<number> {
+  const format = loaded.format ?? mode.dumpFormats[0];
+  if (!mode.dumpFormats.includes(format)) {
+    log.error(`--format: ${mode.mode} mode prints ${mode.dumpFormats.join(' or ')}, not ${JSON.stringify(format)}`);
+    return 2;
+  }
+  const states = await desiredFromManifests(loaded, log);
+  if (!states) return 1;
+  const { text, problems } = mode.dump({
+    states,
+    config: loaded.config,
+    format,
+    ...(loaded.ipFamily ? { family: loaded.ipFamily } : {}),
+  });
+  reportProblems(log, problems);
+  out.write(text);
   return 0;
 }
 
@@ -168,7 +191,13 @@ async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
     source = manifestSource({ dir: loaded.manifests, nodeName: config.nodeName, log });
     events = logEventRecorder(log);
   } else {
-    const kubeConfig = loadKubeConfig(loaded);
+    // The Kubernetes client is most of kproxy's module graph: only the daemon against an API server loads it.
+    const [{ KubeConfig }, { apiSource }, { apiEventRecorder }] = await Promise.all([
+      import('@kubernetes/client-node'),
+      import('../source/api-source.ts'),
+      import('../daemon/events-api.ts'),
+    ]);
+    const kubeConfig = loadKubeConfig(new KubeConfig(), loaded);
     source = apiSource({ kubeConfig, nodeName: config.nodeName, log });
     events = apiEventRecorder(kubeConfig, config.nodeName, log);
   }
@@ -193,8 +222,7 @@ function untilSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.Signals
 }
 
 /** The standard client-node way: --kubeconfig, else in-cluster, else the default chain; --master overrides the server. */
-function loadKubeConfig(loaded: Loaded): KubeConfig {
-  const kc = new KubeConfig();
+function loadKubeConfig(kc: KubeConfig, loaded: Loaded): KubeConfig {
   if (loaded.kubeconfig) kc.loadFromFile(loaded.kubeconfig);
   else if (process.env['KUBERNETES_SERVICE_HOST']) kc.loadFromCluster();
   else kc.loadFromDefault();
@@ -208,9 +236,9 @@ function loadKubeConfig(loaded: Loaded): KubeConfig {
   return kc;
 }
 
-async function cleanup(log: Logger): Promise<number> {
-  const removed = await new NftablesBackend(new Nft()).cleanup();
-  log.info({ removed }, removed.length > 0 ? 'removed kproxy tables' : 'nothing to remove');
+async function cleanup(loaded: Loaded, mode: ProxyModeDefinition, log: Logger): Promise<number> {
+  const removed = await mode.createBackend({ config: loaded.config, exec: execProgram, log }).cleanup();
+  log.info({ mode: mode.mode, removed }, removed.length > 0 ? 'removed kproxy rules' : 'nothing to remove');
   return 0;
 }
 

@@ -7,9 +7,9 @@
 import { parseArgs } from 'node:util';
 
 /** Flags only some subcommands take; the CLI says which ones a subcommand accepts. */
-export type CommandFlag = 'manifests' | 'format';
+export type CommandFlag = 'manifests' | 'format' | 'ip-family';
 
-export const COMMAND_FLAGS: readonly CommandFlag[] = ['manifests', 'format'];
+export const COMMAND_FLAGS: readonly CommandFlag[] = ['manifests', 'format', 'ip-family'];
 
 const STRING_FLAGS = [
   'config',
@@ -26,12 +26,15 @@ const STRING_FLAGS = [
   'metrics-bind-address',
   'iptables-sync-period',
   'iptables-min-sync-period',
+  'iptables-masquerade-bit',
+  'iptables-flavor',
   'v',
   'manifests',
   'format',
+  'ip-family',
 ] as const;
 
-const BOOLEAN_FLAGS = ['masquerade-all'] as const;
+const BOOLEAN_FLAGS = ['masquerade-all', 'iptables-localhost-nodeports'] as const;
 
 export type StringFlag = (typeof STRING_FLAGS)[number];
 export type BooleanFlag = (typeof BOOLEAN_FLAGS)[number];

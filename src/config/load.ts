@@ -6,12 +6,18 @@
  * Precedence: explicitly given flags, then the file, then defaults. Every problem is collected and
  * reported at once in a {@link ConfigError}; unknown file fields are only warnings.
  */
-import type { Cidr } from '../model/cluster.ts';
+import type { Cidr, Family } from '../model/cluster.ts';
 import { cidrText, parseCidr, parseIp } from '../model/ip.ts';
 import { formatMs, parseGoDuration } from './duration.ts';
 import { decodeKubeProxyConfiguration, EMPTY_FILE_VALUES, type FileValues } from './file.ts';
 import { COMMAND_FLAGS, parseFlags, type CommandFlag, type FlagValues, type StringFlag } from './flags.ts';
-import type { DetectLocalConfig, NodePortAddressesConfig, ProxyConfig, ProxyMode } from './proxy-config.ts';
+import type {
+  DetectLocalConfig,
+  IptablesFlavor,
+  NodePortAddressesConfig,
+  ProxyConfig,
+  ProxyMode,
+} from './proxy-config.ts';
 
 export type { CommandFlag } from './flags.ts';
 
@@ -26,16 +32,16 @@ export interface LoadInputs {
   readonly commandFlags?: readonly CommandFlag[];
 }
 
-export type DumpFormat = 'nft' | 'json';
-
 export interface Loaded {
   readonly config: ProxyConfig;
   /** Non-fatal findings, e.g. `unknown field "nftables.masqueradeAl"`; the CLI should log them. */
   readonly warnings: string[];
   /** `--manifests DIR`: read cluster objects from this directory instead of an API server. */
   readonly manifests?: string;
-  /** `--format nft|json` (dump). Absent when not given; the command picks its default. */
-  readonly format?: DumpFormat;
+  /** `--format` (dump), checked against the mode's formats by the CLI. Absent: the mode's default. */
+  readonly format?: string;
+  /** `--ip-family ipv4|ipv6` (dump): only that family. */
+  readonly ipFamily?: Family;
   /** `--kubeconfig`, else the file's `clientConnection.kubeconfig`; absent when neither is set. */
   readonly kubeconfig?: string;
   /** `--master`: the API server's address, overriding the kubeconfig's. */
@@ -91,9 +97,10 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
   const nodeName = resolveNodeName(s, inputs.hostname, problems);
   const clusterCIDRs = resolveClusterCIDRs(s, problems);
   const detectLocal = resolveDetectLocal(s, problems);
-  const nodePortAddresses = resolveNodePortAddresses(s, problems);
-  const { masqueradeAll, masqueradeBit } = resolveMasquerade(s, problems);
-  const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, problems);
+  const nodePortAddresses = resolveNodePortAddresses(s, mode, problems);
+  const { masqueradeAll, masqueradeBit } = resolveMasquerade(s, mode, problems);
+  const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, mode, problems);
+  const iptables = resolveIptables(s, problems);
   const healthzBindAddress = resolveBindAddress(
     s,
     'healthz-bind-address',
@@ -115,11 +122,12 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
 
   const manifests = flags.strings.get('manifests');
   if (manifests !== undefined && manifests.trim() === '') problems.push('--manifests: must name a directory');
-  const formatText = flags.strings.get('format');
-  let format: DumpFormat | undefined;
-  if (formatText !== undefined) {
-    if (formatText === 'nft' || formatText === 'json') format = formatText;
-    else problems.push(`--format: must be nft or json, got ${JSON.stringify(formatText)}`);
+  const format = flags.strings.get('format');
+  const ipFamilyText = flags.strings.get('ip-family');
+  let ipFamily: Family | undefined;
+  if (ipFamilyText !== undefined) {
+    if (ipFamilyText === 'ipv4' || ipFamilyText === 'ipv6') ipFamily = ipFamilyText;
+    else problems.push(`--ip-family: must be ipv4 or ipv6, got ${JSON.stringify(ipFamilyText)}`);
   }
   const kubeconfig = s.pickString('kubeconfig', 'clientConnection.kubeconfig')?.value;
   const master = flags.strings.get('master');
@@ -141,12 +149,14 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     healthzBindAddress,
     metricsBindAddress,
     verbosity,
+    iptables,
   };
   return {
     config,
     warnings,
     ...(manifests !== undefined ? { manifests } : {}),
     ...(format !== undefined ? { format } : {}),
+    ...(ipFamily !== undefined ? { ipFamily } : {}),
     ...(kubeconfig !== undefined && kubeconfig !== '' ? { kubeconfig } : {}),
     ...(master !== undefined ? { master } : {}),
     ...(configFile !== undefined ? { configFile } : {}),
@@ -197,11 +207,12 @@ class Sources {
 function resolveMode(s: Sources, problems: string[]): ProxyMode {
   const m = s.pickString('proxy-mode', 'mode');
   if (m === undefined || m.value === '' || m.value === 'nftables' || m.value === 'nft') return 'nftables';
-  if (m.value === 'iptables' || m.value === 'ipvs') {
-    problems.push(`${m.where}: proxy mode ${m.value} is not implemented yet (supported: nftables)`);
+  if (m.value === 'iptables') return 'iptables';
+  if (m.value === 'ipvs') {
+    problems.push(`${m.where}: proxy mode ipvs is not implemented yet (supported: nftables, iptables)`);
   } else {
     problems.push(
-      `${m.where}: invalid proxy mode ${JSON.stringify(m.value)} (supported: nftables, alias nft; iptables and ipvs are not implemented yet)`,
+      `${m.where}: invalid proxy mode ${JSON.stringify(m.value)} (supported: nftables, alias nft, and iptables; ipvs is not implemented yet)`,
     );
   }
   return 'nftables';
@@ -347,7 +358,7 @@ function interfaceName(
 
 const NODE_PORT_KEYWORDS = ['primary', 'all'] as const;
 
-function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddressesConfig {
+function resolveNodePortAddresses(s: Sources, mode: ProxyMode, problems: string[]): NodePortAddressesConfig {
   const flag = s.flags.strings.get('nodeport-addresses');
   let entries: { text: string; where: string }[];
   let where: string;
@@ -361,7 +372,8 @@ function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddre
       where: `${where}[${i}]`,
     }));
   }
-  if (entries.length === 0) return { kind: 'primary' };
+  // Upstream's defaults differ by mode: iptables answers on every local address, nftables on the primary node IPs.
+  if (entries.length === 0) return mode === 'iptables' ? { kind: 'all' } : { kind: 'primary' };
 
   const keyword = entries.find((e) => (NODE_PORT_KEYWORDS as readonly string[]).includes(e.text));
   if (keyword !== undefined) {
@@ -388,14 +400,31 @@ function resolveNodePortAddresses(s: Sources, problems: string[]): NodePortAddre
 // ---------------------------------------------------------------------------------------------
 // masquerade
 
-function resolveMasquerade(s: Sources, problems: string[]): { masqueradeAll: boolean; masqueradeBit: number } {
-  const flag = s.flags.booleans.get('masquerade-all');
-  const masqueradeAll =
-    flag ?? (s.file.bool('nftables.masqueradeAll') === true || s.file.bool('iptables.masqueradeAll') === true);
+/** The config file's per-mode sections, the running mode's first: its value wins where both are set. */
+function modeSections(mode: ProxyMode): readonly string[] {
+  return mode === 'iptables' ? ['iptables', 'nftables'] : ['nftables', 'iptables'];
+}
 
+function resolveMasquerade(
+  s: Sources,
+  mode: ProxyMode,
+  problems: string[],
+): { masqueradeAll: boolean; masqueradeBit: number } {
+  const flag = s.flags.booleans.get('masquerade-all');
+  const masqueradeAll = flag ?? modeSections(mode).some((section) => s.file.bool(`${section}.masqueradeAll`) === true);
+
+  const bitFlag = s.flags.strings.get('iptables-masquerade-bit');
+  if (bitFlag !== undefined) {
+    const bit = /^\d{1,2}$/.test(bitFlag) ? Number(bitFlag) : NaN;
+    if (!(bit >= 0 && bit <= 31)) {
+      problems.push(`--iptables-masquerade-bit: must be an integer 0..31, got ${JSON.stringify(bitFlag)}`);
+      return { masqueradeAll, masqueradeBit: DEFAULT_MASQUERADE_BIT };
+    }
+    return { masqueradeAll, masqueradeBit: bit };
+  }
   let masqueradeBit = DEFAULT_MASQUERADE_BIT;
   let chosen = false;
-  for (const field of ['nftables.masqueradeBit', 'iptables.masqueradeBit']) {
+  for (const field of modeSections(mode).map((section) => `${section}.masqueradeBit`)) {
     const bit = s.file.number(field);
     if (bit === undefined) continue;
     if (bit < 0 || bit > 31) problems.push(`${field}: must be an integer 0..31, got ${bit}`);
@@ -410,9 +439,20 @@ function resolveMasquerade(s: Sources, problems: string[]): { masqueradeAll: boo
 // ---------------------------------------------------------------------------------------------
 // sync periods
 
-function resolveSyncPeriods(s: Sources, problems: string[]): { syncPeriodMs: number; minSyncPeriodMs: number } {
-  const sync = resolveDuration(s, 'iptables-sync-period', 'syncPeriod', DEFAULT_SYNC_PERIOD_MS, problems);
-  const min = resolveDuration(s, 'iptables-min-sync-period', 'minSyncPeriod', DEFAULT_MIN_SYNC_PERIOD_MS, problems);
+function resolveSyncPeriods(
+  s: Sources,
+  mode: ProxyMode,
+  problems: string[],
+): { syncPeriodMs: number; minSyncPeriodMs: number } {
+  const sync = resolveDuration(s, mode, 'iptables-sync-period', 'syncPeriod', DEFAULT_SYNC_PERIOD_MS, problems);
+  const min = resolveDuration(
+    s,
+    mode,
+    'iptables-min-sync-period',
+    'minSyncPeriod',
+    DEFAULT_MIN_SYNC_PERIOD_MS,
+    problems,
+  );
   let ok = true;
   if (sync !== undefined && sync.value <= 0) {
     problems.push(`${sync.where}: must be greater than 0, got ${formatMs(sync.value)}`);
@@ -434,12 +474,13 @@ function resolveSyncPeriods(s: Sources, problems: string[]): { syncPeriodMs: num
 }
 
 /**
- * The flag if given (any value, validated by the caller), else `nftables.<name>`, else
- * `iptables.<name>`, else the default. In the file a zero duration means "unset", as upstream's
+ * The flag if given (any value, validated by the caller), else `<mode>.<name>`, else the other
+ * mode's section, else the default. In the file a zero duration means "unset", as upstream's
  * defaulting treats it. Undefined when the flag does not parse (the problem is recorded).
  */
 function resolveDuration(
   s: Sources,
+  mode: ProxyMode,
   flag: StringFlag,
   name: string,
   fallback: number,
@@ -454,11 +495,29 @@ function resolveDuration(
     }
     return { value: ms, where: `--${flag}` };
   }
-  for (const field of [`nftables.${name}`, `iptables.${name}`]) {
+  for (const field of modeSections(mode).map((section) => `${section}.${name}`)) {
     const ms = s.file.number(field);
     if (ms !== undefined && ms !== 0) return { value: ms, where: field };
   }
   return { value: fallback, where: `${name} (default)` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// iptables mode
+
+const IPTABLES_FLAVORS: readonly IptablesFlavor[] = ['auto', 'nft', 'legacy'];
+
+function resolveIptables(s: Sources, problems: string[]): ProxyConfig['iptables'] {
+  const localhostNodePorts =
+    s.flags.booleans.get('iptables-localhost-nodeports') ?? s.file.bool('iptables.localhostNodePorts') ?? true;
+  const flavorText = s.flags.strings.get('iptables-flavor') ?? 'auto';
+  let flavor: IptablesFlavor = 'auto';
+  if ((IPTABLES_FLAVORS as readonly string[]).includes(flavorText)) flavor = flavorText as IptablesFlavor;
+  else
+    problems.push(
+      `--iptables-flavor: must be one of ${IPTABLES_FLAVORS.join(', ')}, got ${JSON.stringify(flavorText)}`,
+    );
+  return { localhostNodePorts, flavor };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,13 @@
 import type { Cidr } from '../model/cluster.ts';
 
 /** Modes kproxy implements today. `nft` is accepted on input as an alias of `nftables`. */
-export type ProxyMode = 'nftables';
+export type ProxyMode = 'nftables' | 'iptables';
+
+/**
+ * Which iptables the host uses: `nft` (iptables-nft, nf_tables underneath) or `legacy`
+ * (x_tables); `auto` detects it as upstream's image wrapper does. kproxy never mixes the two.
+ */
+export type IptablesFlavor = 'auto' | 'nft' | 'legacy';
 
 /** How "traffic from inside the cluster" is recognised (upstream `detectLocalMode`). */
 export type DetectLocalConfig =
@@ -41,4 +47,10 @@ export interface ProxyConfig {
   readonly metricsBindAddress: string;
   /** Upstream `-v`: 0 (info) .. 10. */
   readonly verbosity: number;
+  /** iptables mode only. */
+  readonly iptables: {
+    /** NodePorts answer on 127.0.0.1 too (upstream default true; IPv4 only; needs route_localnet). */
+    readonly localhostNodePorts: boolean;
+    readonly flavor: IptablesFlavor;
+  };
 }

@@ -7,8 +7,7 @@
  * server and a network namespace.
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
-import { execProgram, Nft, type Exec } from '../kernel/nft.ts';
-import { NftablesBackend } from '../kernel/nftables-backend.ts';
+import { execProgram, type Exec } from '../kernel/exec.ts';
 import type { ClusterSource } from '../source/api-source.ts';
 import type { Logger } from '../util/log.ts';
 import type { EventRecorder } from './events.ts';
@@ -16,7 +15,8 @@ import { startHealthzServer } from './healthz-server.ts';
 import type { RunningServer } from './http-listen.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
-import { Proxier } from './proxier.ts';
+import { Proxier } from '../proxy/proxier.ts';
+import { loadProxyMode } from '../proxy/modes.ts';
 import { healthTimeoutForSyncPeriod, ProxyHealth } from './proxy-health.ts';
 import { BoundedFrequencyRunner } from './runner.ts';
 import { ServiceHealthServer } from './service-health.ts';
@@ -44,7 +44,8 @@ export interface Daemon {
 
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const { config, source, events, log } = o;
-  const metrics = createProxyMetrics({ defaultMetrics: true });
+  const mode = await loadProxyMode(config.mode);
+  const metrics = createProxyMetrics({ defaultMetrics: true, syncFailuresMetric: mode.syncFailuresMetric });
   // Not eligible until this Node is seen (upstream): a node being removed gets no new traffic.
   const health = new ProxyHealth({
     healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs),
@@ -65,10 +66,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     logger: log,
   });
   const exec = o.exec ?? execProgram;
+  const backend = mode.createBackend({ config, exec, log });
   const proxier = new Proxier({
     config,
     source,
-    backend: new NftablesBackend(new Nft(exec)),
+    backend,
     run: exec,
     log,
     metrics,
@@ -96,6 +98,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await source.start();
   runner.start();
   runner.run();
+  // Someone else flushing kproxy's rules (firewalld reload, `iptables -F`) forces a full sync.
+  const stopWatching = backend.watchForFlush?.(() => {
+    log.warn('kproxy rules were flushed by someone else; resyncing in full');
+    proxier.requestFull();
+    runner.run();
+  }, config.syncPeriodMs);
   void events.record(
     { kind: 'Node', name: config.nodeName, namespace: 'default' },
     'Normal',
@@ -116,6 +124,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     proxier,
     stop() {
       stopping ??= (async () => {
+        stopWatching?.();
         await runner.stop();
         await source.stop();
         await serviceHealth.close();

@@ -44,8 +44,8 @@ export interface ProxyMetrics {
   readonly networkProgrammingDuration: Histogram<'ip_family'>;
   /** A gauge upstream despite the name: Services with a Local policy and no local endpoints. */
   readonly noLocalEndpointsTotal: Gauge<'ip_family' | 'traffic_policy'>;
-  readonly nftablesSyncFailuresTotal: Counter<'ip_family'>;
-  readonly nftablesCleanupFailuresTotal: Counter<'ip_family'>;
+  /** Failed syncs, under the mode's upstream name (`…_nftables_sync_failures_total`, `…_iptables_restore_failures_total`). */
+  readonly syncFailuresTotal: Counter<'ip_family'>;
   /** Incremented by the healthz server per response, label `code` = "200" | "503". */
   readonly proxyHealthzTotal: Counter<'code'>;
   readonly proxyLivezTotal: Counter<'code'>;
@@ -54,6 +54,8 @@ export interface ProxyMetrics {
 export interface ProxyMetricsOptions {
   /** Also collect prom-client's process_* / nodejs_* metrics into this registry. Default false. */
   readonly defaultMetrics?: boolean;
+  /** The mode's failed-sync counter (name without the `kubeproxy_` prefix); default nftables mode's. */
+  readonly syncFailuresMetric?: { readonly name: string; readonly help: string };
 }
 
 /** exponential(0.001, 2, 15): 1ms .. ~16s, upstream's sync-duration buckets. */
@@ -72,6 +74,10 @@ export function createProxyMetrics(opts: ProxyMetricsOptions = {}): ProxyMetrics
   const registry = new Registry();
   const r = [registry];
   const ipFamily = ['ip_family'] as const;
+  const failures = opts.syncFailuresMetric ?? {
+    name: 'sync_proxy_rules_nftables_sync_failures_total',
+    help: 'Cumulative proxy nftables sync failures',
+  };
   const m: ProxyMetrics = {
     registry,
     syncProxyRulesDuration: new Histogram({
@@ -140,15 +146,9 @@ export function createProxyMetrics(opts: ProxyMetricsOptions = {}): ProxyMetrics
       labelNames: ['ip_family', 'traffic_policy'] as const,
       registers: r,
     }),
-    nftablesSyncFailuresTotal: new Counter({
-      name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total',
-      help: 'Cumulative proxy nftables sync failures',
-      labelNames: ipFamily,
-      registers: r,
-    }),
-    nftablesCleanupFailuresTotal: new Counter({
-      name: 'kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total',
-      help: 'Cumulative proxy nftables cleanup failures',
+    syncFailuresTotal: new Counter({
+      name: `kubeproxy_${failures.name}`,
+      help: failures.help,
       labelNames: ipFamily,
       registers: r,
     }),

@@ -5,7 +5,7 @@
  * injected, so tests can fake it or run it inside a network namespace; argv is always an array
  * built from validated addresses and ports, never a shell string.
  */
-import { execa } from 'execa';
+import type { Exec } from './exec.ts';
 import type { Family } from '../model/cluster.ts';
 import {
   planConntrackCleanup,
@@ -18,22 +18,6 @@ import {
 } from '../model/conntrack-plan.ts';
 import { parseIp } from '../model/ip.ts';
 import { appendAll } from '../util/arrays.ts';
-
-export interface RunResult {
-  readonly exitCode: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a command and resolves with its outcome whatever the exit code; rejects only if it cannot start. */
-export type Run = (command: string, args: readonly string[]) => Promise<RunResult>;
-
-/** The real runner. */
-export const execaRun: Run = async (command, args) => {
-  const r = await execa(command, [...args], { reject: false, stdin: 'ignore', stripFinalNewline: false });
-  if (r.failed && r.exitCode === undefined) throw new Error(`${command}: ${r.shortMessage}`);
-  return { exitCode: r.exitCode ?? 1, stdout: r.stdout, stderr: r.stderr };
-};
 
 export class ConntrackError extends Error {
   override readonly name = 'ConntrackError';
@@ -114,7 +98,7 @@ function parsePort(s: string): number | undefined {
 
 /** `conntrack -L` for one family and protocol. */
 export async function listConntrackEntries(
-  run: Run,
+  run: Exec,
   family: Family,
   protocol: ConntrackProtocol = 'UDP',
 ): Promise<ParsedEntries> {
@@ -160,7 +144,7 @@ const DELETED = /(\d+) flow entries have been deleted/;
  * Runs one deletion; resolves with the number of entries the kernel removed. Nothing left to delete
  * (the flow expired meanwhile; conntrack exits 1 then) is success with 0.
  */
-export async function deleteConntrackEntries(run: Run, d: ConntrackDeletion): Promise<number> {
+export async function deleteConntrackEntries(run: Exec, d: ConntrackDeletion): Promise<number> {
   const args = deletionArgs(d);
   const r = await run('conntrack', args);
   const m = DELETED.exec(r.stderr);
@@ -201,7 +185,7 @@ export interface ConntrackCleanupResult {
  * Throws only when listing fails (nothing is deleted then).
  */
 export async function cleanupStaleConntrack(
-  run: Run,
+  run: Exec,
   options: ConntrackCleanupOptions,
 ): Promise<ConntrackCleanupResult> {
   const family = options.state.family;

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Exec } from '../../src/kernel/nft.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
 import {
   createTopology,
   formatTally,

@@ -23,7 +23,6 @@ const UPSTREAM_NAMES = [
   'kubeproxy_network_programming_duration_seconds',
   'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
   'kubeproxy_sync_proxy_rules_nftables_sync_failures_total',
-  'kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total',
   'kubeproxy_proxy_healthz_total',
   'kubeproxy_proxy_livez_total',
 ];
@@ -41,7 +40,7 @@ describe('metrics', () => {
     m.serviceChangesTotal.inc();
     m.networkProgrammingDuration.observe(v4, 1.5);
     m.noLocalEndpointsTotal.set({ ip_family: 'IPv4', traffic_policy: 'internal' }, 2);
-    m.nftablesSyncFailuresTotal.inc(v4);
+    m.syncFailuresTotal.inc(v4);
     m.proxyHealthzTotal.inc({ code: '200' });
 
     const server = await startMetricsServer({

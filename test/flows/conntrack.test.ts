@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import type { Family } from '../../src/model/cluster.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
-import { cleanupStaleConntrack, execaRun, listConntrackEntries, type Run } from '../../src/kernel/conntrack.ts';
+import { cleanupStaleConntrack, listConntrackEntries } from '../../src/kernel/conntrack.ts';
+import { execProgram, type Exec } from '../../src/kernel/exec.ts';
 
 interface Plan {
   readonly family: Family;
@@ -94,7 +95,7 @@ describe.skipIf(!isRoot).each(PLANS)('stale UDP conntrack cleanup ($family)', (p
   const received: { to: string; msg: string }[] = [];
   const dgramType = p.family === 'ipv4' ? 'udp4' : 'udp6';
   /** conntrack runs in the node namespace. */
-  const nodeRun: Run = (command, args) => execaRun('ip', ['netns', 'exec', ns.node, command, ...args]);
+  const nodeRun: Exec = (command, args) => execProgram('ip', ['netns', 'exec', ns.node, command, ...args]);
   let seq = 0;
 
   const ip = (...args: string[]) => execa('ip', args);

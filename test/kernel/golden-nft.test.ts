@@ -4,8 +4,9 @@
  * the kernel accept it. Plus the overlapping-interval inputs that the kernel rejects today.
  */
 import { describe, expect, it } from 'vitest';
-import { inNetns, Nft } from '../../src/kernel/nft.ts';
-import { createCommands } from '../../src/render/nftables/ruleset.ts';
+import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import { inNetns } from '../../src/kernel/exec.ts';
+import { createCommands } from '../../src/backends/nftables/render/ruleset.ts';
 import { withNetns } from '../support/netns.ts';
 import { caseNames, runCase, runPipeline, type PipelineRun } from '../support/golden.ts';
 

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { Nft, inNetns } from '../../src/kernel/nft.ts';
-import { renderNftables } from '../../src/render/nftables/layout.ts';
-import { createCommands, transactionJson, transactionText } from '../../src/render/nftables/ruleset.ts';
-import { parseObservedTable } from '../../src/render/nftables/observed.ts';
-import { planTransaction } from '../../src/render/nftables/diff.ts';
+import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import { inNetns } from '../../src/kernel/exec.ts';
+import { renderNftables } from '../../src/backends/nftables/render/layout.ts';
+import { createCommands, transactionJson, transactionText } from '../../src/backends/nftables/render/ruleset.ts';
+import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
+import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { execa } from 'execa';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

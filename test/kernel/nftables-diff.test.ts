@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { Nft, inNetns } from '../../src/kernel/nft.ts';
-import { NftablesBackend } from '../../src/kernel/nftables-backend.ts';
-import { fragmentContext, renderNftables } from '../../src/render/nftables/layout.ts';
-import { renderServicePort } from '../../src/render/nftables/service-port.ts';
-import { TableState } from '../../src/render/nftables/table-state.ts';
-import { planTransaction } from '../../src/render/nftables/diff.ts';
-import { parseObservedTable } from '../../src/render/nftables/observed.ts';
+import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import { inNetns } from '../../src/kernel/exec.ts';
+import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
+import { fragmentContext, renderNftables } from '../../src/backends/nftables/render/layout.ts';
+import { renderServicePort } from '../../src/backends/nftables/render/service-port.ts';
+import { TableState } from '../../src/backends/nftables/render/table-state.ts';
+import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
+import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
 import { sampleStateV4, servicePort } from '../support/states.ts';
@@ -25,7 +26,7 @@ async function kernelView(nft: Nft) {
 function freshView(state: NodeState) {
   return withNetns(async (ns) => {
     const nft = new Nft(inNetns(ns));
-    await new NftablesBackend(nft).sync([renderNftables(state).ruleset]);
+    await new NftablesApplier(nft).sync([renderNftables(state).ruleset]);
     return kernelView(nft);
   });
 }
@@ -75,7 +76,7 @@ describe('incremental nftables sync', () => {
       const fresh = await freshView(next);
       await withNetns(async (ns) => {
         const nft = new Nft(inNetns(ns));
-        const backend = new NftablesBackend(nft);
+        const backend = new NftablesApplier(nft);
         await backend.sync([renderNftables(base).ruleset]);
         const report = await backend.sync([renderNftables(next).ruleset]);
         expect(report.families[0]?.summary.kind).toBe('update');
@@ -88,7 +89,7 @@ describe('incremental nftables sync', () => {
   it('a failed transaction leaves the previous rules in place', async () => {
     await withNetns(async (ns) => {
       const nft = new Nft(inNetns(ns));
-      const backend = new NftablesBackend(nft);
+      const backend = new NftablesApplier(nft);
       await backend.sync([renderNftables(base).ruleset]);
       const before = await kernelView(nft);
       // A jump to a chain that does not exist: nft accepts the syntax, the kernel refuses the commit.
@@ -115,7 +116,7 @@ describe('incremental nftables sync', () => {
   it('repairs drift: a deleted table or an edited chain is restored by the next sync', async () => {
     await withNetns(async (ns) => {
       const nft = new Nft(inNetns(ns));
-      const backend = new NftablesBackend(nft);
+      const backend = new NftablesApplier(nft);
       const rs = renderNftables(base).ruleset;
       await backend.sync([rs]);
       const want = await kernelView(nft);
@@ -151,14 +152,14 @@ describe('TableState.update: the commands of a partial sync', () => {
       await withNetns(async (ns) => {
         const nft = new Nft(inNetns(ns));
         const table = new TableState(base, fragmentsOf(base));
-        await new NftablesBackend(nft).sync([table.ruleset()]);
+        await new NftablesApplier(nft).sync([table.ruleset()]);
         const before = new Map(base.servicePorts.map((sp) => [sp.key, sp]));
         const after = new Map(next.servicePorts.map((sp) => [sp.key, sp]));
         const removed = [...before.keys()].filter((k) => before.get(k) !== after.get(k));
         const added = fragmentsOf(next).filter((f) => before.get(f.sp.key) !== f.sp);
         await nft.apply(table.update(removed, added));
         expect(await kernelView(nft)).toEqual(fresh);
-        expect(await new NftablesBackend(nft).matches([table.ruleset()])).toBe(true);
+        expect(await new NftablesApplier(nft).matches([table.ruleset()])).toBe(true);
       });
     });
   }
@@ -185,10 +186,10 @@ describe('TableState.update: the commands of a partial sync', () => {
     expect(table.problems().map((p) => p.object)).toEqual(['default/z-thief']);
     await withNetns(async (ns) => {
       const nft = new Nft(inNetns(ns));
-      await new NftablesBackend(nft).sync([table.ruleset()]);
+      await new NftablesApplier(nft).sync([table.ruleset()]);
       await nft.apply(table.update([owner.key], []));
       const onlyThief = { ...base, servicePorts: [thief] };
-      expect(await new NftablesBackend(nft).matches([renderNftables(onlyThief).ruleset])).toBe(true);
+      expect(await new NftablesApplier(nft).matches([renderNftables(onlyThief).ruleset])).toBe(true);
       expect(table.problems()).toEqual([]);
     });
   });
@@ -198,7 +199,7 @@ describe('light observation (periodic consistency checks)', () => {
   it('sees a missing table, chain or element without reading the rules back', async () => {
     await withNetns(async (ns) => {
       const nft = new Nft(inNetns(ns));
-      const backend = new NftablesBackend(nft);
+      const backend = new NftablesApplier(nft);
       const rs = renderNftables(base).ruleset;
       await backend.sync([rs]);
       expect(await backend.matches([rs], { light: true })).toBe(true);

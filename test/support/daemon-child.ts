@@ -11,8 +11,8 @@
 import { hostname } from 'node:os';
 import { loadProxyConfig } from '../../src/config/load.ts';
 import { startDaemon } from '../../src/daemon/daemon.ts';
-import { apiEventRecorder } from '../../src/daemon/events.ts';
-import { inNetns } from '../../src/kernel/nft.ts';
+import { apiEventRecorder } from '../../src/daemon/events-api.ts';
+import { inNetns } from '../../src/kernel/exec.ts';
 import { apiSource } from '../../src/source/api-source.ts';
 import { createLogger } from '../../src/util/log.ts';
 import { withEphemeralPorts } from './daemon-harness.ts';

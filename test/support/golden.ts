@@ -6,16 +6,17 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadProxyConfig } from '../../src/config/load.ts';
-import { createCommands, transactionText } from '../../src/render/nftables/ruleset.ts';
+import { createCommands, transactionText } from '../../src/backends/nftables/render/ruleset.ts';
 import { parseManifestText } from '../../src/source/manifests.ts';
 import { buildSnapshot } from '../../src/source/normalize.ts';
-import { desiredState, type Desired } from '../../src/sync/desired.ts';
+import { nodeStates } from '../../src/proxy/desired.ts';
+import { renderFamilies, type RenderedFamilies } from '../../src/backends/nftables/render/layout.ts';
 import { formatProblem } from '../../src/util/problems.ts';
 
 export const GOLDEN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'golden');
 
 export interface PipelineRun {
-  readonly desired: Desired;
+  readonly desired: RenderedFamilies;
   /** What `kproxy dump` prints. */
   readonly nft: string;
   /** formatProblem() of every problem: manifest parsing, normalisation, rendering. */
@@ -39,7 +40,7 @@ export function runPipeline(yaml: string, flags: readonly string[], baseDir: str
   });
   const parsed = parseManifestText(yaml, 'input.yaml');
   const { snapshot, problems } = buildSnapshot(parsed.objects, loaded.config.nodeName);
-  const desired = desiredState(snapshot, loaded.config);
+  const desired = renderFamilies(nodeStates(snapshot, loaded.config));
   const nft = transactionText(desired.families.flatMap((f) => createCommands(f.ruleset)));
   const all = [...parsed.problems, ...problems, ...desired.problems].map(formatProblem);
   return { desired, nft, problems: all };

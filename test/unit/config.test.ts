@@ -50,6 +50,7 @@ describe('defaults', () => {
       healthzBindAddress: '0.0.0.0:10256',
       metricsBindAddress: '127.0.0.1:10249',
       verbosity: 0,
+      iptables: { localhostNodePorts: true, flavor: 'auto' },
     });
     expect(r.warnings).toEqual([]);
     expect(r.manifests).toBeUndefined();
@@ -121,6 +122,7 @@ describe('flags', () => {
       healthzBindAddress: '[::]:9000',
       metricsBindAddress: '0.0.0.0:9001',
       verbosity: 4,
+      iptables: { localhostNodePorts: true, flavor: 'auto' },
     });
   });
 
@@ -225,12 +227,29 @@ describe('flag errors', () => {
     expect(problems(() => load(['--bogus=1', 'x']))).toEqual(['unknown flag --bogus', 'unexpected argument "x"']);
   });
 
-  it('iptables and ipvs are recognised but not implemented', () => {
-    expect(problems(() => load(['--proxy-mode', 'iptables']))).toEqual([
-      '--proxy-mode: proxy mode iptables is not implemented yet (supported: nftables)',
+  it('iptables mode: its own defaults (NodePorts on every local address) and flags', () => {
+    const r = load(['--proxy-mode', 'iptables']);
+    expect(r.config.mode).toBe('iptables');
+    expect(r.config.nodePortAddresses).toEqual({ kind: 'all' });
+    const f = load([
+      '--proxy-mode=iptables',
+      '--iptables-localhost-nodeports=false',
+      '--iptables-masquerade-bit',
+      '12',
+      '--iptables-flavor',
+      'legacy',
     ]);
+    expect(f.config.iptables).toEqual({ localhostNodePorts: false, flavor: 'legacy' });
+    expect(f.config.masqueradeBit).toBe(12);
+    expect(problems(() => load(['--iptables-flavor', 'xt', '--iptables-masquerade-bit', '32']))).toEqual([
+      '--iptables-masquerade-bit: must be an integer 0..31, got "32"',
+      '--iptables-flavor: must be one of auto, nft, legacy, got "xt"',
+    ]);
+  });
+
+  it('ipvs is recognised but not implemented', () => {
     expect(problems(() => load(['--proxy-mode=ipvs']))).toEqual([
-      '--proxy-mode: proxy mode ipvs is not implemented yet (supported: nftables)',
+      '--proxy-mode: proxy mode ipvs is not implemented yet (supported: nftables, iptables)',
     ]);
   });
 
@@ -260,8 +279,8 @@ describe('flag errors', () => {
         '1x',
         '-v',
         '11',
-        '--format',
-        'yaml',
+        '--ip-family',
+        'ipv5',
         '--manifests',
         '',
       ]),
@@ -277,7 +296,7 @@ describe('flag errors', () => {
       '--metrics-bind-address: must be IP:port (e.g. 127.0.0.1:10249 or [::]:10249) or a bare IP, got "127.0.0.1:70000"',
       '--v: must be an integer 0..10, got "11"',
       '--manifests: must name a directory',
-      '--format: must be nft or json, got "yaml"',
+      '--ip-family: must be ipv4 or ipv6, got "ipv5"',
     ]);
   });
 
@@ -448,6 +467,7 @@ bindAddressHardFail: false
       healthzBindAddress: '0.0.0.0:10256',
       metricsBindAddress: '0.0.0.0:10249',
       verbosity: 2,
+      iptables: { localhostNodePorts: true, flavor: 'auto' },
     });
   });
 
@@ -593,7 +613,7 @@ detectLocal: "x"
       'configSyncPeriod: invalid duration "" (examples: "30s", "1m", "500ms", "1h2m")',
       'winkernel: expected a mapping, got a list',
       'detectLocal: expected a mapping, got string "x"',
-      'mode: invalid proxy mode "userspace" (supported: nftables, alias nft; iptables and ipvs are not implemented yet)',
+      'mode: invalid proxy mode "userspace" (supported: nftables, alias nft, and iptables; ipvs is not implemented yet)',
       `hostnameOverride: node name "bad name" is not a valid DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)`,
       'clusterCIDR: invalid CIDR "10.0.0.0/33"',
       'detectLocalMode: invalid detect-local mode "Local" (valid: ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix, None)',
@@ -608,10 +628,16 @@ detectLocal: "x"
     ]);
   });
 
-  it('file mode iptables is not implemented', () => {
-    expect(problems(() => withFile('mode: iptables\n'))).toEqual([
-      'mode: proxy mode iptables is not implemented yet (supported: nftables)',
-    ]);
+  it('file mode iptables reads the iptables section first', () => {
+    const r = withFile(
+      'mode: iptables\niptables:\n  syncPeriod: 45s\n  masqueradeBit: 10\n  localhostNodePorts: false\nnftables:\n  syncPeriod: 20s\n  masqueradeBit: 12\n',
+    );
+    expect(r.config).toMatchObject({
+      mode: 'iptables',
+      syncPeriodMs: 45_000,
+      masqueradeBit: 10,
+      iptables: { localhostNodePorts: false },
+    });
   });
 
   it('nodePortAddresses entries are checked one by one', () => {
@@ -685,7 +711,7 @@ detectLocal: "x"
       expect(err.name).toBe('ConfigError');
       expect(err.message).toBe(
         'invalid configuration (config file "/etc/kp.yaml"):\n' +
-          '  - mode: proxy mode ipvs is not implemented yet (supported: nftables)\n' +
+          '  - mode: proxy mode ipvs is not implemented yet (supported: nftables, iptables)\n' +
           '  - --v: must be an integer 0..10, got "x"',
       );
     }

@@ -9,9 +9,8 @@ import {
   deletionArgs,
   listConntrackEntries,
   parseConntrackList,
-  type Run,
-  type RunResult,
 } from '../../src/kernel/conntrack.ts';
+import type { Exec, ExecResult } from '../../src/kernel/exec.ts';
 
 const ep = (ip: string, port = 5353, isLocal = false): EndpointTarget => ({ ip, port, isLocal });
 
@@ -245,7 +244,7 @@ interface Call {
   args: readonly string[];
 }
 
-function fakeRun(respond: (args: readonly string[]) => RunResult): { run: Run; calls: Call[] } {
+function fakeRun(respond: (args: readonly string[]) => ExecResult): { run: Exec; calls: Call[] } {
   const calls: Call[] = [];
   return {
     calls,
@@ -256,7 +255,7 @@ function fakeRun(respond: (args: readonly string[]) => RunResult): { run: Run; c
   };
 }
 
-const ok = (stdout: string, stderr = ''): RunResult => ({ exitCode: 0, stdout, stderr });
+const ok = (stdout: string, stderr = ''): ExecResult => ({ exitCode: 0, stdout, stderr });
 
 describe('conntrack client', () => {
   it('lists with argv only and fails loudly on a listing error', async () => {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { Nft, type Exec } from '../../src/kernel/nft.ts';
-import { NftablesBackend } from '../../src/kernel/nftables-backend.ts';
-import type { Ruleset } from '../../src/render/nftables/ruleset.ts';
-import { stmt } from '../../src/render/nftables/syntax.ts';
+import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
+import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
+import type { Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
+import { stmt } from '../../src/backends/nftables/render/syntax.ts';
 
 describe('transactions larger than the call stack', () => {
   it('a 200,000-command plan reaches nft in one transaction (no spread of the whole list)', async () => {
@@ -15,7 +16,7 @@ describe('transactions larger than the call stack', () => {
       lines = (stdin ?? '').split('\n').length - 1;
       return { exitCode: 0, stdout: '', stderr: '' };
     };
-    const report = await new NftablesBackend(new Nft(exec)).sync([rs]);
+    const report = await new NftablesApplier(new Nft(exec)).sync([rs]);
     expect(report.commands).toBe(200_002);
     expect(lines).toBe(200_002);
   });

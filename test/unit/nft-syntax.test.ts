@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expr, identifier, ruleText, stmt, value } from '../../src/render/nftables/syntax.ts';
+import { expr, identifier, ruleText, stmt, value } from '../../src/backends/nftables/render/syntax.ts';
 
 /** Strings that would end a quoted string, a statement or a command if they reached rule text. */
 const HOSTILE = ['a"b', 'a;b', 'a\nb', 'a b', '$(reboot)', 'a}b', 'a#b', '', 'x'.repeat(300), 'é'];

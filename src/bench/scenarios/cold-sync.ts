@@ -4,14 +4,15 @@
  *  (a) normalize + model + render and (b) transaction build, timed in a fresh Node process
  *      (`pipeline-worker.ts`) whose peak RSS is the cold sync's memory cost;
  *  (c) `nft -f FILE` of that transaction: wall, nft's user CPU, system CPU (the kernel's commit);
- *  then `NftablesBackend.matches` checks the kernel holds exactly the desired rulesets.
+ *  then `NftablesApplier.matches` checks the kernel holds exactly the desired rulesets.
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { inNetns, Nft } from '../../kernel/nft.ts';
-import { NftablesBackend } from '../../kernel/nftables-backend.ts';
-import { TABLE } from '../../render/nftables/layout.ts';
+import { Nft } from '../../backends/nftables/kernel/nft.ts';
+import { inNetns } from '../../kernel/exec.ts';
+import { NftablesApplier } from '../../backends/nftables/kernel/apply.ts';
+import { TABLE } from '../../backends/nftables/render/layout.ts';
 import { sizeLabel, syntheticCluster, type ClusterShape, type ClusterSize } from '../cluster-gen.ts';
 import { count, ms, secs } from '../format.ts';
 import { runForJson, withNetns } from '../netns.ts';
@@ -29,7 +30,7 @@ export interface ColdSyncRow {
   /** `nft -j list table ip kproxy` right after the load: what every later sync reads back first. */
   readonly list: TimedResult;
   readonly verified: boolean;
-  /** `NftablesBackend.matches` (list + parse + plan) in this process. */
+  /** `NftablesApplier.matches` (list + parse + plan) in this process. */
   readonly verifyS: number;
   /** `nft flush ruleset` afterwards (not part of the sync). */
   readonly teardownS: number;
@@ -92,7 +93,7 @@ async function measure(ctx: BenchContext, size: ClusterSize): Promise<ColdSyncRo
       timeoutMs: ctx.options.kproxyTimeoutMs,
     });
     const v0 = performance.now();
-    const verified = await new NftablesBackend(new Nft(inNetns(ns))).matches(rulesets);
+    const verified = await new NftablesApplier(new Nft(inNetns(ns))).matches(rulesets);
     const verifyS = (performance.now() - v0) / 1000;
     const teardown = await timedInNetns(ns, ['nft', 'flush', 'ruleset'], { timeoutMs: ctx.options.kproxyTimeoutMs });
     const t = worker.timings;
@@ -187,7 +188,7 @@ export const coldSync: Scenario = {
         'size = Services x endpoints per Service; normalize = buildSnapshot, model+render = desiredState, tx build = planTransaction (create) + transactionText, all in a fresh Node process.',
         "nft user = nft's own parsing/evaluation, nft sys = system time of nft's process (the kernel committing the batch); total = normalize + model+render + tx build + nft wall.",
         'peak RSS = maxRSS of the pipeline process, which also holds the synthetic API objects (input RSS in the JSON); nft RSS = maxRSS of nft -f.',
-        "list = `nft -j list table ip kproxy` after the load (a complete read: what `kproxy sync` and the daemon's start-up and every 10th consistency sync do; the other syncs read chains, sets and maps only); matches = NftablesBackend.matches (list + parse + plan), the check that the kernel holds the desired rulesets.",
+        "list = `nft -j list table ip kproxy` after the load (a complete read: what `kproxy sync` and the daemon's start-up and every 10th consistency sync do; the other syncs read chains, sets and maps only); matches = NftablesApplier.matches (list + parse + plan), the check that the kernel holds the desired rulesets.",
       ],
       data,
     };

@@ -15,7 +15,8 @@ import type { BenchContext, Scenario, ScenarioResult } from '../scenario.ts';
 import { timedInNetns, type TimedResult } from '../timed-exec.ts';
 import { writeUpstreamLayout, type UpstreamStats } from '../upstream-layout.ts';
 import { buildSnapshot } from '../../source/normalize.ts';
-import { desiredState } from '../../sync/desired.ts';
+import { nodeStates } from '../../proxy/desired.ts';
+import { renderFamilies } from '../../backends/nftables/render/layout.ts';
 import type { ColdSyncData } from './cold-sync.ts';
 
 export type UpstreamStatus = 'ok' | 'timeout' | 'failed' | 'skipped';
@@ -77,7 +78,7 @@ async function measure(ctx: BenchContext, size: ClusterSize, kproxy: ColdSyncDat
   const g0 = performance.now();
   const config = benchConfig();
   const { snapshot } = buildSnapshot(syntheticCluster(size, ctx.options.shape).objects, config.nodeName);
-  const states = desiredState(snapshot, config).families.map((f) => f.state);
+  const states = renderFamilies(nodeStates(snapshot, config)).families.map((f) => f.state);
   const w = lineWriter(file);
   const stats = writeUpstreamLayout(states, w.emit);
   const txBytes = w.close();

@@ -1,11 +1,11 @@
 /**
- * @module render/nftables/names
+ * @module backends/nftables/render/names
  * The names of kproxy's nftables objects: the fixed skeleton's chains and sets, and the derived,
  * bounded names of per-service-port chains and affinity sets.
  */
 import { createHash } from 'node:crypto';
-import type { Protocol } from '../../model/cluster.ts';
-import type { EndpointTarget, ServicePortState } from '../../model/node-state.ts';
+import type { Protocol } from '../../../model/cluster.ts';
+import type { EndpointTarget, ServicePortState } from '../../../model/node-state.ts';
 
 export const TABLE = 'kproxy';
 

@@ -1,5 +1,5 @@
 /**
- * @module render/nftables/syntax
+ * @module backends/nftables/render/syntax
  * The only place nftables rule text and rule JSON are made. Every builder takes typed, validated
  * values and returns the same statement in both notations, so `nft -f` and `nft -j -f` load the
  * same ruleset and nothing user-controlled is ever pasted into rule text unchecked: identifiers
@@ -7,7 +7,7 @@
  * error, since the sources validate first).
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import type { Cidr, Family, Protocol } from '../../model/cluster.ts';
+import type { Cidr, Family, Protocol } from '../../../model/cluster.ts';
 
 /** One statement (or a whole command) in both notations. */
 export interface Fragment {

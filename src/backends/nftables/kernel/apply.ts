@@ -1,18 +1,18 @@
 /**
- * @module kernel/nftables-backend
+ * @module backends/nftables/kernel/apply
  * Brings kproxy's nftables tables to the desired rulesets: reads what the kernel holds, plans
  * the difference for every family, and commits all of it as ONE nft transaction. If the commit
  * fails the kernel keeps the previous rules untouched (nft transactions are all-or-nothing).
  */
 import type { Nft } from './nft.ts';
-import type { Ruleset, Transaction } from '../render/nftables/ruleset.ts';
-import type { NftFamily } from '../render/nftables/syntax.ts';
-import type { Fragment } from '../render/nftables/syntax.ts';
-import { lightObservedTable, parseObservedTable, type ObservedTable } from '../render/nftables/observed.ts';
-import { chainFingerprint } from '../render/nftables/ruleset.ts';
-import { planTransaction, type PlanSummary } from '../render/nftables/diff.ts';
-import { TABLE } from '../render/nftables/layout.ts';
-import { appendAll } from '../util/arrays.ts';
+import type { Ruleset, Transaction } from '../render/ruleset.ts';
+import type { NftFamily } from '../render/syntax.ts';
+import type { Fragment } from '../render/syntax.ts';
+import { lightObservedTable, parseObservedTable, type ObservedTable } from '../render/observed.ts';
+import { chainFingerprint } from '../render/ruleset.ts';
+import { planTransaction, type PlanSummary } from '../render/diff.ts';
+import { TABLE } from '../render/layout.ts';
+import { appendAll } from '../../../util/arrays.ts';
 
 export interface FamilySyncReport {
   readonly family: NftFamily;
@@ -28,7 +28,7 @@ export interface SyncReport {
   readonly commands: number;
 }
 
-export class NftablesBackend {
+export class NftablesApplier {
   private readonly nft: Nft;
   constructor(nft: Nft) {
     this.nft = nft;

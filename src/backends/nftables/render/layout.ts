@@ -1,5 +1,5 @@
 /**
- * @module render/nftables/layout
+ * @module backends/nftables/render/layout
  * Renders one family's NodeState as kproxy's nftables table. The layout (docs/adr/0001) keeps
  * the kernel's cost linear in Services and endpoints:
  *  - every frontend (ClusterIP, externalIP, LB IP, NodePort) is an element of ONE verdict map,
@@ -11,8 +11,8 @@
  * Hook priorities follow upstream kube-proxy's nftables mode; they are the integration interface
  * other software orders itself around (README, "Hook priorities").
  */
-import type { NodeState } from '../../model/node-state.ts';
-import type { Problem } from '../../util/problems.ts';
+import type { NodeState } from '../../../model/node-state.ts';
+import type { Problem } from '../../../util/problems.ts';
 import type { Ruleset } from './ruleset.ts';
 import { renderServicePort, type FragmentContext } from './service-port.ts';
 import { TableState } from './table-state.ts';
@@ -29,6 +29,28 @@ export interface RenderResult {
 
 export function fragmentContext(state: TableContext): FragmentContext {
   return { family: state.family, localDetector: state.localDetector, nodeIPs: state.nodeIPs };
+}
+
+/** A family's state and its rendered ruleset. */
+export interface FamilyRuleset {
+  readonly state: NodeState;
+  readonly ruleset: Ruleset;
+}
+
+export interface RenderedFamilies {
+  readonly families: readonly FamilyRuleset[];
+  readonly problems: readonly Problem[];
+}
+
+/** Renders every family's NodeState (dump, bench, goldens). */
+export function renderFamilies(states: readonly NodeState[]): RenderedFamilies {
+  const problems: Problem[] = [];
+  const families = states.map((state) => {
+    const rendered = renderNftables(state);
+    problems.push(...rendered.problems);
+    return { state, ruleset: rendered.ruleset };
+  });
+  return { families, problems };
 }
 
 /** Renders a whole NodeState (dump, one-shot sync, full resync). */

@@ -1,5 +1,5 @@
 /**
- * @module render/nftables/diff
+ * @module backends/nftables/render/diff
  * Plans the one transaction that turns what the kernel holds into the desired ruleset, touching
  * only what differs: chains are flushed and refilled only when their fingerprint or rule count
  * differ, set and map elements are added and deleted one by one. Pure.

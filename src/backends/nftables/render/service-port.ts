@@ -1,13 +1,13 @@
 /**
- * @module render/nftables/service-port
+ * @module backends/nftables/render/service-port
  * What one service port contributes to the table: its chains (endpoint ladders, the external
  * traffic chain), its affinity sets, and its set elements grouped by the frontend they belong to.
  * A fragment depends only on the service port and the family-wide context, so a sync re-renders
  * only the service ports that changed (layout.ts assembles fragments and resolves conflicts).
  */
-import type { Cidr, Family } from '../../model/cluster.ts';
-import { cidrContains, hostCidr } from '../../model/ip.ts';
-import type { EndpointTarget, LocalTrafficDetector, ServicePortState } from '../../model/node-state.ts';
+import type { Cidr, Family } from '../../../model/cluster.ts';
+import { cidrContains, hostCidr } from '../../../model/ip.ts';
+import type { EndpointTarget, LocalTrafficDetector, ServicePortState } from '../../../model/node-state.ts';
 import type { Chain, Element } from './ruleset.ts';
 import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
 import { expr, nftFamily, stmt, value } from './syntax.ts';

@@ -1,54 +1,21 @@
 /**
- * @module kernel/nft
+ * @module backends/nftables/kernel/nft
  * The one place that runs `nft`. A transaction goes to the kernel in a single `nft -f -` call, so
  * the kernel commits all of it or none of it; `--check` runs the same transaction through the
  * kernel's validation without committing. nft's error output is read here and nowhere else.
  */
-import { execa } from 'execa';
-import type { Transaction } from '../render/nftables/ruleset.ts';
-import { transactionText } from '../render/nftables/ruleset.ts';
-import type { NftFamily } from '../render/nftables/syntax.ts';
+import { execProgram, type Exec, type ExecResult } from '../../../kernel/exec.ts';
+import { KernelToolError, type KernelToolErrorCode } from '../../../kernel/errors.ts';
+import type { Transaction } from '../render/ruleset.ts';
+import { transactionText } from '../render/ruleset.ts';
+import type { NftFamily } from '../render/syntax.ts';
 
-export type NftErrorCode = 'NotFound' | 'Rejected' | 'Unavailable';
-
-export class NftError extends Error {
-  readonly code: NftErrorCode;
-  readonly stderr: string;
-  constructor(code: NftErrorCode, message: string, stderr: string) {
-    super(message);
+/** nft's failures; the code is classified here, from nft's output, and nowhere else. */
+export class NftError extends KernelToolError {
+  constructor(code: KernelToolErrorCode, message: string, stderr: string) {
+    super(code, message, stderr);
     this.name = 'NftError';
-    this.code = code;
-    this.stderr = stderr;
   }
-}
-
-export interface ExecResult {
-  readonly exitCode: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a program with an argument vector (never a shell); injectable for tests and netns use. */
-export type Exec = (file: string, args: readonly string[], stdin?: string) => Promise<ExecResult>;
-
-export const execProgram: Exec = async (file, args, stdin) => {
-  try {
-    const r = await execa(file, args, {
-      input: stdin ?? '',
-      reject: false,
-      stripFinalNewline: false,
-      maxBuffer: 1 << 30,
-    });
-    return { exitCode: r.exitCode ?? 1, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    // Spawning failed (ENOENT, EACCES): report as nft's absence.
-    return { exitCode: 127, stdout: '', stderr: err instanceof Error ? err.message : String(err) };
-  }
-};
-
-/** Runs nft inside another network namespace, through `ip netns exec`. */
-export function inNetns(netns: string, exec: Exec = execProgram): Exec {
-  return (file, args, stdin) => exec('ip', ['netns', 'exec', netns, file, ...args], stdin);
 }
 
 export class Nft {

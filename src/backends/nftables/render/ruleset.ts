@@ -1,5 +1,5 @@
 /**
- * @module render/nftables/ruleset
+ * @module backends/nftables/render/ruleset
  * A whole nftables table as a value (chains with their rules, sets and maps with their elements),
  * and the commands that create or change it. A transaction is a plain list of commands that can
  * be printed as nft text (one command per line) or as nftables JSON, checked, or applied.
@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
 import { commentCheck, identifier, lazyFragment, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
-import { appendAll } from '../../util/arrays.ts';
+import { appendAll } from '../../../util/arrays.ts';
 
 export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
 

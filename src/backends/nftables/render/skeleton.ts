@@ -1,11 +1,11 @@
 /**
- * @module render/nftables/skeleton
+ * @module backends/nftables/render/skeleton
  * The fixed part of kproxy's table: base chains on their hooks (the priorities other software
  * orders itself around), dispatch through the shared maps, masquerade, and the filter checks.
  * It depends only on the family-wide context, never on individual Services.
  */
-import type { Cidr } from '../../model/cluster.ts';
-import type { NodeState } from '../../model/node-state.ts';
+import type { Cidr } from '../../../model/cluster.ts';
+import type { NodeState } from '../../../model/node-state.ts';
 import type { Chain, Element, NftSet, SetSpec } from './ruleset.ts';
 import type { NftFamily, Rule } from './syntax.ts';
 import { expr, nftFamily, stmt, value } from './syntax.ts';

@@ -1,5 +1,5 @@
 /**
- * @module render/nftables/table-state
+ * @module backends/nftables/render/table-state
  * kproxy's table as the sum of its service ports' fragments, kept between syncs so that a change
  * costs in proportion to the change: `update` swaps some fragments and returns exactly the
  * commands that move the kernel from the old table to the new one. Pure.
@@ -9,7 +9,7 @@
  * port's chain stays only while the port owns a frontend routed through it. Elements any number of
  * ports may add (ClusterIPs, hairpin pairs) are reference-counted.
  */
-import type { Problem } from '../../util/problems.ts';
+import type { Problem } from '../../../util/problems.ts';
 import type { Fragment } from './syntax.ts';
 import { nftFamily } from './syntax.ts';
 import type { Chain, Element, Ruleset } from './ruleset.ts';
@@ -26,11 +26,14 @@ interface Contribution {
   readonly affinitySets: Map<string, number>;
 }
 
+const serviceOf = (f: ServicePortFragment) => `${f.sp.ref.namespace}/${f.sp.ref.name}`;
 const elementId = (e: SetElement) => `${e.set}\u0000${elementText(e.element)}`;
 
 export class TableState {
   readonly context: TableContext;
   private readonly fragments = new Map<string, ServicePortFragment>();
+  /** Service key (`namespace/name`) → the keys of its ports in the table. */
+  private readonly byService = new Map<string, Set<string>>();
   /** Frontend → the keys of the ports claiming it, sorted: the first owns it. */
   private readonly claimants = new Map<string, string[]>();
   /** Frontends claimed by more than one port. */
@@ -128,6 +131,11 @@ export class TableState {
     return out;
   }
 
+  /** The keys of a Service's ports in the table. */
+  portsOfService(service: string): string[] {
+    return [...(this.byService.get(service) ?? [])];
+  }
+
   /** The service ports in the table, in no particular order (cheap: no sorting). */
   ports(): IterableIterator<ServicePortFragment['sp']> {
     const it = this.fragments.values();
@@ -157,6 +165,10 @@ export class TableState {
   private insert(f: ServicePortFragment): void {
     const key = f.sp.key;
     this.fragments.set(key, f);
+    const service = serviceOf(f);
+    const ports = this.byService.get(service);
+    if (ports) ports.add(key);
+    else this.byService.set(service, new Set([key]));
     for (const frontend of f.frontends.keys()) {
       const list = this.claimants.get(frontend);
       if (!list) this.claimants.set(frontend, [key]);
@@ -178,6 +190,10 @@ export class TableState {
     const f = this.fragments.get(key);
     if (!f) return;
     this.fragments.delete(key);
+    const service = serviceOf(f);
+    const ports = this.byService.get(service);
+    ports?.delete(key);
+    if (ports?.size === 0) this.byService.delete(service);
     for (const frontend of f.frontends.keys()) {
       const list = (this.claimants.get(frontend) ?? []).filter((k) => k !== key);
       if (list.length === 0) this.claimants.delete(frontend);

@@ -1,10 +1,10 @@
 /**
- * @module render/nftables/observed
+ * @module backends/nftables/render/observed
  * What kproxy's table holds in the kernel, read back from `nft -j list table` and reduced to what
  * a sync compares: each chain's hook and fingerprint (the first rule's comment) and rule count,
  * each set's definition and elements in the same canonical text the renderer writes.
  */
-import { parseIp } from '../../model/ip.ts';
+import { parseIp } from '../../../model/ip.ts';
 import type { BaseChainSpec, Hook, SetFlag, SetSpec } from './ruleset.ts';
 import { setSpecText } from './ruleset.ts';
 

@@ -1,8 +1,8 @@
 /**
- * @module render/nftables/cidrs
+ * @module backends/nftables/render/cidrs
  */
-import type { Cidr } from '../../model/cluster.ts';
-import { cidrContains } from '../../model/ip.ts';
+import type { Cidr } from '../../../model/cluster.ts';
+import { cidrContains } from '../../../model/ip.ts';
 
 /**
  * The CIDRs not inside another one of the list (duplicates once): the kernel refuses overlapping
