@@ -9,7 +9,7 @@ import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
-import { sampleStateV4, servicePort } from '../support/states.ts';
+import { sampleStateV4, servicePort, STATE_CHANGES } from '../support/states.ts';
 
 /** What a sync compares, as plain data: chains with fingerprints and counts, sets with elements. */
 async function kernelView(nft: Nft) {
@@ -32,42 +32,7 @@ function freshView(state: NodeState) {
 }
 
 const base = sampleStateV4();
-const changes: Record<string, (s: NodeState) => NodeState> = {
-  'a Service added': (s) => ({
-    ...s,
-    servicePorts: [
-      ...s.servicePorts,
-      servicePort({
-        clusterIP: '10.96.0.99',
-        internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.9', port: 80, isLocal: true }] },
-      }),
-    ],
-  }),
-  'a Service removed': (s) => ({ ...s, servicePorts: s.servicePorts.slice(1) }),
-  'endpoints changed': (s) => ({
-    ...s,
-    servicePorts: s.servicePorts.map((sp, i) =>
-      i === 0
-        ? { ...sp, internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.3', port: 8080, isLocal: true }] } }
-        : sp,
-    ),
-  }),
-  'affinity timeout changed': (s) => ({
-    ...s,
-    servicePorts: s.servicePorts.map((sp) => (sp.affinityTimeoutSeconds ? { ...sp, affinityTimeoutSeconds: 30 } : sp)),
-  }),
-  'everything scaled to zero': (s) => ({
-    ...s,
-    servicePorts: s.servicePorts.map((sp) => ({
-      ...sp,
-      internal: { kind: 'reject' },
-      ...(sp.external ? { external: { kind: 'reject' } } : {}),
-    })),
-  }),
-  'detector and masqueradeAll changed': (s) => ({ ...s, masqueradeAll: true, localDetector: { kind: 'none' } }),
-  'masquerade bit changed': (s) => ({ ...s, masqueradeMark: 0x8000 }),
-  'all Services deleted': (s) => ({ ...s, servicePorts: [] }),
-};
+const changes = STATE_CHANGES;
 
 describe('incremental nftables sync', () => {
   for (const [label, change] of Object.entries(changes)) {

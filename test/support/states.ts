@@ -113,3 +113,41 @@ export function sampleStateV6(): NodeState {
     masqueradeMark: 0x4000,
   };
 }
+
+/** Changes of a state, each a kind of partial (or context) change a sync must carry exactly. */
+export const STATE_CHANGES: Record<string, (s: NodeState) => NodeState> = {
+  'a Service added': (s) => ({
+    ...s,
+    servicePorts: [
+      ...s.servicePorts,
+      servicePort({
+        clusterIP: '10.96.0.99',
+        internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.9', port: 80, isLocal: true }] },
+      }),
+    ],
+  }),
+  'a Service removed': (s) => ({ ...s, servicePorts: s.servicePorts.slice(1) }),
+  'endpoints changed': (s) => ({
+    ...s,
+    servicePorts: s.servicePorts.map((sp, i) =>
+      i === 0
+        ? { ...sp, internal: { kind: 'cluster', endpoints: [{ ip: '10.244.0.3', port: 8080, isLocal: true }] } }
+        : sp,
+    ),
+  }),
+  'affinity timeout changed': (s) => ({
+    ...s,
+    servicePorts: s.servicePorts.map((sp) => (sp.affinityTimeoutSeconds ? { ...sp, affinityTimeoutSeconds: 30 } : sp)),
+  }),
+  'everything scaled to zero': (s) => ({
+    ...s,
+    servicePorts: s.servicePorts.map((sp) => ({
+      ...sp,
+      internal: { kind: 'reject' },
+      ...(sp.external ? { external: { kind: 'reject' } } : {}),
+    })),
+  }),
+  'detector and masqueradeAll changed': (s) => ({ ...s, masqueradeAll: true, localDetector: { kind: 'none' } }),
+  'masquerade bit changed': (s) => ({ ...s, masqueradeMark: 0x8000 }),
+  'all Services deleted': (s) => ({ ...s, servicePorts: [] }),
+};
