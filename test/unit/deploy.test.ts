@@ -422,4 +422,8 @@ describe('Containerfile', () => {
     expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/src\/cli\/main\.ts"\]$/m);
     expect(readFileSync(`${ROOT}src/cli/main.ts`, 'utf8')).toContain('import.meta.main');
   });
+
+  it('ships the rules templates every mode loads at start', () => {
+    expect(text).toMatch(/^COPY rules-templates\/ \.\/rules-templates\/$/m);
+  });
 });
