@@ -211,10 +211,10 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
     const comment = m.comment(`${spn} loadbalancer IP`);
     const rules = sp.loadBalancerSourceRanges.map((range) => rule(m.source(family, range), comment, t.jump(names.ext)));
     // Upstream's allowFromNode: a VIP that is local to the node loops requests from the node back
-    // with the VIP as source; allow them when a range admits the node.
-    const allowFromNode = ctx.nodeIPs.some((ip) =>
-      sp.loadBalancerSourceRanges.some((r) => cidrContains(r, { family, text: ip })),
-    );
+    // with the VIP as source; allow them when a range admits the node's (primary) IP.
+    const nodeIP = ctx.nodeIPs[0];
+    const allowFromNode =
+      nodeIP !== undefined && sp.loadBalancerSourceRanges.some((r) => cidrContains(r, { family, text: nodeIP }));
     if (allowFromNode)
       for (const ip of sp.loadBalancerIPs) rules.push(rule(m.source(family, ip), comment, t.jump(names.ext)));
     rules.push(rule(m.comment(`other traffic to ${spn} will be dropped by KUBE-PROXY-FIREWALL`)));
