@@ -138,6 +138,7 @@ function buildServicePort(
     ...(service.healthCheckNodePort !== undefined ? { healthCheckNodePort: service.healthCheckNodePort } : {}),
     servingEndpoints: candidates.filter((c) => c.endpoint.conditions.serving).map((c) => c.target),
     localEndpointCount: candidates.filter((c) => c.target.isLocal && isReady(c)).length,
+    ...(service.ipvsScheduler !== undefined ? { ipvsScheduler: service.ipvsScheduler } : {}),
   };
 }
 

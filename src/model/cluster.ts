@@ -4,6 +4,7 @@
  * by `source/normalize.ts`: addresses parse, ports are in range, names are DNS labels. The pure
  * core (`model/node-state.ts`, renderers) trusts these types and never re-validates.
  */
+import type { IpvsScheduler } from './ipvs-schedulers.ts';
 
 export type Family = 'ipv4' | 'ipv6';
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
@@ -48,6 +49,8 @@ export interface Service {
   /** ClientIP session affinity timeout in seconds; absent for `sessionAffinity: None`. */
   readonly sessionAffinityTimeoutSeconds?: number;
   readonly healthCheckNodePort?: number;
+  /** IPVS mode: the scheduler the annotation `kproxy.io/ipvs-scheduler` names (a known name); absent: the default. */
+  readonly ipvsScheduler?: IpvsScheduler;
 }
 
 export interface EndpointConditions {

@@ -5,6 +5,7 @@
  * and IPVS next) consume only this; none of them re-derives a policy decision.
  */
 import type { Cidr, Family, Protocol } from './cluster.ts';
+import type { IpvsScheduler } from './ipvs-schedulers.ts';
 
 /** A non-empty list: a route that sends traffic to endpoints always has at least one. */
 export type NonEmpty<T> = readonly [T, ...T[]];
@@ -74,6 +75,8 @@ export interface ServicePortState {
   readonly servingEndpoints: readonly EndpointTarget[];
   /** Ready endpoints on this node (upstream's LocalReadyEndpoints), for health checks. */
   readonly localEndpointCount: number;
+  /** IPVS mode only: the Service's own scheduler (annotation `kproxy.io/ipvs-scheduler`); absent: the default. */
+  readonly ipvsScheduler?: IpvsScheduler;
 }
 
 /** How the rules recognise traffic that comes from inside the cluster. */

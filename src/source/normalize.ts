@@ -26,6 +26,12 @@ import type {
   TrafficPolicy,
 } from '../model/cluster.ts';
 import { cidrContains, parseCidr, parseIp } from '../model/ip.ts';
+import {
+  IPVS_SCHEDULER_ANNOTATION,
+  IPVS_SCHEDULERS,
+  isIpvsScheduler,
+  type IpvsScheduler,
+} from '../model/ipvs-schedulers.ts';
 import type { Problem } from '../util/problems.ts';
 import { appendAll } from '../util/arrays.ts';
 
@@ -406,6 +412,8 @@ function readService(root: Field, id: Identity, r: Reporter): Service | undefine
     healthCheckNodePort = f.value === 0 ? undefined : f.optInt(1, 65535);
   }
 
+  const ipvsScheduler = readIpvsScheduler(root.get('metadata').get('annotations'), r);
+
   return {
     namespace: id.namespace,
     name: id.name,
@@ -419,7 +427,25 @@ function readService(root: Field, id: Identity, r: Reporter): Service | undefine
     internalTrafficPolicy,
     ...(sessionAffinityTimeoutSeconds !== undefined ? { sessionAffinityTimeoutSeconds } : {}),
     ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
+    ...(ipvsScheduler !== undefined ? { ipvsScheduler } : {}),
   };
+}
+
+/**
+ * The annotation `kproxy.io/ipvs-scheduler` (IPVS mode): one of the kernel's scheduler names. Any
+ * other value only costs the Service its choice: it keeps the default scheduler, with a problem.
+ */
+function readIpvsScheduler(annotations: Field, r: Reporter): IpvsScheduler | undefined {
+  // Malformed annotations are the API server's to refuse; here they only mean "no choice".
+  if (!isRecord(annotations.value)) return undefined;
+  const f = annotations.get(IPVS_SCHEDULER_ANNOTATION);
+  if (f.unset) return undefined;
+  if (typeof f.value === 'string' && isIpvsScheduler(f.value)) return f.value;
+  r.add(
+    f.path,
+    `${quote(f.value)} is not an IPVS scheduler (one of ${IPVS_SCHEDULERS.join(', ')}); the Service uses the default scheduler`,
+  );
+  return undefined;
 }
 
 function readHints(f: Field): Endpoint['hints'] {

@@ -221,6 +221,36 @@ describe('Service', () => {
     ).toBeUndefined();
   });
 
+  describe('the IPVS scheduler annotation kproxy.io/ipvs-scheduler', () => {
+    const annotated = (value: unknown) => svc({}, { annotations: { 'kproxy.io/ipvs-scheduler': value } });
+
+    it('reads a known scheduler name onto the Service and each of its ports', () => {
+      expect(oneService(annotated('wlc')).ipvsScheduler).toBe('wlc');
+      expect(oneService(annotated('mh')).ipvsScheduler).toBe('mh');
+      expect(oneService(svc()).ipvsScheduler).toBeUndefined();
+      expect(oneService(annotated('')).ipvsScheduler).toBeUndefined();
+      expect(oneService(svc({}, { annotations: 'not-a-map' })).ipvsScheduler).toBeUndefined();
+    });
+
+    it('an unknown or hostile value keeps the Service (default scheduler) with one problem naming the field', () => {
+      for (const bad of ['WRR', 'fancy', 'rr; ipvsadm -C', 'rr\n-D -t 10.96.0.1:80', 7, ['rr']]) {
+        const { snapshot, problems } = build(annotated(bad));
+        expect(snapshot.services).toHaveLength(1);
+        expect(snapshot.services[0]!.ipvsScheduler).toBeUndefined();
+        expect(problems).toHaveLength(1);
+        expect(problems[0]).toMatchObject({
+          kind: 'Service',
+          object: 'shop/web',
+          path: 'metadata.annotations["kproxy.io/ipvs-scheduler"]',
+        });
+        expect(problems[0]!.message).toMatch(
+          /is not an IPVS scheduler \(one of rr, wrr, .*\); the Service uses the default scheduler$/,
+        );
+        expectSafe(problems);
+      }
+    });
+  });
+
   it('defaults a missing namespace to "default"', () => {
     expect(oneService(svc({}, { namespace: undefined })).namespace).toBe('default');
   });
