@@ -819,6 +819,13 @@ describe('restore text, save parsing and the sync plan', () => {
     ).toThrow(/not a built-in chain/);
     expect(() => restoreText('ipv4', [{ ...chain, rules: ['-j RETURN\nCOMMIT'] }])).toThrow(/line break/);
     expect(() => restoreText('ipv4', [{ ...chain, name: 'KUBE SVC' }])).toThrow(/chain name/);
+    // Jumps may be deleted from other software's chains too (cleanup), never with a hostile name.
+    expect(
+      restoreText('ipv4', [], { deleteJumps: [{ table: 'filter', chain: 'cali-INPUT', rule: '-j KUBE-SERVICES' }] }),
+    ).toBe('*filter\n-D cali-INPUT -j KUBE-SERVICES\nCOMMIT\n');
+    expect(() =>
+      restoreText('ipv4', [], { deleteJumps: [{ table: 'filter', chain: 'X\n-F', rule: '-j KUBE-SERVICES' }] }),
+    ).toThrow(/unsupported iptables chain name/);
     expect(restoreText('ipv4', [])).toBe('');
     expect(restoreText('ipv4', [], { declareOnly: [{ table: 'mangle', name: 'KUBE-PROXY-CANARY' }] })).toBe(
       '*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n',

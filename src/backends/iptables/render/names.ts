@@ -4,7 +4,7 @@
  * and per-endpoint chains named by a hash (`pkg/proxy/iptables/proxier.go` portProtoHash and
  * servicePortEndpointChainName), so a node that ran upstream's iptables mode keeps its chains.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Protocol } from '../../../model/cluster.ts';
 import type { EndpointTarget, ServicePortRef } from '../../../model/node-state.ts';
 
@@ -53,7 +53,8 @@ export function base32(bytes: Uint8Array): string {
 }
 
 function hash16(text: string): string {
-  return base32(createHash('sha256').update(text).digest()).slice(0, 16);
+  // 16 base32 characters are 80 bits: the first 10 bytes of the digest.
+  return base32(hash('sha256', text, 'buffer').subarray(0, 10));
 }
 
 const PROTO: Record<Protocol, string> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };

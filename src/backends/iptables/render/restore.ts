@@ -7,7 +7,7 @@
  */
 import type { Family } from '../../../model/cluster.ts';
 import { BUILTIN_CHAINS } from './names.ts';
-import { chainName } from './syntax.ts';
+import { chainName, foreignChainName } from './syntax.ts';
 import type { IptChain, IptRuleset, IptTable, JumpRule, RuleText } from './types.ts';
 
 export interface ChainRef {
@@ -20,7 +20,7 @@ export interface RestoreOptions {
   readonly deleteChains?: readonly ChainRef[];
   /** Jump rules to insert, listed top first; each becomes `-I BUILTIN 1 …` (in reverse, so they end up in this order). */
   readonly addJumps?: readonly JumpRule[];
-  /** Jump rules to delete (`-D BUILTIN …`, the first match). */
+  /** Jump rules to delete (`-D CHAIN …`, the first match), from built-in or other software's chains. */
   readonly deleteJumps?: readonly JumpRule[];
   /** Chains to create empty (or flush) without rules. */
   readonly declareOnly?: readonly ChainRef[];
@@ -63,10 +63,8 @@ export function restoreText(family: Family, chains: readonly IptChain[], opts: R
     for (const c of written) declare(c.name, 'written');
     for (const c of declared) declare(c.name, 'declared');
     for (const c of deleted) declare(c.name, 'deleted');
-    for (const j of removed) {
-      checkBuiltin(family, j);
-      out.push(`-D ${j.chain} ${checkRule(j.rule)}`);
-    }
+    // A jump may be deleted from any chain (someone else's included); one is added to built-in chains only.
+    for (const j of removed) out.push(`-D ${foreignChainName(j.chain)} ${checkRule(j.rule)}`);
     for (const c of written) for (const r of c.rules) out.push(append(c.name, r));
     for (const j of [...added].reverse()) {
       checkBuiltin(family, j);

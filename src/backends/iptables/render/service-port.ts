@@ -18,6 +18,17 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
   const spn = servicePortName(sp.ref);
   const proto = sp.ref.protocol;
   const names = serviceChainNames(sp.ref);
+  // Each endpoint's chain name is a sha256: computed once per endpoint, used by up to four rules.
+  const sepNames = new Map<string, string>();
+  const sepName = (ep: EndpointTarget): string => {
+    const key = endpointString(ep);
+    let name = sepNames.get(key);
+    if (name === undefined) {
+      name = endpointChainName(sp.ref, ep);
+      sepNames.set(key, name);
+    }
+    return name;
+  };
   const shared: SharedRule[] = [];
   const put = (table: IptTable, chain: string, text: RuleText, frontend?: string) =>
     shared.push(frontend === undefined ? { table, chain, rule: text } : { table, chain, rule: text, frontend });
@@ -171,13 +182,13 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
   if (usesSvc && clusterEndpoints) {
     nat(names.svc, [
       ...(internalChain === names.svc ? masqueradeRule() : []),
-      ...endpointRules(family, sp, spn, clusterEndpoints),
+      ...endpointRules(family, sepName, sp, spn, clusterEndpoints),
     ]);
   }
   if (usesSvl) {
     nat(names.svl, [
       ...(internalChain === names.svl ? masqueradeRule() : []),
-      ...endpointRules(family, sp, spn, localEndpoints),
+      ...endpointRules(family, sepName, sp, spn, localEndpoints),
     ]);
   }
 
@@ -225,7 +236,7 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
   if (hasEndpoints) {
     const seen = new Set<string>();
     for (const ep of [...(clusterEndpoints ?? []), ...localEndpoints]) {
-      const name = endpointChainName(sp.ref, ep);
+      const name = sepName(ep);
       if (seen.has(name)) continue;
       seen.add(name);
       const comment = m.comment(spn);
@@ -248,12 +259,13 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
 /** Affinity checks, then the probability ladder: rule i of n matches with 1/(n-i), the last always. */
 function endpointRules(
   family: Family,
+  sepName: (ep: EndpointTarget) => string,
   sp: ServicePortState,
   spn: string,
   endpoints: readonly EndpointTarget[],
 ): RuleText[] {
   const rules: RuleText[] = [];
-  const chainOf = (ep: EndpointTarget) => endpointChainName(sp.ref, ep);
+  const chainOf = sepName;
   const comment = (ep: EndpointTarget) => m.comment(`${spn} -> ${endpointString(ep)}`);
   const affinity = sp.affinityTimeoutSeconds;
   if (affinity !== undefined) {

@@ -41,6 +41,14 @@ export function chainName(name: string): string {
   return name;
 }
 
+/** Other software's chain names (read back from iptables-save), for deleting kproxy's jumps out of them. */
+const FOREIGN_CHAIN_NAME = /^[A-Za-z0-9_.-]{1,28}$/;
+
+export function foreignChainName(name: string): string {
+  if (!FOREIGN_CHAIN_NAME.test(name)) throw new Error(`unsupported iptables chain name ${JSON.stringify(name)}`);
+  return name;
+}
+
 function checkFamily(family: Family): void {
   if (family !== 'ipv4' && family !== 'ipv6') throw new Error(`invalid family ${JSON.stringify(family)}`);
 }
@@ -199,13 +207,19 @@ function decimals(value: bigint, places: number): string {
  * `lround(p * 0x80000000)` (xt_statistic); iptables-save prints `stored / 0x80000000` with `%.11f`.
  * All three steps are reproduced exactly (1/3 → `0.33333333349`, 1/2048 → `0.00048828125`).
  */
+const probabilities = new Map<number, string>();
+
 export function probabilityText(n: number): string {
+  const known = probabilities.get(n);
+  if (known !== undefined) return known;
   if (!Number.isInteger(n) || n < 2) throw new Error(`invalid probability denominator ${n}`);
   const { num, shift } = exactDouble(1 / n);
   const tenths = roundHalfEven(num * 10n ** 10n, 1n << shift);
   const parsed = Number(decimals(tenths, 10));
   const stored = BigInt(Math.round(parsed * 2 ** 31));
-  return decimals(roundHalfEven(stored * 10n ** 11n, TWO_31), 11);
+  const text = decimals(roundHalfEven(stored * 10n ** 11n, TWO_31), 11);
+  probabilities.set(n, text);
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
