@@ -74,27 +74,21 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
 
   // What external traffic gets when it has nowhere to go on this node (REJECT: no endpoints at
   // all; DROP: policy Local and none here, after the EXT chain short-circuited pods and the node).
-  const externalVerdict = (): Part[] | undefined => {
-    if (hasExternalEndpoints || external === undefined) return undefined;
-    return external.kind === 'reject'
-      ? [m.comment(noEndpoints), t.reject(family)]
-      : [m.comment(noLocalEndpoints), t.drop()];
-  };
-  const verdict = externalVerdict();
+  const verdict: { readonly comment: Part; readonly target: Part } | undefined =
+    hasExternalEndpoints || external === undefined
+      ? undefined
+      : external.kind === 'reject'
+        ? { comment: m.comment(noEndpoints), target: t.reject(family) }
+        : { comment: m.comment(noLocalEndpoints), target: t.drop() };
+  /** The filter verdict for an address frontend (externalIP, LB IP). */
+  const addressVerdict = (ip: string, v: NonNullable<typeof verdict>): RuleText =>
+    rule(m.destination(family, ip), m.protocol(proto), v.comment, m.l4(proto, sp.port), v.target);
 
   // --- externalIPs
   for (const ip of sp.externalIPs) {
     const frontend = ipFrontend(ip);
     if (externalUsable) put('nat', CHAIN.services, toFrontend(ip, `${spn} external IP`, t.jump(names.ext)), frontend);
-    if (verdict) {
-      const [comment, target] = verdict as [Part, Part];
-      put(
-        'filter',
-        CHAIN.externalServices,
-        rule(m.destination(family, ip), m.protocol(proto), comment, m.l4(proto, sp.port), target),
-        frontend,
-      );
-    }
+    if (verdict) put('filter', CHAIN.externalServices, addressVerdict(ip, verdict), frontend);
   }
 
   // --- load-balancer IPs
@@ -114,16 +108,9 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
         ipFrontend(ip),
       );
   }
-  if (verdict) {
-    const [comment, target] = verdict as [Part, Part];
+  if (verdict)
     for (const ip of sp.loadBalancerIPs)
-      put(
-        'filter',
-        CHAIN.externalServices,
-        rule(m.destination(family, ip), m.protocol(proto), comment, m.l4(proto, sp.port), target),
-        ipFrontend(ip),
-      );
-  }
+      put('filter', CHAIN.externalServices, addressVerdict(ip, verdict), ipFrontend(ip));
 
   // --- the NodePort (never filtered by loadBalancerSourceRanges, as upstream)
   if (sp.nodePort !== undefined && external !== undefined) {
@@ -135,15 +122,13 @@ export function renderServicePort(sp: ServicePortState, ctx: IptablesContext): P
         rule(m.protocol(proto), m.comment(spn), m.l4(proto, sp.nodePort), t.jump(names.ext)),
         frontend,
       );
-    if (verdict) {
-      const [comment, target] = verdict as [Part, Part];
+    if (verdict)
       put(
         'filter',
         CHAIN.externalServices,
-        rule(m.protocol(proto), comment, m.addrType('dst'), m.l4(proto, sp.nodePort), target),
+        rule(m.protocol(proto), verdict.comment, m.addrType('dst'), m.l4(proto, sp.nodePort), verdict.target),
         frontend,
       );
-    }
   }
 
   // --- the health-check NodePort: accepted whatever the endpoints
