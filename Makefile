@@ -4,8 +4,9 @@
 deps:
 	@scripts/install-deps.sh
 
+# MODE=nftables (default) or iptables.
 demo: deps
-	@./node_modules/node/bin/node src/demo/main.ts
+	@MODE=$(MODE) ./node_modules/node/bin/node src/demo/main.ts
 
 typecheck: deps
 	@npx tsc --noEmit -p .

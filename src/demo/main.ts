@@ -1,7 +1,8 @@
 /**
  * @module demo/main
- * `make demo`: builds a sandbox of network namespaces (a node, a client pod, three backend pods
- * serving HTTP, an outside client), programs the node with `kproxy sync` from `examples/`, sends
+ * `make demo [MODE=nftables|iptables]`: builds a sandbox of network namespaces (a node, a client
+ * pod, three backend pods serving HTTP, an outside client), programs the node with `kproxy sync
+ * --proxy-mode MODE` from `examples/`, sends
  * real HTTP requests through the ClusterIPs and the NodePort, tallies which backend answered,
  * shows an excerpt of `kproxy dump`, and removes the sandbox (also when something fails).
  */
@@ -12,7 +13,10 @@ import { createTopology, type Topology } from '../sandbox/topology.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const kproxy = `${root}bin/kproxy`;
+const MODE = process.env['MODE'] || 'nftables';
 const FLAGS = [
+  '--proxy-mode',
+  MODE,
   '--manifests',
   `${root}examples`,
   '--hostname-override',
@@ -21,12 +25,18 @@ const FLAGS = [
   '10.244.0.0/16,fd00:10:244::/56',
 ];
 const BACKENDS = ['backend-1', 'backend-2', 'backend-3'];
+/** The lines of each mode's dump that show demo/web. */
+const DUMP_EXCERPT: Record<string, RegExp> = {
+  nftables:
+    /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/,
+  iptables: /demo\/web/,
+};
 const REQUESTS = 30;
 
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
     process.stderr.write(
-      'make demo needs root: it creates network namespaces and programs nftables in them. Run it as root (e.g. sudo make demo).\n',
+      'make demo needs root: it creates network namespaces and programs the kernel in them. Run it as root (e.g. sudo make demo).\n',
     );
     return 1;
   }
@@ -66,14 +76,8 @@ async function main(): Promise<number> {
     );
 
     say('\nAn excerpt of `kproxy dump` (the IPv4 rules for demo/web; `kproxy dump` prints all of it):');
-    const dump = await execa(kproxy, ['dump', ...FLAGS]);
-    const lines = dump.stdout
-      .split('\n')
-      .filter((l) =>
-        /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/.test(
-          l,
-        ),
-      );
+    const dump = await execa(kproxy, ['dump', ...FLAGS, '--ip-family', 'ipv4']);
+    const lines = dump.stdout.split('\n').filter((l) => DUMP_EXCERPT[MODE]?.test(l));
     say(lines.map((l) => `  ${l}`).join('\n'));
     say('\nDone: the kernel balanced every request; kproxy only wrote the rules.');
     return 0;

@@ -8,9 +8,7 @@ import type { ProxyModeDefinition } from './backend.ts';
 
 const MODES: Record<ProxyMode, () => Promise<ProxyModeDefinition>> = {
   nftables: async () => (await import('../backends/nftables/index.ts')).nftablesMode,
-  iptables: async () => {
-    throw new Error('iptables mode is being built: its backend has not landed yet');
-  },
+  iptables: async () => (await import('../backends/iptables/index.ts')).iptablesMode,
 };
 
 export function loadProxyMode(mode: ProxyMode): Promise<ProxyModeDefinition> {

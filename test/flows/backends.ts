@@ -18,12 +18,30 @@ export interface SyncOutcome {
   readonly log: readonly Record<string, unknown>[];
 }
 
+/**
+ * Where a mode's packet-level behaviour differs from nftables mode, by upstream's design; the suite
+ * asserts each difference explicitly instead of skipping the flow.
+ */
+export interface ModeBehaviour {
+  /** nftables mode REJECTs a ClusterIP's unused ports; iptables mode has no rule for them (routed on). */
+  readonly rejectsUnusedClusterIpPorts: boolean;
+  /** nftables mode DROPs unallocated ServiceCIDR addresses; iptables mode has no rule for them. */
+  readonly dropsUnallocatedServiceIps: boolean;
+  /** Upstream's default nodePortAddresses: every local address (iptables), or the primary node IPs (nftables). */
+  readonly nodePortsOnEveryLocalAddress: boolean;
+  /** iptables.localhostNodePorts: NodePorts also answer on 127.0.0.1 (IPv4 only), through route_localnet. */
+  readonly localhostNodePorts: boolean;
+}
+
 export interface Backend {
   readonly name: string;
   /** Why the suite cannot run against it here; undefined: it runs. */
   readonly skip?: string;
+  readonly behaviour: ModeBehaviour;
   sync(topo: Topology, objects: readonly object[], flags: readonly string[]): Promise<SyncOutcome>;
   cleanup(topo: Topology): Promise<SyncOutcome>;
+  /** True while the node namespace holds any kproxy rule of this mode. */
+  hasRules(topo: Topology): Promise<boolean>;
 }
 
 /** Runs `kproxy ARGS` in the topology's node namespace. */
@@ -57,17 +75,48 @@ async function kproxySync(
   }
 }
 
-function backend(mode: string, skip?: string): Backend {
+function backend(
+  mode: string,
+  behaviour: ModeBehaviour,
+  hasRules: (topo: Topology) => Promise<boolean>,
+  skip?: string,
+): Backend {
   return {
     name: mode,
     ...(skip ? { skip } : {}),
+    behaviour,
     sync: (topo, objects, flags) => kproxySync(mode, topo, objects, flags),
     cleanup: (topo) => kproxy(topo, ['cleanup', '--proxy-mode', mode]),
+    hasRules,
   };
 }
 
+async function inNode(topo: Topology, file: string, args: readonly string[]): Promise<string> {
+  return (await execa('ip', ['netns', 'exec', topo.node.ns, file, ...args])).stdout;
+}
+
+const NFTABLES: ModeBehaviour = {
+  rejectsUnusedClusterIpPorts: true,
+  dropsUnallocatedServiceIps: true,
+  nodePortsOnEveryLocalAddress: false,
+  localhostNodePorts: false,
+};
+
 export const BACKENDS: readonly Backend[] = [
-  backend('nftables'),
-  backend('iptables', 'the iptables backend is not implemented yet'),
-  backend('ipvs', 'the IPVS backend is not implemented yet, and this kernel has no IPVS'),
+  backend('nftables', NFTABLES, async (topo) => (await topo.nft(['list', 'tables'])).includes('kproxy')),
+  backend(
+    'iptables',
+    {
+      rejectsUnusedClusterIpPorts: false,
+      dropsUnallocatedServiceIps: false,
+      nodePortsOnEveryLocalAddress: true,
+      localhostNodePorts: true,
+    },
+    async (topo) => {
+      const saved = (await inNode(topo, 'iptables-save', [])) + (await inNode(topo, 'ip6tables-save', []));
+      // KUBE-FIREWALL stays after cleanup, as upstream leaves it (the kubelet shares it).
+      return /^:KUBE-(SERVICES|PROXY-CANARY) /m.test(saved);
+    },
+  ),
+  backend('ipvs', NFTABLES, async () => false, 'the IPVS backend is not implemented yet, and this kernel has no IPVS'),
 ];
