@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError, loadProxyConfig, type CommandFlag, type Loaded } from '../config/load.ts';
 import { KernelToolError } from '../kernel/errors.ts';
+import type { ProxyModeDefinition } from '../proxy/backend.ts';
 import { loadProxyMode } from '../proxy/modes.ts';
 import { createLogger } from '../util/log.ts';
 
@@ -63,7 +64,14 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
   const log = createLogger(loaded.config.verbosity);
   for (const w of loaded.warnings) log.warn({ warning: w }, 'configuration warning');
-  const mode = await loadProxyMode(loaded.config.mode);
+  let mode: ProxyModeDefinition;
+  try {
+    mode = await loadProxyMode(loaded.config.mode);
+  } catch (err) {
+    // A mode's folder failed to load: in practice its rules template (rules-templates/) is missing or invalid.
+    log.error({ mode: loaded.config.mode }, `cannot load ${loaded.config.mode} mode: ${errorText(err)}`);
+    return 1;
+  }
   try {
     // Each command loads only its own modules (the daemon's, the Kubernetes client's) when run.
     if (command === 'run') return await (await import('./commands/run.ts')).runDaemon(loaded, log);
@@ -95,4 +103,8 @@ if (import.meta.main) {
       process.exit(1);
     },
   );
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

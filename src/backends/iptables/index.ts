@@ -9,6 +9,10 @@ import type { Problem } from '../../util/problems.ts';
 import { IptablesProxyBackend } from './backend.ts';
 import { dumpText } from './render/restore.ts';
 import { renderIptables } from './render/ruleset.ts';
+import { loadTemplate } from './render/skeleton.ts';
+
+// The template is read and validated when the mode loads, so a broken one stops kproxy at start.
+loadTemplate();
 
 export const iptablesMode: ProxyModeDefinition = {
   mode: 'iptables',
