@@ -28,13 +28,20 @@ const STRING_FLAGS = [
   'iptables-min-sync-period',
   'iptables-masquerade-bit',
   'iptables-flavor',
+  'ipvs-scheduler',
+  'ipvs-sync-period',
+  'ipvs-min-sync-period',
+  'ipvs-exclude-cidrs',
+  'ipvs-tcp-timeout',
+  'ipvs-tcpfin-timeout',
+  'ipvs-udp-timeout',
   'v',
   'manifests',
   'format',
   'ip-family',
 ] as const;
 
-const BOOLEAN_FLAGS = ['masquerade-all', 'iptables-localhost-nodeports'] as const;
+const BOOLEAN_FLAGS = ['masquerade-all', 'iptables-localhost-nodeports', 'ipvs-strict-arp'] as const;
 
 export type StringFlag = (typeof STRING_FLAGS)[number];
 export type BooleanFlag = (typeof BOOLEAN_FLAGS)[number];

@@ -11,9 +11,11 @@ import { cidrText, parseCidr, parseIp } from '../model/ip.ts';
 import { formatMs, parseGoDuration } from './duration.ts';
 import { decodeKubeProxyConfiguration, EMPTY_FILE_VALUES, type FileValues } from './file.ts';
 import { COMMAND_FLAGS, parseFlags, type CommandFlag, type FlagValues, type StringFlag } from './flags.ts';
+import { DEFAULT_IPVS_SCHEDULER, IPVS_SCHEDULERS, isIpvsScheduler } from '../model/ipvs-schedulers.ts';
 import type {
   DetectLocalConfig,
   IptablesFlavor,
+  IpvsConfig,
   NodePortAddressesConfig,
   ProxyConfig,
   ProxyMode,
@@ -101,6 +103,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
   const { masqueradeAll, masqueradeBit } = resolveMasquerade(s, mode, problems);
   const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, mode, problems);
   const iptables = resolveIptables(s, problems);
+  const ipvs = resolveIpvs(s, mode, problems);
   const healthzBindAddress = resolveBindAddress(
     s,
     'healthz-bind-address',
@@ -150,6 +153,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     metricsBindAddress,
     verbosity,
     iptables,
+    ipvs,
   };
   return {
     config,
@@ -208,13 +212,10 @@ function resolveMode(s: Sources, problems: string[]): ProxyMode {
   const m = s.pickString('proxy-mode', 'mode');
   if (m === undefined || m.value === '' || m.value === 'nftables' || m.value === 'nft') return 'nftables';
   if (m.value === 'iptables') return 'iptables';
-  if (m.value === 'ipvs') {
-    problems.push(`${m.where}: proxy mode ipvs is not implemented yet (supported: nftables, iptables)`);
-  } else {
-    problems.push(
-      `${m.where}: invalid proxy mode ${JSON.stringify(m.value)} (supported: nftables, alias nft, and iptables; ipvs is not implemented yet)`,
-    );
-  }
+  if (m.value === 'ipvs') return 'ipvs';
+  problems.push(
+    `${m.where}: invalid proxy mode ${JSON.stringify(m.value)} (supported: nftables, alias nft, iptables and ipvs)`,
+  );
   return 'nftables';
 }
 
@@ -372,8 +373,8 @@ function resolveNodePortAddresses(s: Sources, mode: ProxyMode, problems: string[
       where: `${where}[${i}]`,
     }));
   }
-  // Upstream's defaults differ by mode: iptables answers on every local address, nftables on the primary node IPs.
-  if (entries.length === 0) return mode === 'iptables' ? { kind: 'all' } : { kind: 'primary' };
+  // Upstream's defaults differ by mode: iptables and IPVS answer on every local address, nftables on the primary node IPs.
+  if (entries.length === 0) return mode === 'iptables' || mode === 'ipvs' ? { kind: 'all' } : { kind: 'primary' };
 
   const keyword = entries.find((e) => (NODE_PORT_KEYWORDS as readonly string[]).includes(e.text));
   if (keyword !== undefined) {
@@ -402,6 +403,8 @@ function resolveNodePortAddresses(s: Sources, mode: ProxyMode, problems: string[
 
 /** The config file's per-mode sections, the running mode's first: its value wins where both are set. */
 function modeSections(mode: ProxyMode): readonly string[] {
+  // Upstream's IPVS mode takes masqueradeAll and masqueradeBit from the iptables section.
+  if (mode === 'ipvs') return ['ipvs', 'iptables', 'nftables'];
   return mode === 'iptables' ? ['iptables', 'nftables'] : ['nftables', 'iptables'];
 }
 
@@ -444,11 +447,19 @@ function resolveSyncPeriods(
   mode: ProxyMode,
   problems: string[],
 ): { syncPeriodMs: number; minSyncPeriodMs: number } {
-  const sync = resolveDuration(s, mode, 'iptables-sync-period', 'syncPeriod', DEFAULT_SYNC_PERIOD_MS, problems);
+  const ipvs = mode === 'ipvs';
+  const sync = resolveDuration(
+    s,
+    mode,
+    ipvs ? 'ipvs-sync-period' : 'iptables-sync-period',
+    'syncPeriod',
+    DEFAULT_SYNC_PERIOD_MS,
+    problems,
+  );
   const min = resolveDuration(
     s,
     mode,
-    'iptables-min-sync-period',
+    ipvs ? 'ipvs-min-sync-period' : 'iptables-min-sync-period',
     'minSyncPeriod',
     DEFAULT_MIN_SYNC_PERIOD_MS,
     problems,
@@ -518,6 +529,91 @@ function resolveIptables(s: Sources, problems: string[]): ProxyConfig['iptables'
       `--iptables-flavor: must be one of ${IPTABLES_FLAVORS.join(', ')}, got ${JSON.stringify(flavorText)}`,
     );
   return { localhostNodePorts, flavor };
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPVS mode
+
+/** The kernel keeps IPVS timeouts in jiffies in an int: at most INT_MAX / HZ(1000) seconds. */
+const MAX_IPVS_TIMEOUT_SECONDS = 2_147_483;
+
+/**
+ * The `ipvs:` section and the `--ipvs-*` flags. Checked only in IPVS mode, as upstream validates
+ * the section only when it runs it; other modes get the defaults.
+ */
+function resolveIpvs(s: Sources, mode: ProxyMode, modeProblems: string[]): IpvsConfig {
+  const problems: string[] = [];
+  const schedulerSrc = s.pickString('ipvs-scheduler', 'ipvs.scheduler');
+  let scheduler = DEFAULT_IPVS_SCHEDULER;
+  if (schedulerSrc !== undefined && schedulerSrc.value !== '') {
+    if (isIpvsScheduler(schedulerSrc.value)) scheduler = schedulerSrc.value;
+    else
+      problems.push(
+        `${schedulerSrc.where}: unknown IPVS scheduler ${JSON.stringify(schedulerSrc.value)} (one of ${IPVS_SCHEDULERS.join(', ')})`,
+      );
+  }
+
+  const excludeFlag = s.flags.strings.get('ipvs-exclude-cidrs');
+  const excludeEntries =
+    excludeFlag !== undefined
+      ? excludeFlag.trim() === ''
+        ? []
+        : excludeFlag.split(',').map((text) => ({ text: text.trim(), where: '--ipvs-exclude-cidrs' }))
+      : (s.file.list('ipvs.excludeCIDRs') ?? []).map((text, i) => ({
+          text: text.trim(),
+          where: `ipvs.excludeCIDRs[${i}]`,
+        }));
+  const excludeCIDRs: Cidr[] = [];
+  for (const e of excludeEntries) {
+    const c = parseCidr(e.text);
+    if (c === undefined) problems.push(`${e.where}: invalid CIDR ${JSON.stringify(e.text)}`);
+    else excludeCIDRs.push(c);
+  }
+
+  const strictARP = s.flags.booleans.get('ipvs-strict-arp') ?? s.file.bool('ipvs.strictARP') ?? false;
+
+  const timeout = (flag: StringFlag, field: string): number => {
+    const text = s.flags.strings.get(flag);
+    let ms: number | undefined;
+    let where: string;
+    if (text !== undefined) {
+      where = `--${flag}`;
+      ms = parseGoDuration(text);
+      if (ms === undefined) {
+        problems.push(`${where}: invalid duration ${JSON.stringify(text)} (examples: 900s, 15m, 0 keeps the kernel's)`);
+        return 0;
+      }
+    } else {
+      where = field;
+      ms = s.file.number(field);
+      if (ms === undefined) return 0;
+    }
+    // Upstream converts to whole seconds (Duration.Seconds(), truncated).
+    const seconds = Math.trunc(ms / 1000);
+    if (ms < 0 || seconds > MAX_IPVS_TIMEOUT_SECONDS) {
+      problems.push(
+        `${where}: must be 0 (keep the kernel's) or up to ${MAX_IPVS_TIMEOUT_SECONDS}s, got ${formatMs(ms)}`,
+      );
+      return 0;
+    }
+    return seconds;
+  };
+  const tcpTimeoutSeconds = timeout('ipvs-tcp-timeout', 'ipvs.tcpTimeout');
+  const tcpFinTimeoutSeconds = timeout('ipvs-tcpfin-timeout', 'ipvs.tcpFinTimeout');
+  const udpTimeoutSeconds = timeout('ipvs-udp-timeout', 'ipvs.udpTimeout');
+
+  if (mode !== 'ipvs') {
+    return {
+      scheduler: DEFAULT_IPVS_SCHEDULER,
+      excludeCIDRs: [],
+      strictARP: false,
+      tcpTimeoutSeconds: 0,
+      tcpFinTimeoutSeconds: 0,
+      udpTimeoutSeconds: 0,
+    };
+  }
+  modeProblems.push(...problems);
+  return { scheduler, excludeCIDRs, strictARP, tcpTimeoutSeconds, tcpFinTimeoutSeconds, udpTimeoutSeconds };
 }
 
 // ---------------------------------------------------------------------------------------------

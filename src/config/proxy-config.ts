@@ -5,9 +5,10 @@
  * anywhere else.
  */
 import type { Cidr } from '../model/cluster.ts';
+import type { IpvsScheduler } from '../model/ipvs-schedulers.ts';
 
 /** Modes kproxy implements today. `nft` is accepted on input as an alias of `nftables`. */
-export type ProxyMode = 'nftables' | 'iptables';
+export type ProxyMode = 'nftables' | 'iptables' | 'ipvs';
 
 /**
  * Which iptables the host uses: `nft` (iptables-nft, nf_tables underneath) or `legacy`
@@ -53,4 +54,19 @@ export interface ProxyConfig {
     readonly localhostNodePorts: boolean;
     readonly flavor: IptablesFlavor;
   };
+  /** IPVS mode only (the `ipvs:` section and the `--ipvs-*` flags). */
+  readonly ipvs: IpvsConfig;
+}
+
+export interface IpvsConfig {
+  /** Every virtual server's scheduler unless its Service's annotation names another (default rr). */
+  readonly scheduler: IpvsScheduler;
+  /** Virtual servers whose address lies in these are never deleted, even kproxy's own. */
+  readonly excludeCIDRs: readonly Cidr[];
+  /** arp_ignore=1 and arp_announce=2, so only the interface that owns an address answers ARP for it. */
+  readonly strictARP: boolean;
+  /** IPVS connection timeouts (`ipvsadm --set`), seconds; 0 leaves the kernel's value. */
+  readonly tcpTimeoutSeconds: number;
+  readonly tcpFinTimeoutSeconds: number;
+  readonly udpTimeoutSeconds: number;
 }

@@ -9,6 +9,7 @@ import type { ProxyModeDefinition } from './backend.ts';
 const MODES: Record<ProxyMode, () => Promise<ProxyModeDefinition>> = {
   nftables: async () => (await import('../backends/nftables/index.ts')).nftablesMode,
   iptables: async () => (await import('../backends/iptables/index.ts')).iptablesMode,
+  ipvs: async () => (await import('../backends/ipvs/index.ts')).ipvsMode,
 };
 
 export function loadProxyMode(mode: ProxyMode): Promise<ProxyModeDefinition> {

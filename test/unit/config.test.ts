@@ -51,6 +51,14 @@ describe('defaults', () => {
       metricsBindAddress: '127.0.0.1:10249',
       verbosity: 0,
       iptables: { localhostNodePorts: true, flavor: 'auto' },
+      ipvs: {
+        scheduler: 'rr',
+        excludeCIDRs: [],
+        strictARP: false,
+        tcpTimeoutSeconds: 0,
+        tcpFinTimeoutSeconds: 0,
+        udpTimeoutSeconds: 0,
+      },
     });
     expect(r.warnings).toEqual([]);
     expect(r.manifests).toBeUndefined();
@@ -123,6 +131,14 @@ describe('flags', () => {
       metricsBindAddress: '0.0.0.0:9001',
       verbosity: 4,
       iptables: { localhostNodePorts: true, flavor: 'auto' },
+      ipvs: {
+        scheduler: 'rr',
+        excludeCIDRs: [],
+        strictARP: false,
+        tcpTimeoutSeconds: 0,
+        tcpFinTimeoutSeconds: 0,
+        udpTimeoutSeconds: 0,
+      },
     });
   });
 
@@ -247,10 +263,91 @@ describe('flag errors', () => {
     ]);
   });
 
-  it('ipvs is recognised but not implemented', () => {
-    expect(problems(() => load(['--proxy-mode=ipvs']))).toEqual([
-      '--proxy-mode: proxy mode ipvs is not implemented yet (supported: nftables, iptables)',
+  it('ipvs is accepted, with upstream defaults: rr, NodePorts on every local address, the iptables section for masquerading', () => {
+    const r = load(['--proxy-mode=ipvs']);
+    expect(r.config.mode).toBe('ipvs');
+    expect(r.config.nodePortAddresses).toEqual({ kind: 'all' });
+    expect(r.config.ipvs).toEqual({
+      scheduler: 'rr',
+      excludeCIDRs: [],
+      strictARP: false,
+      tcpTimeoutSeconds: 0,
+      tcpFinTimeoutSeconds: 0,
+      udpTimeoutSeconds: 0,
+    });
+    const f = withFile(
+      'mode: ipvs\niptables: { masqueradeAll: true, masqueradeBit: 12 }\nnftables: { masqueradeBit: 13 }\n',
+    );
+    expect(f.config.masqueradeAll).toBe(true);
+    expect(f.config.masqueradeBit).toBe(12);
+  });
+
+  it('ipvs: the ipvs section and the --ipvs-* flags (flags win), the ipvs section for sync periods', () => {
+    const file =
+      'mode: ipvs\nipvs:\n  scheduler: wlc\n  strictARP: true\n  excludeCIDRs: [10.0.0.0/8, "fd00::/8"]\n' +
+      '  syncPeriod: 45s\n  minSyncPeriod: 2s\n  tcpTimeout: 900s\n  tcpFinTimeout: 1m\n  udpTimeout: 1.5s\n' +
+      'iptables: { syncPeriod: 10s }\nnftables: { syncPeriod: 20s }\n';
+    const f = withFile(file);
+    expect(f.config.ipvs).toEqual({
+      scheduler: 'wlc',
+      excludeCIDRs: [
+        { family: 'ipv4', address: '10.0.0.0', prefixLength: 8 },
+        { family: 'ipv6', address: 'fd00::', prefixLength: 8 },
+      ],
+      strictARP: true,
+      tcpTimeoutSeconds: 900,
+      tcpFinTimeoutSeconds: 60,
+      udpTimeoutSeconds: 1,
+    });
+    expect(f.config.syncPeriodMs).toBe(45_000);
+    expect(f.config.minSyncPeriodMs).toBe(2_000);
+    const g = withFile(file, [
+      '--ipvs-scheduler=sh',
+      '--ipvs-strict-arp=false',
+      '--ipvs-exclude-cidrs=192.0.2.0/24',
+      '--ipvs-sync-period=1m',
+      '--ipvs-min-sync-period=3s',
+      '--ipvs-tcp-timeout=0',
+      '--ipvs-tcpfin-timeout=5s',
+      '--ipvs-udp-timeout=10s',
     ]);
+    expect(g.config.ipvs).toEqual({
+      scheduler: 'sh',
+      excludeCIDRs: [{ family: 'ipv4', address: '192.0.2.0', prefixLength: 24 }],
+      strictARP: false,
+      tcpTimeoutSeconds: 0,
+      tcpFinTimeoutSeconds: 5,
+      udpTimeoutSeconds: 10,
+    });
+    expect(g.config.syncPeriodMs).toBe(60_000);
+    expect(g.config.minSyncPeriodMs).toBe(3_000);
+  });
+
+  it('ipvs: bad values are problems naming the flag or field; other modes ignore the ipvs section', () => {
+    expect(
+      problems(() =>
+        load([
+          '--proxy-mode=ipvs',
+          '--ipvs-scheduler=fancy',
+          '--ipvs-exclude-cidrs=10.0.0.0/8,nope',
+          '--ipvs-tcp-timeout=-5s',
+          '--ipvs-udp-timeout=soon',
+          '--ipvs-sync-period=0s',
+        ]),
+      ),
+    ).toEqual([
+      '--ipvs-sync-period: must be greater than 0, got 0ms',
+      '--ipvs-scheduler: unknown IPVS scheduler "fancy" (one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)',
+      '--ipvs-exclude-cidrs: invalid CIDR "nope"',
+      "--ipvs-tcp-timeout: must be 0 (keep the kernel's) or up to 2147483s, got -5s",
+      '--ipvs-udp-timeout: invalid duration "soon" (examples: 900s, 15m, 0 keeps the kernel\'s)',
+    ]);
+    expect(problems(() => withFile('mode: ipvs\nipvs: { scheduler: "rr; ipvsadm -C" }\n'))).toEqual([
+      'ipvs.scheduler: unknown IPVS scheduler "rr; ipvsadm -C" (one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)',
+    ]);
+    const other = withFile('mode: nftables\nipvs: { scheduler: nonsense, excludeCIDRs: [x] }\n');
+    expect(other.config.ipvs.scheduler).toBe('rr');
+    expect(other.config.ipvs.excludeCIDRs).toEqual([]);
   });
 
   it('rejects other modes', () => {
@@ -468,6 +565,14 @@ bindAddressHardFail: false
       metricsBindAddress: '0.0.0.0:10249',
       verbosity: 2,
       iptables: { localhostNodePorts: true, flavor: 'auto' },
+      ipvs: {
+        scheduler: 'rr',
+        excludeCIDRs: [],
+        strictARP: false,
+        tcpTimeoutSeconds: 0,
+        tcpFinTimeoutSeconds: 0,
+        udpTimeoutSeconds: 0,
+      },
     });
   });
 
@@ -613,7 +718,7 @@ detectLocal: "x"
       'configSyncPeriod: invalid duration "" (examples: "30s", "1m", "500ms", "1h2m")',
       'winkernel: expected a mapping, got a list',
       'detectLocal: expected a mapping, got string "x"',
-      'mode: invalid proxy mode "userspace" (supported: nftables, alias nft, and iptables; ipvs is not implemented yet)',
+      'mode: invalid proxy mode "userspace" (supported: nftables, alias nft, iptables and ipvs)',
       `hostnameOverride: node name "bad name" is not a valid DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)`,
       'clusterCIDR: invalid CIDR "10.0.0.0/33"',
       'detectLocalMode: invalid detect-local mode "Local" (valid: ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix, None)',
@@ -703,7 +808,7 @@ detectLocal: "x"
 
   it('the error message names the file and lists every problem', () => {
     try {
-      withFile('mode: ipvs\n', ['--v=x']);
+      withFile('mode: ipvs\nipvs: { scheduler: fancy }\n', ['--v=x']);
       expect.unreachable();
     } catch (e) {
       expect(e).toBeInstanceOf(ConfigError);
@@ -711,7 +816,7 @@ detectLocal: "x"
       expect(err.name).toBe('ConfigError');
       expect(err.message).toBe(
         'invalid configuration (config file "/etc/kp.yaml"):\n' +
-          '  - mode: proxy mode ipvs is not implemented yet (supported: nftables, iptables)\n' +
+          '  - ipvs.scheduler: unknown IPVS scheduler "fancy" (one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)\n' +
           '  - --v: must be an integer 0..10, got "x"',
       );
     }
