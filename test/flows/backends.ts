@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Topology } from '../../src/sandbox/topology.ts';
+import { ipvsCleanup, ipvsSync } from '../ipvs/in-process.ts';
 
 const KPROXY = fileURLToPath(new URL('../../bin/kproxy', import.meta.url));
 
@@ -118,5 +119,37 @@ export const BACKENDS: readonly Backend[] = [
       return /^:KUBE-(SERVICES|PROXY-CANARY) /m.test(saved);
     },
   ),
-  backend('ipvs', NFTABLES, async () => false, 'the IPVS backend is not implemented yet, and this kernel has no IPVS'),
+  ipvsBackend(),
 ];
+
+/**
+ * IPVS mode needs a kernel with IPVS: test/ipvs/ipvs-vm.test.ts boots the IPVS VM and runs this
+ * suite there (KPROXY_IPVS_VM=1). Its syncs run in-process, exactly as the CLI runs them
+ * (test/ipvs/in-process.ts): a Node start in the VM costs 40 s and more under emulation.
+ */
+function ipvsBackend(): Backend {
+  const inVm = process.env['KPROXY_IPVS_VM'] === '1';
+  return {
+    name: 'ipvs',
+    ...(inVm ? {} : { skip: 'this kernel has no IPVS: test/ipvs/ipvs-vm.test.ts runs it in the IPVS VM' }),
+    behaviour: {
+      // Upstream's KUBE-IPVS-FILTER: a new connection to any other port of an address on kube-ipvs0 is rejected.
+      rejectsUnusedClusterIpPorts: true,
+      // Not on kube-ipvs0, such an address would be routed away: kproxy's helper table drops it, as nftables mode does.
+      dropsUnallocatedServiceIps: true,
+      // Upstream's IPVS default: NodePorts on every local address but loopback.
+      nodePortsOnEveryLocalAddress: true,
+      localhostNodePorts: false,
+    },
+    sync: (topo, objects, flags) => ipvsSync(topo.node.ns, objects, flags),
+    cleanup: (topo) => ipvsCleanup(topo.node.ns),
+    hasRules: async (topo) => {
+      const tables = await topo.nft(['list', 'tables']);
+      const servers = await execa('ip', ['netns', 'exec', topo.node.ns, 'ipvsadm', '-Sn'], { reject: false });
+      const dummy = await execa('ip', ['netns', 'exec', topo.node.ns, 'ip', 'link', 'show', 'kube-ipvs0'], {
+        reject: false,
+      });
+      return tables.includes('kproxy-ipvs') || servers.stdout.trim() !== '' || dummy.exitCode === 0;
+    },
+  };
+}

@@ -28,6 +28,8 @@ import {
 
 const TCP = 8080;
 const UDP = 5353;
+// Inside the IPVS VM (test/ipvs/ipvs-vm.test.ts; software emulation) the namespaces' agents alone take minutes to start.
+const SETUP_TIMEOUT_MS = process.env['KPROXY_IPVS_VM'] === '1' ? 600_000 : 60_000;
 const BASE_FLAGS = [`--hostname-override=${NODE}`, `--cluster-cidr=${CLUSTER_CIDR}`];
 
 // ---------------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ for (const backend of BACKENDS) {
         // Something listening on the node itself: traffic kproxy does not intercept lands here.
         await topo.serve(topo.node, { tcp: [30010, 30014], udp: [] });
         first = await sync([...cluster(topo), ...BAD_OBJECTS]);
-      }, 60_000);
+      }, SETUP_TIMEOUT_MS);
       afterAll(async () => {
         await topo?.destroy();
       });

@@ -1,8 +1,9 @@
 /**
  * @module backends/ipvs/kernel/ipvsadm
  * The one place that runs `ipvsadm` and reads its errors. A batch goes to the kernel in a single
- * `ipvsadm -R` (restore) call, which applies its lines one by one and stops at the first that
- * fails: IPVS has no transactions, so the caller orders the batch (plan.ts).
+ * `ipvsadm -R` (restore) call, which applies its lines one by one — and goes on after a line that
+ * fails. IPVS has no transactions, so the caller orders the batch (plan.ts) and a batch with any
+ * error is a failed sync.
  */
 import type { Exec, ExecResult } from '../../../kernel/exec.ts';
 import { KernelToolError, type KernelToolErrorCode } from '../../../kernel/errors.ts';
@@ -47,7 +48,9 @@ export class Ipvsadm {
     for (const l of lines) if (l.includes('\n')) throw new Error(`ipvsadm line with a newline: ${JSON.stringify(l)}`);
     const input = `${lines.join('\n')}\n`;
     const r = await this.exec('ipvsadm', ['-R'], input);
-    if (r.exitCode !== 0) throw classify(r, 'ipvsadm -R', lines);
+    // ipvsadm -R goes on after a failing line and exits 0 for some failures ("Service already
+    // exists"): any error output is a failed batch (the next sync re-plans from the kernel).
+    if (r.exitCode !== 0 || r.stderr.trim() !== '') throw classify(r, 'ipvsadm -R', lines);
   }
 
   async timeouts(): Promise<IpvsTimeouts | undefined> {

@@ -24,11 +24,13 @@ export class Links {
     return r.exitCode === 0;
   }
 
-  /** Creates kube-ipvs0 (a dummy: it only makes its addresses local) and sets it up; true if it was missing. */
+  /**
+   * Creates kube-ipvs0; true if it was missing. A dummy interface, left down as upstream leaves it:
+   * its addresses still get their local routes (both families), which is all it is for.
+   */
   async ensureDummy(): Promise<boolean> {
     if (await this.dummyExists()) return false;
     await this.run(['link', 'add', DUMMY_INTERFACE, 'type', 'dummy']);
-    await this.run(['link', 'set', DUMMY_INTERFACE, 'up']);
     return true;
   }
 

@@ -4,8 +4,8 @@
  * batch in an order that never leaves traffic without a destination, and the addresses kube-ipvs0
  * gains and loses around it (pure).
  *
- * IPVS has no transactions: `ipvsadm -R` applies its lines one by one and stops at the first that
- * fails. So the batch is ordered: new and changed services first, then their new real servers
+ * IPVS has no transactions: `ipvsadm -R` applies its lines one by one (and goes on after one that
+ * fails). So the batch is ordered: new and changed services first, then their new real servers
  * (and weights given back), then real servers that go (drained or deleted), and last the services
  * that go. Addresses are added to kube-ipvs0 only after the batch (a service exists before its
  * address attracts traffic) and removed only when no virtual server uses them any more.
