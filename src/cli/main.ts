@@ -20,6 +20,12 @@ Commands:
   cleanup                    remove kproxy's rules in the mode's engine (and nothing else)
   run                        the daemon: watch the API server (--kubeconfig, --master, or in-cluster)
                              or a directory (--manifests DIR) and keep the kernel in sync
+  explain  --src IP[:PORT] --dst IP:PORT [--proto tcp|udp|sctp] [--from pod|node|outside]
+                             what this node's rules do with that packet, and why; --output text|json;
+                             --local-addresses IP,...: the node's other addresses (NodePorts answer there);
+                             --packets FILE|-: one packet per line, "SRC DST [PROTO] [FROM]"
+  diff                       what differs between the kernel and the desired rules (needs root);
+                             --manifests DIR --against DIR2: what changes from DIR to DIR2, and why
 
 Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|iptables,
   --hostname-override, --cluster-cidr, --detect-local-mode, --pod-bridge-interface,
@@ -41,6 +47,8 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     dump: ['manifests', 'format', 'ip-family'],
     cleanup: [],
     run: ['manifests'],
+    explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
+    diff: ['manifests', 'against', 'output'],
   };
   const commandFlags = flags[command];
   if (!commandFlags) {
@@ -75,6 +83,8 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   try {
     // Each command loads only its own modules (the daemon's, the Kubernetes client's) when run.
     if (command === 'run') return await (await import('./commands/run.ts')).runDaemon(loaded, log);
+    if (command === 'explain') return await (await import('./commands/explain.ts')).explain(loaded, log, out);
+    if (command === 'diff') return await (await import('./commands/diff.ts')).diff(loaded, mode, log, out);
     const oneShot = await import('./commands/one-shot.ts');
     switch (command) {
       case 'sync':

@@ -7,9 +7,39 @@
 import { parseArgs } from 'node:util';
 
 /** Flags only some subcommands take; the CLI says which ones a subcommand accepts. */
-export type CommandFlag = 'manifests' | 'format' | 'ip-family';
+export type CommandFlag =
+  | 'manifests'
+  | 'format'
+  | 'ip-family'
+  // explain
+  | 'src'
+  | 'dst'
+  | 'proto'
+  | 'from'
+  | 'local-addresses'
+  | 'packets'
+  | 'output'
+  // diff
+  | 'against'
+  // run
+  | 'audit-log'
+  | 'audit-log-max-size';
 
-export const COMMAND_FLAGS: readonly CommandFlag[] = ['manifests', 'format', 'ip-family'];
+export const COMMAND_FLAGS: readonly CommandFlag[] = [
+  'manifests',
+  'format',
+  'ip-family',
+  'src',
+  'dst',
+  'proto',
+  'from',
+  'local-addresses',
+  'packets',
+  'output',
+  'against',
+  'audit-log',
+  'audit-log-max-size',
+];
 
 const STRING_FLAGS = [
   'config',
@@ -39,6 +69,16 @@ const STRING_FLAGS = [
   'manifests',
   'format',
   'ip-family',
+  'src',
+  'dst',
+  'proto',
+  'from',
+  'local-addresses',
+  'packets',
+  'output',
+  'against',
+  'audit-log',
+  'audit-log-max-size',
 ] as const;
 
 const BOOLEAN_FLAGS = ['masquerade-all', 'iptables-localhost-nodeports', 'ipvs-strict-arp'] as const;

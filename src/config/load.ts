@@ -50,6 +50,8 @@ export interface Loaded {
   readonly master?: string;
   /** The `--config` path, when one was given. */
   readonly configFile?: string;
+  /** The command's own flags as given (explain, diff, run's audit log), checked by the command. */
+  readonly commandOptions: Readonly<Partial<Record<CommandFlag, string>>>;
 }
 
 export class ConfigError extends Error {
@@ -164,6 +166,12 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     ...(kubeconfig !== undefined && kubeconfig !== '' ? { kubeconfig } : {}),
     ...(master !== undefined ? { master } : {}),
     ...(configFile !== undefined ? { configFile } : {}),
+    commandOptions: Object.fromEntries(
+      COMMAND_FLAGS.flatMap((f) => {
+        const v = flags.strings.get(f);
+        return v === undefined ? [] : [[f, v]];
+      }),
+    ),
   };
 }
 

@@ -83,6 +83,97 @@ export function servicePortsOf(
   return service.ports.map((port) => buildServicePort(service, port, clusterIP, ofFamily, family, nodeName, node));
 }
 
+/**
+ * Why an endpoint is not among those a route sends traffic to. Recorded by the same selection code
+ * that takes the decision (`kproxy explain` reads it), never read by the decision itself.
+ */
+export type ExclusionReason =
+  /** Not ready and not serving. */
+  | 'not-serving'
+  /** Not ready, and not the serving-terminating fallback kind either. */
+  | 'not-ready'
+  /** Serving but terminating: used only while no endpoint is ready, and some are. */
+  | 'terminating'
+  /** Topology hints (PreferSameZone) send it to other zones. */
+  | 'other-zone'
+  /** Topology hints (PreferSameNode) send it to other nodes. */
+  | 'other-node'
+  /** On another node, under a Local traffic policy. */
+  | 'remote'
+  /** Its EndpointSlice is of the other IP family. */
+  | 'wrong-family'
+  /** Its EndpointSlice has no port of this name and protocol. */
+  | 'no-such-port';
+
+export interface Exclusion {
+  /** `IP:port` (`[IPv6]:port`), or the bare IP when its slice has no port for this service port. */
+  readonly endpoint: string;
+  readonly reason: ExclusionReason;
+  /** The same, for a person: the facts that made the decision. */
+  readonly detail: string;
+}
+
+/** One service port's decision with the endpoints each endpoint list left out, and why. */
+export interface ServicePortTrace {
+  readonly state: ServicePortState;
+  /** The topology mode upstream derives from the hints (topologyModeFromHints). */
+  readonly topology: TopologyMode;
+  /** Left out of the cluster-wide list (policy Cluster; what pods and the node get under external Local). */
+  readonly clusterExcluded: readonly Exclusion[];
+  /** Left out of the node-local list (policy Local). */
+  readonly localExcluded: readonly Exclusion[];
+}
+
+/**
+ * {@link servicePortsOf} with the reasons recorded: the very same decision (the same functions,
+ * called with a recorder), for `kproxy explain`. `slices` may hold both families' slices.
+ */
+export function traceServicePortsOf(
+  service: Service,
+  slices: readonly EndpointSlice[],
+  family: Family,
+  nodeName: string,
+  node: Node | undefined,
+): ServicePortTrace[] {
+  const clusterIP = service.clusterIPs.find((ip) => ip.family === family);
+  if (!clusterIP) return [];
+  const addressType = family === 'ipv4' ? 'IPv4' : 'IPv6';
+  const ofFamily = slices.filter((s) => s.addressType === addressType);
+  const otherFamily = slices.filter((s) => s.addressType !== addressType);
+  return service.ports.map((port) => {
+    const trace: TraceSink = { topology: 'none', cluster: [], local: [], common: [] };
+    const wrongFamily: Exclusion[] = [];
+    for (const slice of otherFamily) {
+      const slicePort = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
+      for (const e of slice.endpoints) {
+        wrongFamily.push({
+          endpoint: slicePort
+            ? endpointKey({ ip: e.address.text, port: slicePort.port, isLocal: false })
+            : e.address.text,
+          reason: 'wrong-family',
+          detail: `in the ${slice.addressType} EndpointSlice ${slice.namespace}/${slice.name}; this packet is ${addressType}`,
+        });
+      }
+    }
+    const state = buildServicePort(service, port, clusterIP, ofFamily, family, nodeName, node, trace);
+    return {
+      state,
+      topology: trace.topology,
+      clusterExcluded: [...trace.common, ...trace.cluster, ...wrongFamily],
+      localExcluded: [...trace.common, ...trace.local, ...wrongFamily],
+    };
+  });
+}
+
+/** Where the selection functions record what they leave out (only when explaining). */
+interface TraceSink {
+  topology: TopologyMode;
+  readonly cluster: Exclusion[];
+  readonly local: Exclusion[];
+  /** Left out before any list is built (no such port in the slice). */
+  readonly common: Exclusion[];
+}
+
 /** EndpointSlices by the `namespace/name` of their Service (only `family`'s, when given). */
 export function groupSlices(slices: readonly EndpointSlice[], family?: Family): Map<string, EndpointSlice[]> {
   const addressType = family === 'ipv4' ? 'IPv4' : family === 'ipv6' ? 'IPv6' : undefined;
@@ -111,11 +202,12 @@ function buildServicePort(
   family: Family,
   nodeName: string,
   node: Node | undefined,
+  trace?: TraceSink,
 ): ServicePortState {
-  const candidates = collectEndpoints(slices, port, nodeName);
+  const candidates = collectEndpoints(slices, port, nodeName, trace);
   const zone = node?.labels[ZONE_LABEL];
-  const cluster = clusterEndpoints(candidates, nodeName, zone);
-  const local = localEndpoints(candidates);
+  const cluster = clusterEndpoints(candidates, nodeName, zone, trace);
+  const local = localEndpoints(candidates, trace, nodeName);
   const ofFamily = (ips: readonly IpAddress[]) => ips.filter((ip) => ip.family === family).map((ip) => ip.text);
   const externalIPs = ofFamily(service.externalIPs);
   const loadBalancerIPs = ofFamily(service.loadBalancerIPs);
@@ -146,11 +238,25 @@ function buildServicePort(
  * The endpoints of every slice for this port, one per "IP:port", ordered by that string as
  * upstream orders them. A duplicate is merged; the local copy wins.
  */
-function collectEndpoints(slices: readonly EndpointSlice[], port: ServicePortSpec, nodeName: string): Candidate[] {
+function collectEndpoints(
+  slices: readonly EndpointSlice[],
+  port: ServicePortSpec,
+  nodeName: string,
+  trace?: TraceSink,
+): Candidate[] {
   const byKey = new Map<string, Candidate>();
   for (const slice of slices) {
     const slicePort = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
-    if (!slicePort) continue;
+    if (!slicePort) {
+      if (trace)
+        for (const e of slice.endpoints)
+          trace.common.push({
+            endpoint: e.address.text,
+            reason: 'no-such-port',
+            detail: `its EndpointSlice ${slice.namespace}/${slice.name} has no port ${JSON.stringify(port.name)}/${port.protocol}`,
+          });
+      continue;
+    }
     for (const endpoint of slice.endpoints) {
       const target: EndpointTarget = {
         ip: endpoint.address.text,
@@ -173,7 +279,7 @@ export function endpointKey(t: EndpointTarget): string {
 const isReady = (c: Candidate) => c.endpoint.conditions.ready;
 const isServingTerminating = (c: Candidate) => c.endpoint.conditions.serving && c.endpoint.conditions.terminating;
 
-type TopologyMode = 'PreferSameNode' | 'PreferSameZone' | 'none';
+export type TopologyMode = 'PreferSameNode' | 'PreferSameZone' | 'none';
 
 /** Upstream topologyModeFromHints: hints count only when every ready endpoint carries them. */
 function topologyMode(candidates: readonly Candidate[], nodeName: string, zone: string | undefined): TopologyMode {
@@ -195,6 +301,7 @@ function clusterEndpoints(
   candidates: readonly Candidate[],
   nodeName: string,
   zone: string | undefined,
+  trace?: TraceSink,
 ): EndpointTarget[] {
   const mode = topologyMode(candidates, nodeName, zone);
   const inTopology = (c: Candidate) =>
@@ -205,14 +312,69 @@ function clusterEndpoints(
         : true;
   const ready = candidates.filter((c) => isReady(c) && inTopology(c));
   const chosen = ready.length > 0 ? ready : candidates.filter(isServingTerminating);
+  if (trace) {
+    trace.topology = mode;
+    recordLeftOut(trace.cluster, candidates, chosen, ready.length, (c) =>
+      !isReady(c)
+        ? undefined
+        : mode === 'PreferSameNode'
+          ? {
+              reason: 'other-node',
+              detail: `topology hints send it to ${list(c.endpoint.hints?.forNodes)} (PreferSameNode); this is ${nodeName}`,
+            }
+          : {
+              reason: 'other-zone',
+              detail: `topology hints send it to ${list(c.endpoint.hints?.forZones)} (PreferSameZone); this node is in ${zone ?? '(no zone)'}`,
+            },
+    );
+  }
   return chosen.map((c) => c.target);
 }
 
 /** Local ready endpoints; if none, local serving-terminating ones. */
-function localEndpoints(candidates: readonly Candidate[]): EndpointTarget[] {
+function localEndpoints(candidates: readonly Candidate[], trace?: TraceSink, nodeName?: string): EndpointTarget[] {
   const local = candidates.filter((c) => c.target.isLocal);
   const ready = local.filter(isReady);
-  return (ready.length > 0 ? ready : local.filter(isServingTerminating)).map((c) => c.target);
+  const chosen = ready.length > 0 ? ready : local.filter(isServingTerminating);
+  if (trace)
+    recordLeftOut(trace.local, candidates, chosen, ready.length, (c) =>
+      c.target.isLocal
+        ? undefined
+        : {
+            reason: 'remote',
+            detail: `on ${c.endpoint.nodeName === undefined ? 'no node' : `node ${c.endpoint.nodeName}`}; a Local policy uses this node's (${nodeName}) endpoints only`,
+          },
+    );
+  return chosen.map((c) => c.target);
+}
+
+/**
+ * Records why each candidate not in `chosen` was left out: `other` names a reason specific to the
+ * list (topology, locality) or returns undefined; then the endpoint's own conditions explain it.
+ */
+function recordLeftOut(
+  into: Exclusion[],
+  candidates: readonly Candidate[],
+  chosen: readonly Candidate[],
+  readyChosen: number,
+  other: (c: Candidate) => Pick<Exclusion, 'reason' | 'detail'> | undefined,
+): void {
+  const picked = new Set(chosen);
+  for (const c of candidates) {
+    if (picked.has(c)) continue;
+    const why: Pick<Exclusion, 'reason' | 'detail'> =
+      other(c) ??
+      (isServingTerminating(c)
+        ? { reason: 'terminating', detail: `terminating (serving); ${readyChosen} ready endpoint(s) serve instead` }
+        : !c.endpoint.conditions.serving
+          ? { reason: 'not-serving', detail: 'not ready and not serving' }
+          : { reason: 'not-ready', detail: 'not ready (and not terminating: no fallback to it)' });
+    into.push({ endpoint: endpointKey(c.target), ...why });
+  }
+}
+
+function list(items: readonly string[] | undefined): string {
+  return items && items.length > 0 ? items.join(', ') : '(no hint)';
 }
 
 function nonEmpty<T>(list: readonly T[]): readonly [T, ...T[]] | undefined {

@@ -7,11 +7,17 @@
  * Topology (src/sandbox/topology.ts): a node; pods cli (a client pod with no endpoints), a, b
  * (on this node) and c, d (their EndpointSlices say node-b); outside clients ext (192.0.2.2) and
  * ext2 (192.0.2.3); the node IP is 192.0.2.1 / 2001:db8:1::1. Pods serve TCP 8080 and UDP 5353.
+ *
+ * Every flow is also explained (`kproxy explain` with the manifests and flags of the last sync,
+ * test/flows/explain.ts): `explained(from, spec, outcome)` fails the flow when what explain says
+ * (verdict, endpoints, masquerade) is not what the packets did.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProbeResult, ProbeSpec, Tally, Topology } from '../../src/sandbox/topology.ts';
 import { createTopology, nthHost } from '../../src/sandbox/topology.ts';
 import { BACKENDS, type SyncOutcome } from './backends.ts';
+import type { Explanation } from '../../src/explain/explain.ts';
+import { explainChecker } from './explain.ts';
 import {
   CLUSTER_CIDR,
   FAMILIES,
@@ -178,6 +184,11 @@ function pods(t: Tally): string[] {
   return [...t.byPod.keys()].sort();
 }
 
+/** What explain left out of this family's endpoints, as `endpoint reason`. */
+function sameFamilyExclusions(e: Explanation): string[] {
+  return e.excluded.filter((x) => x.reason !== 'wrong-family').map((x) => `${x.endpoint} ${x.reason}`);
+}
+
 function expectAnswered(r: ProbeResult): asserts r is Extract<ProbeResult, { kind: 'answered' }> {
   expect(r.kind, JSON.stringify(r)).toBe('answered');
 }
@@ -194,8 +205,15 @@ for (const backend of BACKENDS) {
        * whose upstream answers admin-prohibited ('error').
        */
       const unallocated = () => (backend.behaviour.dropsUnallocatedServiceIps ? 'timeout' : 'error');
-      const sync = (objects: readonly object[], flags: readonly string[] = []) =>
-        backend.sync(topo, objects, [...BASE_FLAGS, ...flags]);
+      // IPVS mode's suite runs in its VM, where each CLI start costs tens of seconds: not cross-checked there yet.
+      const explain = explainChecker(backend.name, () => topo, backend.name !== 'ipvs');
+      const explained = explain.expectExplained;
+      const sync = async (objects: readonly object[], flags: readonly string[] = []) => {
+        const all = [...BASE_FLAGS, ...flags];
+        const outcome = await backend.sync(topo, objects, all);
+        await explain.synced(objects, all);
+        return outcome;
+      };
 
       beforeAll(async () => {
         topo = await createTopology({
@@ -215,6 +233,7 @@ for (const backend of BACKENDS) {
         first = await sync([...cluster(topo), ...BAD_OBJECTS]);
       }, SETUP_TIMEOUT_MS);
       afterAll(async () => {
+        await explain.close();
         await topo?.destroy();
       });
 
@@ -239,13 +258,17 @@ for (const backend of BACKENDS) {
           const nodeIP = () => topo.node[fam];
           const from = (name: string) =>
             name === 'node' ? topo.node : name.startsWith('ext') ? topo.client(name) : topo.pod(name);
+          const endpointOf = (pod: string, f: typeof fam) =>
+            f === 'v4' ? `${topo.pod(pod).v4}:${TCP}` : `[${topo.pod(pod).v6}]:${TCP}`;
 
           it('ClusterIP from a pod reaches every endpoint, TCP and UDP, with the pod address kept', async () => {
             const t = await topo.probeMany(from('cli'), tcp(cip(S.web)), 30);
             expect(pods(t)).toEqual(['a', 'b', 'c']);
             expect([...t.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
+            await explained(from('cli'), tcp(cip(S.web)), t);
             const u = await topo.probeMany(from('cli'), udp(cip(S.web)), 30);
             expect(pods(u)).toEqual(['a', 'b', 'c']);
+            await explained(from('cli'), udp(cip(S.web)), u);
           });
 
           it('ClusterIP from outside the cluster CIDR (an outside client, the node) is masqueraded', async () => {
@@ -253,6 +276,7 @@ for (const backend of BACKENDS) {
               const r = await topo.probe(from(who), tcp(cip(S.web)));
               expectAnswered(r);
               expect(topo.peerIsNode(r), who).toBe(true);
+              await explained(from(who), tcp(cip(S.web)), r);
             }
           });
 
@@ -262,22 +286,27 @@ for (const backend of BACKENDS) {
             // admin-prohibited, which the probe reports as 'error').
             const wrongPort = await topo.probe(from('cli'), tcp(cip(S.web), 81));
             expect(wrongPort.kind).toBe(backend.behaviour.rejectsUnusedClusterIpPorts ? 'rejected' : 'error');
+            await explained(from('cli'), tcp(cip(S.web), 81), wrongPort);
           });
 
           it('an unallocated ServiceCIDR address is dropped (nftables) or routed on (iptables)', async () => {
-            expect((await topo.probe(from('cli'), tcp(clusterIP(200, fam)))).kind).toBe(unallocated());
+            const r = await topo.probe(from('cli'), tcp(clusterIP(200, fam)));
+            expect(r.kind).toBe(unallocated());
+            await explained(from('cli'), tcp(clusterIP(200, fam)), r);
           });
 
           it('NodePort on the primary node IP reaches the endpoints, masqueraded; other node addresses per the mode', async () => {
             const t = await topo.probeMany(from('ext'), tcp(nodeIP(), 30010), 20);
             expect(pods(t)).toEqual(['a', 'b', 'c']);
             expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
+            await explained(from('ext'), tcp(nodeIP(), 30010), t);
             // The pod-gateway address is a node address too, but not the primary node IP: upstream's
             // iptables mode answers NodePorts on every local address, nftables mode on the primary IPs.
             const other = await topo.probe(from('cli'), tcp(nthHost(topo.podCidr[fam], 1), 30010));
             expectAnswered(other);
             if (backend.behaviour.nodePortsOnEveryLocalAddress) expect(['a', 'b', 'c']).toContain(other.pod);
             else expect(other.pod).toBe('node');
+            await explained(from('cli'), tcp(nthHost(topo.podCidr[fam], 1), 30010), other);
           });
 
           it('NodePort on loopback from the node: answered only with iptables.localhostNodePorts (IPv4 only)', async () => {
@@ -286,58 +315,84 @@ for (const backend of BACKENDS) {
             // The node itself listens on 30010: a NodePort that is not intercepted lands there.
             if (backend.behaviour.localhostNodePorts && fam === 'v4') expect(['a', 'b', 'c']).toContain(r.pod);
             else expect(r.pod).toBe('node');
+            await explained(from('node'), tcp(fam === 'v4' ? '127.0.0.1' : '::1', 30010), r);
           });
 
           it('a Service with no endpoints rejects on its ClusterIP (TCP, UDP), NodePort and externalIP', async () => {
-            expect((await topo.probe(from('cli'), tcp(cip(S.empty)))).kind).toBe('rejected');
-            expect((await topo.probe(from('cli'), udp(cip(S.empty)))).kind).toBe('rejected');
-            expect((await topo.probe(from('ext'), tcp(nodeIP(), 30011))).kind).toBe('rejected');
-            expect((await topo.probe(from('ext'), tcp(externalIP(S.empty.index, fam)))).kind).toBe('rejected');
+            const flows: [string, ProbeSpec][] = [
+              ['cli', tcp(cip(S.empty))],
+              ['cli', udp(cip(S.empty))],
+              ['ext', tcp(nodeIP(), 30011)],
+              ['ext', tcp(externalIP(S.empty.index, fam))],
+            ];
+            for (const [who, spec] of flows) {
+              const r = await topo.probe(from(who), spec);
+              expect(r.kind).toBe('rejected');
+              await explained(from(who), spec, r);
+            }
           });
 
           it('internalTrafficPolicy Local: only local endpoints; none local → dropped', async () => {
-            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.itpLocal)), 12))).toEqual(['a']);
-            expect((await topo.probe(from('cli'), tcp(cip(S.itpLocalNone)))).kind).toBe('timeout');
+            const t = await topo.probeMany(from('cli'), tcp(cip(S.itpLocal)), 12);
+            expect(pods(t)).toEqual(['a']);
+            await explained(from('cli'), tcp(cip(S.itpLocal)), t);
+            const none = await topo.probe(from('cli'), tcp(cip(S.itpLocalNone)));
+            expect(none.kind).toBe('timeout');
+            await explained(from('cli'), tcp(cip(S.itpLocalNone)), none);
           });
 
           it('externalTrafficPolicy Local: outside clients reach local endpoints with their address kept', async () => {
             const lb = await topo.probeMany(from('ext'), tcp(lbIP(S.etpLocal.index, fam)), 12);
             expect(pods(lb)).toEqual(['a']);
             expect([...lb.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
+            await explained(from('ext'), tcp(lbIP(S.etpLocal.index, fam)), lb);
             const np = await topo.probeMany(from('ext'), tcp(nodeIP(), 30014), 12);
             expect(pods(np)).toEqual(['a']);
             expect([...np.byPeer.keys()]).toEqual([topo.client('ext')[fam]]);
+            await explained(from('ext'), tcp(nodeIP(), 30014), np);
           });
 
           it('externalTrafficPolicy Local: pods short-circuit to all endpoints unmasqueraded, the node is masqueraded', async () => {
             const p = await topo.probeMany(from('cli'), tcp(lbIP(S.etpLocal.index, fam)), 20);
             expect(pods(p)).toEqual(['a', 'c']);
             expect([...p.byPeer.keys()]).toEqual([topo.pod('cli')[fam]]);
+            await explained(from('cli'), tcp(lbIP(S.etpLocal.index, fam)), p);
             const n = await topo.probe(from('node'), tcp(lbIP(S.etpLocal.index, fam)));
             expectAnswered(n);
             expect(topo.peerIsNode(n)).toBe(true);
+            await explained(from('node'), tcp(lbIP(S.etpLocal.index, fam)), n);
           });
 
           it('externalTrafficPolicy Local with no local endpoint: outside traffic dropped, pods still served', async () => {
-            expect((await topo.probe(from('ext'), tcp(lbIP(S.etpLocalNone.index, fam)))).kind).toBe('timeout');
-            expect((await topo.probe(from('ext'), tcp(nodeIP(), 30015))).kind).toBe('timeout');
+            const lb = await topo.probe(from('ext'), tcp(lbIP(S.etpLocalNone.index, fam)));
+            expect(lb.kind).toBe('timeout');
+            await explained(from('ext'), tcp(lbIP(S.etpLocalNone.index, fam)), lb);
+            const np = await topo.probe(from('ext'), tcp(nodeIP(), 30015));
+            expect(np.kind).toBe('timeout');
+            await explained(from('ext'), tcp(nodeIP(), 30015), np);
             const p = await topo.probe(from('cli'), tcp(lbIP(S.etpLocalNone.index, fam)));
             expectAnswered(p);
             expect(p.pod).toBe('c');
+            await explained(from('cli'), tcp(lbIP(S.etpLocalNone.index, fam)), p);
           });
 
           it('externalIP with policy Cluster reaches every endpoint, masqueraded', async () => {
             const t = await topo.probeMany(from('ext'), tcp(externalIP(S.extIP.index, fam)), 16);
             expect(pods(t)).toEqual(['a', 'c']);
             expect([...t.byPeer.keys()].every((p) => topo.nodeAddresses().includes(p))).toBe(true);
+            await explained(from('ext'), tcp(externalIP(S.extIP.index, fam)), t);
           });
 
           it('loadBalancerSourceRanges: an allowed client reaches the LB IP, another is dropped, NodePort is not filtered', async () => {
             const ok = await topo.probe(from('ext'), tcp(lbIP(S.ranges.index, fam)));
             expectAnswered(ok);
-            expect((await topo.probe(from('ext2'), tcp(lbIP(S.ranges.index, fam)))).kind).toBe('timeout');
+            await explained(from('ext'), tcp(lbIP(S.ranges.index, fam)), ok);
+            const denied = await topo.probe(from('ext2'), tcp(lbIP(S.ranges.index, fam)));
+            expect(denied.kind).toBe('timeout');
+            await explained(from('ext2'), tcp(lbIP(S.ranges.index, fam)), denied);
             const np = await topo.probe(from('ext2'), tcp(nodeIP(), 30017));
             expectAnswered(np);
+            await explained(from('ext2'), tcp(nodeIP(), 30017), np);
           });
 
           it('ClientIP affinity: every connection of a client lands on one endpoint', async () => {
@@ -345,15 +400,23 @@ for (const backend of BACKENDS) {
               const t = await topo.probeMany(from(who), tcp(cip(S.affinity)), 15);
               expect(t.answered, who).toBe(15);
               expect(t.byPod.size, `${who}: ${JSON.stringify([...t.byPod])}`).toBe(1);
+              const e = await explained(from(who), tcp(cip(S.affinity)), t);
+              if (e) expect(e.affinity).toEqual({ timeoutSeconds: 600 });
             }
           });
 
           it('with no ready endpoint, serving-terminating endpoints are used (not-serving ones never)', async () => {
-            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.terminating)), 10))).toEqual(['a']);
+            const t = await topo.probeMany(from('cli'), tcp(cip(S.terminating)), 10);
+            expect(pods(t)).toEqual(['a']);
+            const e = await explained(from('cli'), tcp(cip(S.terminating)), t);
+            if (e) expect(sameFamilyExclusions(e)).toEqual([`${endpointOf('b', fam)} not-serving`]);
           });
 
           it('topology hints: zone hints matching this node keep traffic in the zone', async () => {
-            expect(pods(await topo.probeMany(from('cli'), tcp(cip(S.topology)), 12))).toEqual(['a']);
+            const t = await topo.probeMany(from('cli'), tcp(cip(S.topology)), 12);
+            expect(pods(t)).toEqual(['a']);
+            const e = await explained(from('cli'), tcp(cip(S.topology)), t);
+            if (e) expect(sameFamilyExclusions(e)).toEqual([`${endpointOf('c', fam)} other-zone`]);
           });
 
           it('hairpin: a pod reaching its own Service and landing on itself is masqueraded', async () => {
@@ -361,10 +424,14 @@ for (const backend of BACKENDS) {
             expectAnswered(r);
             expect(r.pod).toBe('a');
             expect(topo.wasMasqueraded(r, from('a'))).toBe(true);
+            const e = await explained(from('a'), tcp(cip(S.hairpin)), r);
+            if (e) expect(e.hairpin).toBe(true);
           });
 
           it('a Service labelled for another proxy gets no rules (its address is treated as unallocated)', async () => {
-            expect((await topo.probe(from('cli'), tcp(cip(S.otherProxy)))).kind).toBe(unallocated());
+            const r = await topo.probe(from('cli'), tcp(cip(S.otherProxy)));
+            expect(r.kind).toBe(unallocated());
+            await explained(from('cli'), tcp(cip(S.otherProxy)), r);
           });
         });
       }
@@ -393,21 +460,26 @@ for (const backend of BACKENDS) {
             const after = await topo.probe(topo.pod('cli'), flow);
             expectAnswered(after);
             expect(after.pod, fam).toBe('b');
+            await explained(topo.pod('cli'), flow, after);
           }
           const zero = await sync(cluster(topo, { udp: [] }));
           expect(zero.exitCode).toBe(0);
           for (const fam of FAMILIES) {
             const flow: ProbeSpec = { proto: 'udp', host: clusterIP(S.udp.index, fam), port: 53, sourcePort: 40_053 };
-            expect((await topo.probe(topo.pod('cli'), flow)).kind, fam).toBe('rejected');
+            const r = await topo.probe(topo.pod('cli'), flow);
+            expect(r.kind, fam).toBe('rejected');
+            await explained(topo.pod('cli'), flow, r);
           }
         });
 
         it('masqueradeAll masquerades pod traffic to ClusterIPs too', async () => {
           expect((await sync(cluster(topo), ['--masquerade-all'])).exitCode).toBe(0);
           for (const fam of FAMILIES) {
-            const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 });
+            const flow: ProbeSpec = { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 };
+            const r = await topo.probe(topo.pod('cli'), flow);
             expectAnswered(r);
             expect(topo.wasMasqueraded(r, topo.pod('cli')), fam).toBe(true);
+            await explained(topo.pod('cli'), flow, r);
           }
         });
 
@@ -426,6 +498,7 @@ for (const backend of BACKENDS) {
             });
             expectAnswered(pod);
             expect(topo.wasMasqueraded(pod, topo.pod('cli')), fam).toBe(false);
+            await explained(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 }, pod);
             const ext = await topo.probe(topo.client('ext'), {
               proto: 'tcp',
               host: clusterIP(S.web.index, fam),
@@ -433,6 +506,7 @@ for (const backend of BACKENDS) {
             });
             expectAnswered(ext);
             expect(topo.wasMasqueraded(ext, topo.client('ext')), fam).toBe(true);
+            await explained(topo.client('ext'), { proto: 'tcp', host: clusterIP(S.web.index, fam), port: 80 }, ext);
           }
         });
 
@@ -441,13 +515,15 @@ for (const backend of BACKENDS) {
           const r = await topo.probe(topo.pod('cli'), { proto: 'tcp', host: '10.244.0.1', port: 30010 });
           expectAnswered(r);
           expect(['a', 'b', 'c']).toContain(r.pod);
+          await explained(topo.pod('cli'), { proto: 'tcp', host: '10.244.0.1', port: 30010 }, r);
         });
 
         it("all Services deleted: their addresses stop answering; cleanup removes kproxy's rules", async () => {
           expect((await sync(nodeObjects(topo))).exitCode).toBe(0);
-          expect(
-            (await topo.probe(topo.pod('cli'), { proto: 'tcp', host: clusterIP(S.web.index, 'v4'), port: 80 })).kind,
-          ).toBe(unallocated());
+          const gone: ProbeSpec = { proto: 'tcp', host: clusterIP(S.web.index, 'v4'), port: 80 };
+          const r = await topo.probe(topo.pod('cli'), gone);
+          expect(r.kind).toBe(unallocated());
+          await explained(topo.pod('cli'), gone, r);
           expect(await backend.hasRules(topo)).toBe(true);
           expect((await backend.cleanup(topo)).exitCode).toBe(0);
           expect(await backend.hasRules(topo)).toBe(false);

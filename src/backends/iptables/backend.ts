@@ -23,6 +23,7 @@ import type { ProxyConfig } from '../../config/proxy-config.ts';
 import { chooseFlavor } from './kernel/flavor.ts';
 import { Iptables } from './kernel/iptables.ts';
 import { CANARY_CHAIN, isKproxyServiceChain, SKELETON_CHAINS } from './render/names.ts';
+import { describeIptablesDrift } from './render/drift.ts';
 import { planSync, type SyncPlan } from './render/plan.ts';
 import { assembleRuleset, conflictProblems, contextOf } from './render/ruleset.ts';
 import { parseIptablesSave, type SavedTables } from './render/saved.ts';
@@ -124,6 +125,17 @@ export class IptablesProxyBackend implements ProxyBackend {
     return true;
   }
 
+  async describeDrift(families: readonly FamilyState[]): Promise<string[]> {
+    const ipt = await this.tools();
+    const out: string[] = [];
+    for (const family of families) {
+      const context = await this.contextFor(family.context, { readOnly: true });
+      const ruleset = assembleRuleset(context, allPorts(renderServices(family, context)));
+      out.push(...describeIptablesDrift(ruleset, parseIptablesSave(await ipt.save(family.context.family))));
+    }
+    return out;
+  }
+
   /**
    * Removes kproxy's jump rules, chains and canaries, as upstream's `--cleanup` does (it keeps
    * KUBE-FIREWALL and its jumps, which the kubelet shares); other software's rules stay.
@@ -176,7 +188,7 @@ export class IptablesProxyBackend implements ProxyBackend {
   }
 
   /** The family's render context; reads the two kernel settings upstream reads, once. */
-  private async contextFor(node: NodeContext): Promise<IptablesContext> {
+  private async contextFor(node: NodeContext, opts: { readonly readOnly?: boolean } = {}): Promise<IptablesContext> {
     if (this.beLiberal === undefined) {
       const r = await this.exec('sysctl', ['-n', 'net.netfilter.nf_conntrack_tcp_be_liberal']);
       this.beLiberal = r.exitCode === 0 && r.stdout.trim() !== '0';
@@ -185,7 +197,7 @@ export class IptablesProxyBackend implements ProxyBackend {
       localhostNodePorts: this.config.iptables.localhostNodePorts,
       dropInvalid: !this.beLiberal,
     });
-    if (context.localhostNodePorts && !this.routeLocalnetSet) {
+    if (context.localhostNodePorts && !this.routeLocalnetSet && !opts.readOnly) {
       // NodePorts on 127.0.0.1 need the kernel to route loopback-sourced DNAT (upstream sets this too).
       const r = await this.exec('sysctl', ['-w', 'net.ipv4.conf.all.route_localnet=1']);
       if (r.exitCode === 0) this.log.info('set net.ipv4.conf.all.route_localnet=1 for localhost NodePorts');

@@ -20,6 +20,7 @@ import type { Problem } from '../../util/problems.ts';
 import { NftablesApplier } from './kernel/apply.ts';
 import { Nft } from './kernel/nft.ts';
 import { planTransaction } from './render/diff.ts';
+import { describeTableDrift } from './render/drift.ts';
 import { fragmentContext, renderNftables } from './render/layout.ts';
 import type { Ruleset } from './render/ruleset.ts';
 import { renderServicePort, type FragmentContext, type ServicePortFragment } from './render/service-port.ts';
@@ -95,6 +96,15 @@ export class NftablesProxyBackend implements ProxyBackend {
 
   async matches(families: readonly FamilyState[]): Promise<boolean> {
     return this.applier.matches(families.map(rulesetOf));
+  }
+
+  async describeDrift(families: readonly FamilyState[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const family of families) {
+      const rs = rulesetOf(family);
+      appendAll(out, describeTableDrift(rs, await this.applier.observe(rs)));
+    }
+    return out;
   }
 
   async cleanup(): Promise<string[]> {

@@ -2,13 +2,13 @@
  * @module cli/commands/run
  * `kproxy run`: the daemon against an API server or a watched directory, until SIGTERM/SIGINT.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { Loaded } from '../../config/load.ts';
 import { startDaemon } from '../../daemon/daemon.ts';
 import { logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
 import { manifestSource } from '../../source/manifest-source.ts';
 import type { Logger } from '../../util/log.ts';
+import { loadKubeConfig } from './kube-config.ts';
 
 /** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
 export async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
@@ -47,19 +47,4 @@ function untilSignal(signals: readonly NodeJS.Signals[]): Promise<NodeJS.Signals
   return new Promise((resolve) => {
     for (const s of signals) process.on(s, () => resolve(s));
   });
-}
-
-/** The standard client-node way: --kubeconfig, else in-cluster, else the default chain; --master overrides the server. */
-function loadKubeConfig(kc: KubeConfig, loaded: Loaded): KubeConfig {
-  if (loaded.kubeconfig) kc.loadFromFile(loaded.kubeconfig);
-  else if (process.env['KUBERNETES_SERVICE_HOST']) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  if (loaded.master) {
-    const cluster = kc.getCurrentCluster();
-    kc.loadFromClusterAndUser(
-      { ...(cluster ?? { name: 'master', skipTLSVerify: false }), server: loaded.master },
-      kc.getCurrentUser() ?? { name: 'anonymous' },
-    );
-  }
-  return kc;
 }

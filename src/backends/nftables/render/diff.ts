@@ -81,13 +81,13 @@ function fullPlan(kind: 'create' | 'replace', desired: Ruleset): Plan {
   };
 }
 
-function sameContent(chain: Chain, ruleCount: number, fingerprint: string | undefined): boolean {
+export function sameContent(chain: Chain, ruleCount: number, fingerprint: string | undefined): boolean {
   if (chain.rules.length !== ruleCount) return false;
   return chain.rules.length === 0 || fingerprint === chainFingerprint(chain);
 }
 
 /** Differences a flush-and-refill cannot repair: then the table is replaced whole, atomically. */
-function incompatibility(desired: Ruleset, observed: ObservedTable): string | undefined {
+export function incompatibility(desired: Ruleset, observed: ObservedTable): string | undefined {
   for (const chain of desired.chains) {
     const seen = observed.chains.get(chain.name);
     if (!seen) continue;
@@ -111,7 +111,7 @@ function incompatibility(desired: Ruleset, observed: ObservedTable): string | un
 const KEY_TEXT = /^[A-Za-z0-9.:/ -]+$/;
 
 /** An element someone else wrote that the plan could not name safely: replace the table instead. */
-function unrecognisedElement(observed: ObservedTable): string | undefined {
+export function unrecognisedElement(observed: ObservedTable): string | undefined {
   for (const [name, set] of observed.sets) {
     for (const text of set.elements) {
       if (!KEY_TEXT.test(text.split(' : ')[0] ?? '')) return `set ${name} holds an element kproxy did not write`;
