@@ -1,25 +1,37 @@
 /**
  * @module bench/daemon-worker
- * Child process of the bench: the real daemon (runner, proxier, nft) on a synthetic cluster held
- * by a MemorySource, programming the kernel of network namespace NS. It reads commands on stdin,
- * one JSON line each, and answers on stdout:
- *   {"op":"change","kind":"endpoint"|"add"|"delete","i":N} → {"ms": event → kernel latency}
- *   {"op":"stats"} → {"peakRssMiB","rssMiB","heapUsedMiB"}
- * The latency runs from the change entering the source to the end of the `nft -f` that carried it.
+ * Child process of the bench: the real daemon (runner, proxier, the mode's backend and kernel
+ * tools) on a synthetic cluster held by a MemorySource, programming the kernel of network
+ * namespace NS in proxy mode MODE. It reads commands on stdin, one JSON line each, and answers on
+ * stdout:
+ *   {"op":"change","kind":"endpoint"|"add"|"delete","i":N} → {"ms","firstMs"}
+ *   {"op":"stats"} → {"peakRssMiB","rssMiB","heapUsedMiB","tool"} (tool: the last commit's program)
+ * A change counts as committed when the sync that carried it has written the kernel: in nftables
+ * mode a successful `nft -f`, in iptables mode a successful `iptables-*-restore` /
+ * `ip6tables-*-restore` (one per family and sync). `ms` runs from the change entering the source
+ * to the end of the sync's last such write; `firstMs` to the end of its first (iptables mode: the
+ * IPv4 restore, the family every synthetic change belongs to; nftables mode: the same nft -f).
  *
- *   node src/bench/daemon-worker.ts --netns NS --services N --endpoints E [--min-sync-ms 0]
+ *   node src/bench/daemon-worker.ts --netns NS --services N --endpoints E [--mode nftables|iptables]
+ *       [--iptables-flavor auto|nft|legacy] [--min-sync-ms 0]
  */
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { startDaemon } from '../daemon/daemon.ts';
 import { logEventRecorder } from '../daemon/events.ts';
-import { execProgram, inNetns, type Exec } from '../kernel/exec.ts';
+import { execProgram, inNetns, type Exec, type ExecResult } from '../kernel/exec.ts';
 import type { EndpointSlice, Service } from '../model/cluster.ts';
 import { buildSnapshot } from '../source/normalize.ts';
 import { BENCH_NODE, syntheticCluster } from './cluster-gen.ts';
 import { MemorySource } from './memory-source.ts';
-import { benchConfig } from './pipeline.ts';
+import { BENCH_MODES, benchConfig, IPTABLES_FLAVORS, type BenchMode } from './pipeline.ts';
+
+/** The kernel write that commits a sync, per mode (never a `--test` dry run). */
+function isCommit(mode: BenchMode, file: string, args: readonly string[]): boolean {
+  if (mode === 'nftables') return file === 'nft' && args.includes('-f');
+  return /^ip6?tables-(nft|legacy)-restore$/.test(file) && !args.includes('--test');
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -27,36 +39,68 @@ async function main(): Promise<void> {
       netns: { type: 'string' },
       services: { type: 'string' },
       endpoints: { type: 'string' },
+      mode: { type: 'string', default: 'nftables' },
+      'iptables-flavor': { type: 'string', default: 'auto' },
       'min-sync-ms': { type: 'string', default: '0' },
     },
   });
+  const mode = BENCH_MODES.find((m) => m === values.mode);
+  if (!mode) throw new Error(`--mode must be one of ${BENCH_MODES.join(', ')}`);
+  const flavor = IPTABLES_FLAVORS.find((f) => f === values['iptables-flavor']);
+  if (!flavor) throw new Error(`--iptables-flavor must be one of ${IPTABLES_FLAVORS.join(', ')}`);
   const services = Number(values.services);
   const endpointsPerService = Number(values.endpoints);
   const { objects } = syntheticCluster({ services, endpointsPerService });
   const { snapshot } = buildSnapshot(objects, BENCH_NODE);
   const source = new MemorySource(snapshot);
   const config = {
-    ...benchConfig(),
+    ...benchConfig(mode, flavor),
     minSyncPeriodMs: Number(values['min-sync-ms']),
     syncPeriodMs: 3_600_000,
     healthzBindAddress: '',
     metricsBindAddress: '',
   };
 
-  // A successful `nft -f` settles the changes the snapshot of its sync showed.
-  const waiting: { generation: number; resolve: () => void }[] = [];
+  // A change is settled by the first sync whose snapshot showed it, once that sync's writes are
+  // all done: a commit write followed by no other (the next family's restore starts within the
+  // same turn of the event loop, so a check one macrotask later sees it in flight).
+  interface Waiter {
+    readonly generation: number;
+    firstAt?: number;
+    resolve(at: { firstAt: number; lastAt: number }): void;
+  }
+  const waiting: Waiter[] = [];
+  let inFlight = 0;
+  /** The tool of the last commit (iptables mode: which flavor kproxy chose). */
+  let commitTool = '';
   const base = inNetns(String(values.netns), execProgram);
   const exec: Exec = async (file, args, stdin) => {
+    if (!isCommit(mode, file, args)) return base(file, args, stdin);
     const seen = source.readGeneration;
-    const r = await base(file, args, stdin);
-    if (file === 'nft' && args.includes('-f') && r.exitCode === 0) {
-      for (const w of waiting.splice(0)) (w.generation <= seen ? w.resolve : () => waiting.push(w))();
+    inFlight++;
+    let r: ExecResult;
+    try {
+      r = await base(file, args, stdin);
+    } finally {
+      inFlight--;
+    }
+    if (r.exitCode === 0) {
+      const at = performance.now();
+      commitTool = file;
+      for (const w of waiting) if (w.generation <= seen) w.firstAt ??= at;
+      setImmediate(() => {
+        if (inFlight > 0) return;
+        for (const w of waiting.splice(0)) {
+          if (w.generation <= seen) w.resolve({ firstAt: w.firstAt ?? at, lastAt: at });
+          else waiting.push(w);
+        }
+      });
     }
     return r;
   };
   const log = pino({ level: 'warn' }, pino.destination(2));
   const daemon = await startDaemon({ config, source, events: logEventRecorder(log), log, exec });
-  await new Promise<void>((resolve) => waiting.push({ generation: 0, resolve }));
+  await new Promise((resolve) => waiting.push({ generation: 0, resolve }));
 
   const added = new Map<number, { service: Service; slices: EndpointSlice[] }>();
   const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -69,15 +113,18 @@ async function main(): Promise<void> {
         peakRssMiB: process.resourceUsage().maxRSS / 1024,
         rssMiB: m.rss / 2 ** 20,
         heapUsedMiB: m.heapUsed / 2 ** 20,
+        tool: commitTool,
       });
       continue;
     }
     const i = Number(cmd.i);
     const t0 = performance.now();
-    const done = new Promise<void>((resolve) => waiting.push({ generation: source.generation + 1, resolve }));
+    const done = new Promise<{ firstAt: number; lastAt: number }>((resolve) =>
+      waiting.push({ generation: source.generation + 1, resolve }),
+    );
     applyChange(source, added, String(cmd.kind), i, services);
-    await done;
-    out({ ms: performance.now() - t0 });
+    const { firstAt, lastAt } = await done;
+    out({ ms: lastAt - t0, firstMs: firstAt - t0 });
   }
   await daemon.stop();
 }

@@ -1,9 +1,10 @@
 /**
  * @module bench/main
  * `npm run bench [-- options]`: builds synthetic clusters, measures kproxy's cold sync (and the
- * same load in upstream's classic layout, and first-packet latency) in fresh network namespaces,
- * prints tables, writes `bench-results/bench-<timestamp>.json`. Needs root, `ip`, `nft`.
- * Not part of `make test`. See src/bench/README.md.
+ * same load in upstream's classic layout), the real `kproxy sync` per proxy mode, incremental
+ * syncs through the daemon and first-packet latency, per mode, in fresh network namespaces;
+ * prints tables, writes `bench-results/bench-<timestamp>.json`. Needs root, `ip`, `nft` (and
+ * iptables for iptables mode). Not part of `make test`. See src/bench/README.md.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +20,7 @@ import type { BenchContext, BenchOptions, ScenarioResult } from './scenario.ts';
 import { SCENARIOS } from './scenarios/index.ts';
 import type { ColdSyncData } from './scenarios/cold-sync.ts';
 import type { UpstreamData } from './scenarios/upstream-cold-sync.ts';
+import { BENCH_MODES, IPTABLES_FLAVORS } from './pipeline.ts';
 import { timingMethod } from './timed-exec.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -26,7 +28,12 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const USAGE = `Usage: npm run bench -- [options]
 
   --sizes LIST                 Services x endpoints per Service (default 1000x10,10000x10,5000x50)
-  --quick                      small set: sizes 100x10,1000x10; latency with 10 and 1000 Services, 500 connects
+  --quick                      small set: sizes 100x10,300x10; latency with 10 and 300 Services, 300 connects,
+                               10 changes of each kind
+  --modes LIST                 proxy modes for modes, incremental, first-packet (default nftables,iptables)
+  --iptables-flavor F          auto|nft|legacy: kproxy's --iptables-flavor in iptables mode (default auto:
+                               kproxy detects, which is iptables-nft in a fresh namespace)
+  --timeout SECONDS            kill a kproxy load (nft -f, kproxy sync, daemon start) after this long (default 600)
   --upstream-max-services N    skip the upstream-layout load above N Services (default 10000)
   --upstream-timeout SECONDS   kill an upstream-layout load after this long, report "timeout" (default 600)
   --no-upstream                skip the upstream-layout comparison
@@ -71,6 +78,9 @@ function parseOptions(
     strict: true,
     options: {
       sizes: { type: 'string' },
+      modes: { type: 'string', default: BENCH_MODES.join(',') },
+      'iptables-flavor': { type: 'string', default: 'auto' },
+      timeout: { type: 'string', default: '600' },
       quick: { type: 'boolean', default: false },
       'upstream-max-services': { type: 'string', default: '10000' },
       'upstream-timeout': { type: 'string', default: '600' },
@@ -92,7 +102,7 @@ function parseOptions(
   if (values.help) return 'help';
   const quick = values.quick;
   const sizes: ClusterSize[] = parseList(
-    values.sizes ?? (quick ? '100x10,1000x10' : '1000x10,10000x10,5000x50'),
+    values.sizes ?? (quick ? '100x10,300x10' : '1000x10,10000x10,5000x50'),
     parseSize,
     'size (e.g. 10000x10)',
   );
@@ -109,20 +119,27 @@ function parseOptions(
   if (values['no-upstream']) skip.push('upstream');
   const affinityPercent = Number(values['affinity-percent']);
   if (!(affinityPercent >= 0 && affinityPercent <= 100)) throw new UsageError('--affinity-percent must be 0..100');
+  const modes = [
+    ...new Set(parseList(values.modes, (s) => BENCH_MODES.find((m) => m === s), `mode (${BENCH_MODES.join(', ')})`)),
+  ];
+  const iptablesFlavor = IPTABLES_FLAVORS.find((f) => f === values['iptables-flavor']);
+  if (!iptablesFlavor) throw new UsageError(`--iptables-flavor must be one of ${IPTABLES_FLAVORS.join(', ')}`);
   const options: BenchOptions = {
     sizes,
+    modes,
+    iptablesFlavor,
     shape: { nodes: int('nodes', values.nodes, 50), affinityPercent },
     upstreamMaxServices: int('upstream-max-services', values['upstream-max-services'], 10000),
     upstreamTimeoutMs: int('upstream-timeout', values['upstream-timeout'], 600) * 1000,
-    kproxyTimeoutMs: 600_000,
+    kproxyTimeoutMs: int('timeout', values.timeout, 600) * 1000,
     latencyServices: parseList(
-      values['latency-services'] ?? (quick ? '10,1000' : '10,10000'),
+      values['latency-services'] ?? (quick ? '10,300' : '10,10000'),
       positiveInt,
       'Service count',
     ),
     latencyEndpoints: 10,
-    connects: int('connects', values.connects, quick ? 500 : 2000),
-    changes: int('changes', values.changes, quick ? 20 : 100),
+    connects: int('connects', values.connects, quick ? 300 : 2000),
+    changes: int('changes', values.changes, quick ? 10 : 100),
     scenarios: known.filter((n) => (only ? only.includes(n) : true) && !skip.includes(n)),
     keepFiles: values['keep-files'],
   };
@@ -155,6 +172,7 @@ function hostInfo(): Record<string, unknown> {
   return {
     kernel: tryRun('uname', ['-r']),
     nft: tryRun('nft', ['--version']),
+    iptables: tryRun('iptables', ['--version']),
     node: process.version,
     cpus: cpus().length,
     cpuModel,
@@ -164,10 +182,16 @@ function hostInfo(): Record<string, unknown> {
   };
 }
 
-function preflight(): void {
+function preflight(options: BenchOptions): void {
   if (process.getuid?.() !== 0) throw new UsageError('the bench needs root (network namespaces, nft)');
   if (tryRun('nft', ['--version']) === undefined) throw new UsageError('nft is not installed');
   if (tryRun('ip', ['-V']) === undefined) throw new UsageError('ip (iproute2) is not installed');
+  if (options.modes.includes('iptables')) {
+    const tools = options.iptablesFlavor === 'auto' ? ['nft'] : [options.iptablesFlavor];
+    for (const f of tools)
+      if (tryRun(`iptables-${f}-restore`, ['--version']) === undefined)
+        throw new UsageError(`iptables-${f}-restore is not installed (needed for --modes iptables)`);
+  }
 }
 
 const MARKERS = ['circle', 'square', 'triangle', 'diamond'] as const;
@@ -253,7 +277,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   try {
-    preflight();
+    preflight(options);
   } catch (err) {
     process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
@@ -271,7 +295,7 @@ async function main(argv: readonly string[]): Promise<number> {
       `warning: load average ${load1.toFixed(1)} on ${cpus().length} CPUs: other work on this machine will distort the timings`,
     );
   log(
-    `sizes ${options.sizes.map(sizeLabel).join(', ')}; scenarios ${options.scenarios.join(', ')}; ${String(host['nft'])}, Linux ${String(host['kernel'])}, ${String(host['cpus'])} CPUs`,
+    `sizes ${options.sizes.map(sizeLabel).join(', ')}; modes ${options.modes.join(', ')}; scenarios ${options.scenarios.join(', ')}; ${String(host['nft'])}, ${String(host['iptables'])}, Linux ${String(host['kernel'])}, ${String(host['cpus'])} CPUs`,
   );
 
   const workDir = mkdtempSync(join(tmpdir(), 'kpbench-'));
@@ -321,6 +345,8 @@ async function main(argv: readonly string[]): Promise<number> {
     writeFileSync(f, text);
   }
   log(`results: ${files.join(', ')}`);
+  const loads = (l: readonly number[]) => l.map((x) => x.toFixed(2)).join(', ');
+  log(`load average at the end: ${loads(loadavg())} (at the start: ${loads(host['loadAverageAtStart'] as number[])})`);
   if (parsed.plot) {
     const spec = plotSpec(results, host);
     if (spec) log(`plot: ${writePlot(resolve(parsed.plot), spec, log).join(', ')}`);

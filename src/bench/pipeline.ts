@@ -5,7 +5,7 @@
  * `NftablesApplier.sync` plans it) → `transactionText`. Each step timed on its own.
  */
 import { loadProxyConfig } from '../config/load.ts';
-import type { ProxyConfig } from '../config/proxy-config.ts';
+import type { IptablesFlavor, ProxyConfig } from '../config/proxy-config.ts';
 import { planTransaction } from '../backends/nftables/render/diff.ts';
 import { isDynamic, transactionText } from '../backends/nftables/render/ruleset.ts';
 import type { Ruleset } from '../backends/nftables/render/ruleset.ts';
@@ -15,10 +15,33 @@ import { nodeStates } from '../proxy/desired.ts';
 import { renderFamilies, type RenderedFamilies } from '../backends/nftables/render/layout.ts';
 import { BENCH_CLUSTER_CIDR, BENCH_NODE } from './cluster-gen.ts';
 
-/** The configuration kproxy runs with in the bench: this node, the pod network as cluster CIDR. */
-export function benchConfig(): ProxyConfig {
+/** The proxy modes the bench compares (`--modes`). */
+export const BENCH_MODES = ['nftables', 'iptables'] as const;
+export type BenchMode = (typeof BENCH_MODES)[number];
+
+export const IPTABLES_FLAVORS: readonly IptablesFlavor[] = ['auto', 'nft', 'legacy'];
+
+/**
+ * kproxy's flags in the bench, for the CLI and for benchConfig alike: the mode, this node, the pod
+ * network as cluster CIDR; in iptables mode the flavor (`auto`: kproxy's own choice, iptables-nft
+ * in a fresh namespace).
+ */
+export function benchFlags(mode: BenchMode, flavor: IptablesFlavor = 'auto'): string[] {
+  return [
+    '--proxy-mode',
+    mode,
+    '--hostname-override',
+    BENCH_NODE,
+    '--cluster-cidr',
+    BENCH_CLUSTER_CIDR,
+    ...(mode === 'iptables' ? ['--iptables-flavor', flavor] : []),
+  ];
+}
+
+/** The configuration kproxy runs with in the bench (nftables unless told). */
+export function benchConfig(mode: BenchMode = 'nftables', flavor: IptablesFlavor = 'auto'): ProxyConfig {
   return loadProxyConfig({
-    argv: ['--hostname-override', BENCH_NODE, '--cluster-cidr', BENCH_CLUSTER_CIDR],
+    argv: benchFlags(mode, flavor),
     hostname: BENCH_NODE,
     readFile: () => {
       throw new Error('no config file in the bench');

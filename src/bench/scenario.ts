@@ -5,15 +5,21 @@
  * measurement: write `scenarios/<name>.ts` exporting a `Scenario`, list it in `scenarios/index.ts`.
  */
 import type { ClusterShape, ClusterSize } from './cluster-gen.ts';
+import type { IptablesFlavor } from '../config/proxy-config.ts';
+import type { BenchMode } from './pipeline.ts';
 
 export interface BenchOptions {
   readonly sizes: readonly ClusterSize[];
   readonly shape: ClusterShape;
+  /** Proxy modes the mode-aware scenarios (modes, incremental, first-packet) measure, in this order. */
+  readonly modes: readonly BenchMode[];
+  /** Which iptables kproxy uses in iptables mode (`auto`: its own detection, iptables-nft in a fresh namespace). */
+  readonly iptablesFlavor: IptablesFlavor;
   /** Upstream-layout loads are skipped above this many Services. */
   readonly upstreamMaxServices: number;
   /** Per `nft -f` load of the upstream layout. */
   readonly upstreamTimeoutMs: number;
-  /** Per `nft -f` load of kproxy's ruleset. */
+  /** Per `nft -f` load of kproxy's ruleset, per `kproxy sync` process, per daemon start. */
   readonly kproxyTimeoutMs: number;
   /** Service counts of the first-packet latency measurement (each with `latencyEndpoints` endpoints). */
   readonly latencyServices: readonly number[];

@@ -21,7 +21,11 @@ export interface TimedResult {
   readonly timedOut: boolean;
   /** The first lines of the child's stderr (nft's errors). */
   readonly stderr: string;
+  /** The last 64 KiB of the child's stderr (kproxy's closing log lines). */
+  readonly stderrTail: string;
 }
+
+const TAIL = 1 << 16;
 
 const GNU_TIME = '/usr/bin/time';
 
@@ -38,7 +42,7 @@ function parseBashDuration(s: string): number | null {
 export async function timedInNetns(
   ns: string,
   argv: readonly string[],
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<TimedResult> {
   const dir = mkdtempSync(join(tmpdir(), 'kpbench-time-'));
   const out = join(dir, 'time');
@@ -50,11 +54,16 @@ export async function timedInNetns(
       ? [GNU_TIME, '-o', out, '-f', '%e %U %S %M', ...argv]
       : ['bash', '-c', '"$@"; rc=$?; times > "$0"; exit $rc', out, file, ...args];
   const started = performance.now();
-  const child = spawnTracked('ip', ['netns', 'exec', ns, ...wrapped], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawnTracked('ip', ['netns', 'exec', ns, ...wrapped], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    ...(options.env ? { env: options.env } : {}),
+  });
   let stderr = '';
+  let tail = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d: string) => {
     if (stderr.length < 8192) stderr += d;
+    tail = (tail + d).slice(-TAIL);
   });
   let timedOut = false;
   const timer =
@@ -99,5 +108,14 @@ export async function timedInNetns(
     /* killed before the figures were written */
   }
   rmSync(dir, { recursive: true, force: true });
-  return { wallS, userS, sysS, maxRssKiB, exitCode, timedOut, stderr: stderr.split('\n').slice(0, 8).join('\n') };
+  return {
+    wallS,
+    userS,
+    sysS,
+    maxRssKiB,
+    exitCode,
+    timedOut,
+    stderr: stderr.split('\n').slice(0, 8).join('\n'),
+    stderrTail: tail,
+  };
 }

@@ -1,27 +1,42 @@
 /**
  * @module bench/scenarios/first-packet
  * First-packet latency: TCP connect time from a pod through a ClusterIP, with few and with many
- * Services installed (kproxy's rules only). Tiny topology, built fresh for each Service count:
+ * Services installed, per proxy mode. Tiny topology, built fresh for each mode and Service count:
  *
  *   client ns (10.127.255.2) ──veth── node ns (kproxy's rules; 10.127.255.1 on both veths) ──veth── server ns
  *
- * The server namespace owns the endpoint IPs of the first and the last service port in the
- * ruleset's order (so the ladder may pick any of them) and accepts on the target port. The client
- * connects round-robin to the first Service, the last Service, and directly to one endpoint
- * (the same path without a Service) — each connect is a new flow, so its SYN goes through the
- * nat hooks, the dispatch map and the endpoint ladder.
+ * The rules: nftables mode, kproxy's transaction from the pipeline through `nft -f`; iptables
+ * mode, the real `kproxy sync --proxy-mode iptables --manifests DIR` in the node namespace. The
+ * targets are the first and the last Service in the rules' order — for iptables the order of the
+ * ClusterIP rules in nat KUBE-SERVICES as the kernel holds them (`iptables-save`), a list every
+ * new flow walks until it matches; for nftables the service port order (dispatch is a map
+ * lookup, order does not matter) — and one endpoint directly (no Service). The server namespace
+ * owns the endpoint IPs of both Services (so the endpoint pick may land on any of them) and
+ * accepts on the target port. Each connect is a new flow, so its SYN goes through the nat hooks.
  */
+import { execFileSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { sizeLabel, syntheticCluster, SERVICE_PORT, TARGET_PORT } from '../cluster-gen.ts';
+import {
+  sizeLabel,
+  syntheticCluster,
+  BENCH_NODE,
+  type ClusterSize,
+  SERVICE_PORT,
+  TARGET_PORT,
+} from '../cluster-gen.ts';
 import { count, ms, percentile, ratio, secs } from '../format.ts';
+import { kproxySync, writeManifests } from '../kproxy-cli.ts';
 import { createNetns, deleteNetns, ip, killTracked, runForJson, spawnTracked } from '../netns.ts';
-import { benchConfig, runPipeline } from '../pipeline.ts';
+import { benchConfig, runPipeline, type BenchMode } from '../pipeline.ts';
 import type { BenchContext, Scenario, ScenarioResult, Table } from '../scenario.ts';
 import { timedInNetns } from '../timed-exec.ts';
-import type { EndpointTarget, ServicePortState } from '../../model/node-state.ts';
+import { knownTimeout } from './modes.ts';
+import type { EndpointTarget, NodeState, ServicePortState } from '../../model/node-state.ts';
+import { nodeStates } from '../../proxy/desired.ts';
+import { buildSnapshot } from '../../source/normalize.ts';
 
 const HELPER = fileURLToPath(new URL('../latency-helper.ts', import.meta.url));
 const GATEWAY = '10.127.255.1';
@@ -38,16 +53,31 @@ export interface LatencyStats {
   readonly meanUs: number;
 }
 
+/** Where the two Services' ClusterIP rules sit in nat KUBE-SERVICES (iptables mode), 1-based. */
+export interface ChainPositions {
+  readonly first: number;
+  readonly last: number;
+  /** Rules in nat KUBE-SERVICES (ClusterIP, external and LB rules, the final NodePort jump). */
+  readonly rules: number;
+}
+
 export interface LatencyRun {
+  readonly mode: BenchMode;
+  /** iptables mode: the flavor kproxy chose. */
+  readonly flavor?: string;
   readonly services: number;
   readonly endpointsPerService: number;
+  /** Loading the rules: `nft -f` (nftables) or the whole `kproxy sync` process (iptables). */
   readonly loadS: number;
+  readonly positions?: ChainPositions;
   readonly targets: readonly LatencyStats[];
 }
 
 export interface FirstPacketData {
   readonly runs: readonly LatencyRun[];
   readonly connects: number;
+  /** Topologies not measured (their rules did not load within the time limit). */
+  readonly skipped?: readonly string[];
 }
 
 let topoSeq = 0;
@@ -110,8 +140,9 @@ async function runClient(
   return report.targets;
 }
 
-/** One size's topology, ready to be measured. */
+/** One mode's and size's topology, ready to be measured. */
 interface Topology {
+  readonly mode: BenchMode;
   readonly services: number;
   readonly label: string;
   readonly namespaces: string[];
@@ -120,42 +151,74 @@ interface Topology {
   readonly samples: { samplesUs: number[]; failures: number }[];
   server?: ChildProcess;
   file?: string;
+  flavor?: string;
+  positions?: ChainPositions;
   loadS: number;
 }
 
-async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
+function ipv4State(states: readonly NodeState[], label: string): NodeState {
+  const state = states.find((f) => f.family === 'ipv4');
+  if (!state) throw new Error(`no IPv4 state at ${label}`);
+  return state;
+}
+
+/** nat KUBE-SERVICES as the kernel holds it: every rule, and the ClusterIPs of its Service rules, in order. */
+function kubeServices(ns: string, flavor: string): { rules: string[]; clusterIPs: string[] } {
+  const text = execFileSync('ip', ['netns', 'exec', ns, `iptables-${flavor}-save`, '-t', 'nat'], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 30,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const rules = text.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES '));
+  const clusterIPs = rules.flatMap((l) => {
+    const m = /^-A KUBE-SERVICES -d (\S+)\/32 .*-j KUBE-SVC-/.exec(l);
+    return m?.[1] ? [m[1]] : [];
+  });
+  return { rules, clusterIPs };
+}
+
+/** A topology whose rules could not be loaded within the time limit: skipped, with the reason. */
+class Skip extends Error {}
+
+async function setUp(ctx: BenchContext, mode: BenchMode, services: number): Promise<Topology> {
   const size = { services, endpointsPerService: ctx.options.latencyEndpoints };
-  const label = sizeLabel(size);
-  const run = runPipeline(syntheticCluster(size, ctx.options.shape).objects, benchConfig());
-  const state = run.desired.families.find((f) => f.state.family === 'ipv4')?.state;
-  const first = state?.servicePorts[0];
-  const last = state?.servicePorts.at(-1);
-  if (!first || !last) throw new Error(`no service ports at ${label}`);
-  const serverIps = [...new Set([...endpointsOf(first), ...endpointsOf(last)].map((e) => e.ip))];
-  const direct = endpointsOf(first)[0];
-  if (!direct) throw new Error(`the first Service has no endpoints at ${label}`);
-  const targets = [
-    `${first.clusterIP}:${SERVICE_PORT}`,
-    `${last.clusterIP}:${SERVICE_PORT}`,
-    `${direct.ip}:${direct.port}`,
-  ];
-  const kinds = ['first-service', 'last-service', 'direct'] as const;
+  const label = `${sizeLabel(size)} ${mode}`;
+  const { objects } = syntheticCluster(size, ctx.options.shape);
   const topo: Topology = {
+    mode,
     services,
     label,
     namespaces: [],
-    targets,
-    kinds,
-    samples: targets.map(() => ({ samplesUs: [], failures: 0 })),
+    targets: [],
+    kinds: ['first-service', 'last-service', 'direct'],
+    samples: [0, 1, 2].map(() => ({ samplesUs: [], failures: 0 })),
     loadS: NaN,
   };
 
+  try {
+    await build(ctx, topo, mode, size, objects);
+  } catch (err) {
+    tearDown(ctx, topo);
+    throw err;
+  }
+  return topo;
+}
+
+async function build(
+  ctx: BenchContext,
+  topo: Topology,
+  mode: BenchMode,
+  size: ClusterSize,
+  objects: unknown[],
+): Promise<void> {
+  const { label } = topo;
   const id = `kpb${process.pid % 1000}${(topoSeq++).toString(36)}`;
-  const node = createNetns(`n${label}`);
+  const short = `${sizeLabel(size)}${mode.slice(0, 3)}`;
+  const node = createNetns(`n${short}`);
   topo.namespaces.push(node);
-  const cli = createNetns(`c${label}`);
+  const cli = createNetns(`c${short}`);
   topo.namespaces.push(cli);
-  const srv = createNetns(`s${label}`);
+  const srv = createNetns(`s${short}`);
   topo.namespaces.push(srv);
   // Node: router, same gateway address on both veths, host routes to the pods.
   ip([
@@ -179,6 +242,63 @@ async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
     sh(node, ['addr', 'add', `${GATEWAY}/32`, 'dev', dev]);
     sh(peer, ['link', 'set', 'eth0', 'up']);
   }
+
+  // The rules, and the first and last Service in their order.
+  let state: NodeState;
+  let first: ServicePortState | undefined;
+  let last: ServicePortState | undefined;
+  if (mode === 'nftables') {
+    const run = runPipeline(objects, benchConfig('nftables'));
+    state = ipv4State(
+      run.desired.families.map((f) => f.state),
+      label,
+    );
+    const file = join(ctx.workDir, `latency-${sizeLabel(size)}.nft`);
+    topo.file = file;
+    writeFileSync(file, run.text);
+    ctx.log(`first-packet ${label}: loading ${count(run.counts.rules)} rules into the node namespace (nft -f)`);
+    const load = await timedInNetns(node, ['nft', '-f', file], { timeoutMs: ctx.options.kproxyTimeoutMs });
+    if (load.exitCode !== 0) throw new Error(`nft -f failed at ${label}: ${load.stderr}`);
+    topo.loadS = load.wallS;
+    first = state.servicePorts[0];
+    last = state.servicePorts.at(-1);
+  } else {
+    state = ipv4State(nodeStates(buildSnapshot(objects, BENCH_NODE).snapshot, benchConfig('iptables')), label);
+    const manifests = writeManifests(ctx.workDir, size, ctx.options.shape);
+    ctx.log(`first-packet ${label}: kproxy sync --proxy-mode iptables in the node namespace`);
+    const load = await kproxySync(node, 'iptables', manifests, {
+      workDir: ctx.workDir,
+      timeoutMs: ctx.options.kproxyTimeoutMs,
+      iptablesFlavor: ctx.options.iptablesFlavor,
+    });
+    if (load.timedOut) {
+      throw new Skip(`${label}: kproxy sync --proxy-mode iptables did not finish within ${secs(load.process.wallS)} s`);
+    }
+    topo.loadS = load.process.wallS;
+    topo.flavor = load.log?.flavor ?? 'nft';
+    const chain = kubeServices(node, topo.flavor);
+    const byIp = new Map(state.servicePorts.map((sp) => [sp.clusterIP, sp]));
+    const firstIp = chain.clusterIPs[0];
+    const lastIp = chain.clusterIPs.at(-1);
+    first = firstIp !== undefined ? byIp.get(firstIp) : undefined;
+    last = lastIp !== undefined ? byIp.get(lastIp) : undefined;
+    const position = (ip: string | undefined) =>
+      chain.rules.findIndex((r) => r.startsWith(`-A KUBE-SERVICES -d ${ip}/32 `)) + 1;
+    topo.positions = { first: position(firstIp), last: position(lastIp), rules: chain.rules.length };
+    ctx.log(
+      `first-packet ${label}: KUBE-SERVICES holds ${count(chain.rules.length)} rules; first Service at ${topo.positions.first}, last at ${count(topo.positions.last)}`,
+    );
+  }
+  if (!first || !last) throw new Error(`no first/last service port at ${label}`);
+  const direct = endpointsOf(first)[0];
+  if (!direct) throw new Error(`the first Service has no endpoints at ${label}`);
+  topo.targets.push(
+    `${first.clusterIP}:${SERVICE_PORT}`,
+    `${last.clusterIP}:${SERVICE_PORT}`,
+    `${direct.ip}:${direct.port}`,
+  );
+
+  const serverIps = [...new Set([...endpointsOf(first), ...endpointsOf(last)].map((e) => e.ip))];
   sh(node, ['route', 'add', `${CLIENT_IP}/32`, 'dev', `${id}c`]);
   for (const a of serverIps) sh(node, ['route', 'add', `${a}/32`, 'dev', `${id}s`]);
   sh(cli, ['addr', 'add', `${CLIENT_IP}/32`, 'dev', 'eth0']);
@@ -188,19 +308,10 @@ async function setUp(ctx: BenchContext, services: number): Promise<Topology> {
     sh(pod, ['route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0']);
   }
 
-  const file = join(ctx.workDir, `latency-${label}.nft`);
-  topo.file = file;
-  writeFileSync(file, run.text);
-  ctx.log(`first-packet ${label}: loading ${count(run.counts.rules)} rules into the node namespace`);
-  const load = await timedInNetns(node, ['nft', '-f', file], { timeoutMs: ctx.options.kproxyTimeoutMs });
-  if (load.exitCode !== 0) throw new Error(`nft -f failed at ${label}: ${load.stderr}`);
-  topo.loadS = load.wallS;
-
   topo.server = spawnTracked('ip', ['netns', 'exec', srv, process.execPath, HELPER, 'serve', String(TARGET_PORT)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   await waitForLine(topo.server, /ready/, 10_000);
-  return topo;
 }
 
 function tearDown(ctx: BenchContext, topo: Topology): void {
@@ -223,21 +334,46 @@ function summarise(topo: Topology): LatencyRun {
       meanUs: s.reduce((a, b) => a + b, 0) / Math.max(1, s.length),
     };
   });
-  return { services: topo.services, endpointsPerService: 0, loadS: topo.loadS, targets };
+  return {
+    mode: topo.mode,
+    ...(topo.flavor ? { flavor: topo.flavor } : {}),
+    services: topo.services,
+    endpointsPerService: 0,
+    loadS: topo.loadS,
+    ...(topo.positions ? { positions: topo.positions } : {}),
+    targets,
+  };
 }
 
 /**
- * All sizes' topologies exist side by side; the connects run in BLOCKS alternating between them
- * (ABBA…), so a drift of the machine over time does not pass for a difference between sizes.
+ * All modes' and sizes' topologies exist side by side; the connects run in BLOCKS alternating
+ * between them (ABCD DCBA …), so a drift of the machine over time does not pass for a difference
+ * between sizes or modes.
  */
 const BLOCKS = 8;
 
-async function measureAll(ctx: BenchContext): Promise<LatencyRun[]> {
+async function measureAll(ctx: BenchContext, skipped: string[]): Promise<LatencyRun[]> {
   const topos: Topology[] = [];
   try {
-    for (const n of ctx.options.latencyServices) topos.push(await setUp(ctx, n));
+    for (const mode of ctx.options.modes) {
+      for (const n of ctx.options.latencyServices) {
+        const known = knownTimeout(ctx, mode, { services: n, endpointsPerService: ctx.options.latencyEndpoints });
+        if (known) {
+          skipped.push(`${mode} ${count(n)} Services: ${known}`);
+          ctx.log(`first-packet: skipping ${mode} at ${count(n)} Services: ${known}`);
+          continue;
+        }
+        try {
+          topos.push(await setUp(ctx, mode, n));
+        } catch (err) {
+          if (!(err instanceof Skip)) throw err;
+          skipped.push(err.message);
+          ctx.log(`first-packet: skipping ${err.message}`);
+        }
+      }
+    }
     const per = Math.ceil(ctx.options.connects / BLOCKS);
-    ctx.log(`first-packet: ${BLOCKS} alternating blocks of ${per} connects per target and size`);
+    ctx.log(`first-packet: ${BLOCKS} alternating blocks of ${per} connects per target, mode and size`);
     for (let b = 0; b < BLOCKS; b++) {
       const order = b % 2 === 0 ? topos : [...topos].reverse();
       for (const t of order) {
@@ -258,14 +394,22 @@ async function measureAll(ctx: BenchContext): Promise<LatencyRun[]> {
 
 export const firstPacket: Scenario = {
   name: 'first-packet',
-  description: 'TCP connect time through a ClusterIP (first and last Service) with few vs many Services installed',
+  description:
+    'TCP connect time through a ClusterIP (first and last Service) with few vs many Services installed, per mode',
   async run(ctx: BenchContext): Promise<ScenarioResult> {
-    const runs = await measureAll(ctx);
+    const skipped: string[] = [];
+    const runs = await measureAll(ctx, skipped);
     const data: FirstPacketData = { runs, connects: ctx.options.connects };
-    const directP50 = (r: LatencyRun) => r.targets.find((t) => t.kind === 'direct')?.p50Us ?? NaN;
+    const stat = (r: LatencyRun | undefined, kind: LatencyStats['kind']) => r?.targets.find((t) => t.kind === kind);
+    const modeLabel = (r: LatencyRun) => (r.flavor ? `${r.mode} (${r.flavor})` : r.mode);
+    const at = (r: LatencyRun, kind: LatencyStats['kind']) =>
+      r.positions && kind !== 'direct'
+        ? ` #${count(kind === 'first-service' ? r.positions.first : r.positions.last)}/${count(r.positions.rules)}`
+        : '';
     const tables: Table[] = [
       {
         columns: [
+          'mode',
           'Services',
           'target',
           'p50 us',
@@ -278,45 +422,93 @@ export const firstPacket: Scenario = {
         ],
         rows: runs.flatMap((r) =>
           r.targets.map((t) => [
+            modeLabel(r),
             count(r.services),
-            `${t.kind} (${t.target})`,
+            `${t.kind} (${t.target})${at(r, t.kind)}`,
             ms(t.p50Us),
             ms(t.p90Us),
             ms(t.p99Us),
             ms(t.meanUs),
-            t.kind === 'direct' ? '' : ms(t.p50Us - directP50(r)),
+            t.kind === 'direct' ? '' : ms(t.p50Us - (stat(r, 'direct')?.p50Us ?? NaN)),
             String(t.samples),
             String(t.failures),
           ]),
         ),
       },
     ];
-    const small = runs[0];
-    const big = runs.at(-1);
-    if (small && big && small !== big) {
-      const vs = `${count(big.services)} vs ${count(small.services)}`;
+    const counts = ctx.options.latencyServices;
+    const small = Math.min(...counts);
+    const big = Math.max(...counts);
+    const modesRun = [...new Set(runs.map((r) => r.mode))];
+    const find = (mode: BenchMode, services: number) => runs.find((r) => r.mode === mode && r.services === services);
+    if (small !== big) {
+      const vs = `${count(big)} ÷ ${count(small)}`;
       tables.push({
-        columns: ['target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
-        rows: big.targets.map((t, i) => {
-          const s = small.targets[i];
-          return [
-            t.kind,
-            ratio(s ? t.p50Us / s.p50Us : NaN),
-            ratio(s ? t.p90Us / s.p90Us : NaN),
-            ratio(s ? t.p99Us / s.p99Us : NaN),
-          ];
+        columns: ['mode', 'target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
+        rows: modesRun.flatMap((mode) => {
+          const s = find(mode, small);
+          const b = find(mode, big);
+          if (!s || !b) return [];
+          return b.targets.map((t) => {
+            const o = stat(s, t.kind);
+            return [
+              modeLabel(b),
+              t.kind,
+              ratio(o ? t.p50Us / o.p50Us : NaN),
+              ratio(o ? t.p90Us / o.p90Us : NaN),
+              ratio(o ? t.p99Us / o.p99Us : NaN),
+            ];
+          });
         }),
       });
     }
+    if (modesRun.includes('nftables') && modesRun.includes('iptables')) {
+      tables.push({
+        columns: ['Services', 'target', 'nftables p50 us', 'iptables p50 us', 'iptables ÷ nftables p50', 'p90', 'p99'],
+        rows: counts.flatMap((n) => {
+          const nf = find('nftables', n);
+          const it = find('iptables', n);
+          if (!nf || !it) return [];
+          return it.targets.map((t) => {
+            const o = stat(nf, t.kind);
+            return [
+              count(n),
+              t.kind,
+              ms(o?.p50Us),
+              ms(t.p50Us),
+              ratio(o ? t.p50Us / o.p50Us : NaN),
+              ratio(o ? t.p90Us / o.p90Us : NaN),
+              ratio(o ? t.p99Us / o.p99Us : NaN),
+            ];
+          });
+        }),
+      });
+    }
+    tables.push({
+      columns: ['mode', 'Services', 'first p50 us', 'last p50 us', 'last - first us', 'last ÷ first'],
+      rows: runs.map((r) => {
+        const f = stat(r, 'first-service')?.p50Us ?? NaN;
+        const l = stat(r, 'last-service')?.p50Us ?? NaN;
+        return [modeLabel(r), count(r.services), ms(f), ms(l), ms(l - f), ratio(l / f)];
+      }),
+    });
     return {
-      title: 'first-packet latency (kproxy rules; TCP connect through a ClusterIP, fresh topology per size)',
+      title:
+        'first-packet latency per mode (TCP connect through a ClusterIP, first vs last Service; fresh topology per mode and size)',
       tables,
       notes: [
-        `each connect is a new flow: ${ctx.options.connects} per target and size, in ${BLOCKS} blocks alternating between the sizes; times include the Node.js client's own overhead, the same for every target.`,
-        '"direct" connects to an endpoint IP without a Service (same hooks, no DNAT): p50 - direct is what the Service path adds.',
-        `rules loaded per size: ${runs.map((r) => `${count(r.services)} Services in ${secs(r.loadS)} s`).join(', ')}.`,
+        `each connect is a new flow: ${ctx.options.connects} per target, mode and size, in ${BLOCKS} blocks alternating between all topologies; times include the Node.js client's own overhead, the same for every target.`,
+        '"direct" connects to an endpoint IP without a Service: in nftables mode that path skips the Service dispatch (one set lookup), so p50 - direct is what the Service path adds; in iptables mode a flow to no Service still walks every rule of nat KUBE-SERVICES before falling through, so direct grows with the Services too.',
+        "iptables targets carry their ClusterIP rule's position in nat KUBE-SERVICES (#position/rules, as iptables-save lists it): every new flow walks that list until it matches.",
+        `rules loaded: ${runs
+          .map(
+            (r) =>
+              `${modeLabel(r)} ${count(r.services)} Services in ${secs(r.loadS)} s (${r.mode === 'nftables' ? 'nft -f' : 'kproxy sync'})`,
+          )
+          .join(', ')}.`,
+        ...skipped.map((s) => `skipped: ${s}.`),
       ],
-      data,
+      data: { ...data, skipped },
     };
   },
 };

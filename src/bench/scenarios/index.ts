@@ -7,6 +7,7 @@ import type { Scenario } from '../scenario.ts';
 import { coldSync } from './cold-sync.ts';
 import { firstPacket } from './first-packet.ts';
 import { incremental } from './incremental.ts';
+import { modes } from './modes.ts';
 import { upstreamColdSync } from './upstream-cold-sync.ts';
 
-export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, incremental, firstPacket];
+export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, modes, incremental, firstPacket];
