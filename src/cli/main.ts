@@ -19,7 +19,8 @@ Commands:
                              mode nft|json, iptables mode restore; --ip-family ipv4|ipv6: one family
   cleanup                    remove kproxy's rules in the mode's engine (and nothing else)
   run                        the daemon: watch the API server (--kubeconfig, --master, or in-cluster)
-                             or a directory (--manifests DIR) and keep the kernel in sync
+                             or a directory (--manifests DIR) and keep the kernel in sync;
+                             --audit-log PATH|- [--audit-log-max-size 10Mi]: one JSON line per sync
   explain  --src IP[:PORT] --dst IP:PORT [--proto tcp|udp|sctp] [--from pod|node|outside]
                              what this node's rules do with that packet, and why; --output text|json;
                              --local-addresses IP,...: the node's other addresses (NodePorts answer there);
@@ -46,7 +47,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     sync: ['manifests'],
     dump: ['manifests', 'format', 'ip-family'],
     cleanup: [],
-    run: ['manifests'],
+    run: ['manifests', 'audit-log', 'audit-log-max-size'],
     explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
     diff: ['manifests', 'against', 'output'],
   };

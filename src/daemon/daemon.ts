@@ -14,6 +14,8 @@ import type { EventRecorder } from './events.ts';
 import { startHealthzServer } from './healthz-server.ts';
 import type { RunningServer } from './http-listen.ts';
 import { startMetricsServer } from './metrics-server.ts';
+import { AuditLogWriter } from './audit-log.ts';
+import type { FamilyState } from '../proxy/backend.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { Proxier } from '../proxy/proxier.ts';
 import { loadProxyMode } from '../proxy/modes.ts';
@@ -30,6 +32,8 @@ export interface DaemonOptions {
   readonly exec?: Exec;
   /** Addresses health-check NodePorts listen on; default: all. */
   readonly serviceHealthAddresses?: readonly string[];
+  /** `--audit-log`: one JSON line per applied transaction, to `path` (`-`: stderr), rotated at `maxBytes`. */
+  readonly auditLog?: { readonly path: string; readonly maxBytes: number };
 }
 
 export interface Daemon {
@@ -52,10 +56,16 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     nodeEligible: false,
   });
   const healthz = await startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log });
+  const audit = o.auditLog
+    ? new AuditLogWriter({ ...o.auditLog, mode: config.mode, failures: metrics.auditLogWriteFailuresTotal, log })
+    : undefined;
+  // `/rules` serves what the proxier last applied (nothing before it exists and has synced).
+  let lastApplied = (): readonly FamilyState[] => [];
   const metricsServer = await startMetricsServer({
     bindAddress: config.metricsBindAddress,
     registry: metrics.registry,
     proxyMode: config.mode,
+    rules: { mode, config, lastApplied: () => lastApplied() },
     logger: log,
   });
   const serviceHealth = new ServiceHealthServer({
@@ -76,7 +86,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     metrics,
     health,
     serviceHealth,
+    ...(audit ? { audit } : {}),
   });
+  lastApplied = () => proxier.lastApplied();
   const runner = new BoundedFrequencyRunner({
     name: 'sync-proxy-rules',
     fn: async () => {
@@ -130,6 +142,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         await serviceHealth.close();
         await healthz?.close();
         await metricsServer?.close();
+        await audit?.flush();
         log.info('kproxy stopped; rules left in place');
       })();
       return stopping;

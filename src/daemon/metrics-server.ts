@@ -1,7 +1,8 @@
 /**
  * @module daemon/metrics-server
  * The metrics HTTP server (upstream `serveMetrics`): `/metrics` in Prometheus text format,
- * `/proxyMode` (plain text, e.g. `nftables`) and a trivial `/healthz` ("ok"), on
+ * `/proxyMode` (plain text, e.g. `nftables`), a trivial `/healthz` ("ok") and, when given a source,
+ * `/rules` (the last applied state: rules-endpoint.ts), on
  * metricsBindAddress (default 127.0.0.1:10249). An empty address disables it.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -9,6 +10,7 @@ import type { Registry } from 'prom-client';
 import type { ProxyMode } from '../config/proxy-config.ts';
 import type { Logger } from '../util/log.ts';
 import { listen, splitHostPort, type RunningServer } from './http-listen.ts';
+import { type RulesSource, serveRules } from './rules-endpoint.ts';
 
 export interface MetricsServerOptions {
   /** `IP:port` / `[IPv6]:port`; empty disables the server. */
@@ -16,6 +18,8 @@ export interface MetricsServerOptions {
   readonly registry: Registry;
   readonly proxyMode: ProxyMode;
   readonly logger?: Logger;
+  /** Serves `/rules` from it; absent: 404. */
+  readonly rules?: RulesSource;
 }
 
 /** Resolves null when disabled; rejects when the address cannot be bound. */
@@ -55,8 +59,11 @@ async function handle(opts: MetricsServerOptions, req: IncomingMessage, res: Ser
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
       res.end('ok');
       return;
-    default:
-      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
-      res.end('404 page not found\n');
+    case '/rules':
+      if (!opts.rules) break;
+      serveRules(opts.rules, new URL(req.url ?? '/', 'http://localhost').searchParams, res);
+      return;
   }
+  res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+  res.end('404 page not found\n');
 }

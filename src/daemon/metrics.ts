@@ -49,6 +49,8 @@ export interface ProxyMetrics {
   /** Incremented by the healthz server per response, label `code` = "200" | "503". */
   readonly proxyHealthzTotal: Counter<'code'>;
   readonly proxyLivezTotal: Counter<'code'>;
+  /** kproxy's own: audit log lines that could not be written (`--audit-log`). */
+  readonly auditLogWriteFailuresTotal: Counter;
 }
 
 export interface ProxyMetricsOptions {
@@ -162,6 +164,11 @@ export function createProxyMetrics(opts: ProxyMetricsOptions = {}): ProxyMetrics
       name: 'kubeproxy_proxy_livez_total',
       help: 'Cumulative proxy livez HTTP status',
       labelNames: ['code'] as const,
+      registers: r,
+    }),
+    auditLogWriteFailuresTotal: new Counter({
+      name: 'kubeproxy_audit_log_write_failures_total',
+      help: 'Audit log lines that could not be written',
       registers: r,
     }),
   };

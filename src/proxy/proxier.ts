@@ -22,6 +22,7 @@ import type { ProxyHealth } from '../daemon/proxy-health.ts';
 import type { ServiceHealthServer, ServiceRef } from '../daemon/service-health.ts';
 import { nodeStateOf, type FamilyState, type NodeContext, type ProxyBackend } from './backend.ts';
 import { FAMILIES } from './desired.ts';
+import type { AuditLog } from './audit.ts';
 
 export interface ProxierOptions {
   readonly config: ProxyConfig;
@@ -34,6 +35,8 @@ export interface ProxierOptions {
   readonly health: ProxyHealth;
   readonly serviceHealth?: ServiceHealthServer;
   readonly now?: () => number;
+  /** Told of every transaction applied or refused (`kproxy run --audit-log`). */
+  readonly audit?: AuditLog;
 }
 
 /** What the reconciler keeps per family between syncs. */
@@ -63,6 +66,8 @@ export class Proxier {
   private problems = '';
   /** Trigger times already turned into network-programming observations, per slice. */
   private readonly observedTriggers = new Map<string, number>();
+  /** What the kernel took at the last successful sync (copies: later syncs do not change them). */
+  private applied: readonly FamilyState[] = [];
 
   constructor(options: ProxierOptions) {
     this.o = options;
@@ -87,6 +92,14 @@ export class Proxier {
   /** Forces the next sync to be full (a consistency check, or the backend saw its rules flushed). */
   requestFull(): void {
     this.fullPending = true;
+  }
+
+  /**
+   * The desired state of the last sync the kernel took, per family (IPv4 first); empty before the
+   * first one. A copy the following syncs leave alone (`/rules` reads it).
+   */
+  lastApplied(): readonly FamilyState[] {
+    return this.applied;
   }
 
   /**
@@ -137,9 +150,12 @@ export class Proxier {
     } catch (err) {
       this.fullPending = true;
       for (const f of FAMILIES) metrics.syncFailuresTotal.inc({ ip_family: ipFamilyLabel(f) });
+      this.audit(full ? 'full' : 'partial', full, changed, requests, snapshot, 0, started, err);
       throw err;
     }
     if (report.kind === 'full') this.nextFullAt = this.now() + this.o.config.syncPeriodMs;
+    this.applied = requests.map((fs) => ({ context: fs.context, services: new Map(fs.services) }));
+    this.audit(report.kind, full, changed, requests, snapshot, report.changes, started);
     if (report.drift)
       log.warn({ detail: report.detail }, 'drift: the kernel did not hold what kproxy last wrote; restored');
     this.reportProblems(report.problems.map(formatProblem));
@@ -155,6 +171,36 @@ export class Proxier {
       report.detail,
     );
     return { kind: report.kind, commands: report.changes, servicesRendered: services.length };
+  }
+
+  /** Tells the audit log (if any) of the transaction just applied or refused; never throws. */
+  private audit(
+    kind: SyncKind,
+    full: boolean,
+    changed: ReadonlySet<string>,
+    families: readonly FamilyState[],
+    snapshot: ClusterSnapshot,
+    changes: number,
+    started: number,
+    err?: unknown,
+  ): void {
+    if (!this.o.audit) return;
+    const durationMs = performance.now() - started;
+    try {
+      this.o.audit.record({
+        time: new Date(this.now() - durationMs),
+        kind,
+        rederivedAll: full,
+        changedServices: changed,
+        families,
+        snapshot,
+        changes,
+        durationMs,
+        ...(err !== undefined ? { error: err instanceof Error ? err.message : String(err) } : {}),
+      });
+    } catch (e) {
+      this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'audit log failed');
+    }
   }
 
   private cache(family: Family): FamilyCache {

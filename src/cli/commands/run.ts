@@ -3,6 +3,7 @@
  * `kproxy run`: the daemon against an API server or a watched directory, until SIGTERM/SIGINT.
  */
 import type { Loaded } from '../../config/load.ts';
+import { DEFAULT_AUDIT_LOG_MAX_BYTES, parseByteSize } from '../../daemon/audit-log.ts';
 import { startDaemon } from '../../daemon/daemon.ts';
 import { logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
@@ -13,6 +14,18 @@ import { loadKubeConfig } from './kube-config.ts';
 /** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
 export async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
   const { config } = loaded;
+  const auditPath = loaded.commandOptions['audit-log'];
+  const auditSize = loaded.commandOptions['audit-log-max-size'];
+  const maxBytes = auditSize === undefined ? DEFAULT_AUDIT_LOG_MAX_BYTES : parseByteSize(auditSize);
+  if (maxBytes === undefined || auditPath === '') {
+    process.stderr.write(
+      auditPath === ''
+        ? 'kproxy: --audit-log: must name a file, or - for stderr\n'
+        : `kproxy: --audit-log-max-size: a size in bytes, or with K, M, G, Ki, Mi or Gi, got ${JSON.stringify(auditSize)}\n`,
+    );
+    return 2;
+  }
+  const audit = auditPath !== undefined ? { auditLog: { path: auditPath, maxBytes } } : {};
   let source: ClusterSource;
   let events: EventRecorder;
   if (loaded.manifests) {
@@ -29,7 +42,7 @@ export async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
     source = apiSource({ kubeConfig, nodeName: config.nodeName, log });
     events = apiEventRecorder(kubeConfig, config.nodeName, log);
   }
-  const daemon = await startDaemon({ config, source, events, log });
+  const daemon = await startDaemon({ ...audit, config, source, events, log });
   const signal = await untilSignal(['SIGTERM', 'SIGINT']);
   log.info({ signal }, 'stopping');
   await daemon.stop();
