@@ -4,7 +4,8 @@
  * pod, three backend pods serving HTTP, an outside client), programs the node with `kproxy sync
  * --proxy-mode MODE` from `examples/`, sends
  * real HTTP requests through the ClusterIPs and the NodePort, tallies which backend answered,
- * shows an excerpt of `kproxy dump`, and removes the sandbox (also when something fails).
+ * explains one of the requests (`kproxy explain`), shows an excerpt of `kproxy dump`, and removes
+ * the sandbox (also when something fails).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +75,12 @@ async function main(): Promise<number> {
       'http://192.0.2.1:30080/',
       12,
     );
+
+    // Why did the client's requests go where they went? The same model, asked about one packet.
+    const why = ['explain', '--src', topo.pod('client').v4, '--dst', '10.96.0.10:80', ...FLAGS];
+    say(`\n$ kproxy ${why.join(' ')}`);
+    const explained = await execa(kproxy, why);
+    say(explained.stdout.replace(/^/gm, '  '));
 
     say('\nAn excerpt of `kproxy dump` (the IPv4 rules for demo/web; `kproxy dump` prints all of it):');
     const dump = await execa(kproxy, ['dump', ...FLAGS, '--ip-family', 'ipv4']);

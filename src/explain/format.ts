@@ -32,8 +32,15 @@ export function explanationText(e: Explanation): string {
   }
   if (e.excluded.length > 0) {
     out.push(`left out (${e.excluded.length}):`);
-    const width = Math.max(...e.excluded.map((x) => x.endpoint.length));
-    for (const x of e.excluded) out.push(`  ${x.endpoint.padEnd(width)}  ${x.reason}: ${x.detail}`);
+    // The other family's endpoints of a dual-stack Service are never candidates: one line for them all.
+    const shown = e.excluded.filter((x) => x.reason !== 'wrong-family');
+    const otherFamily = e.excluded.length - shown.length;
+    const width = Math.max(0, ...shown.map((x) => x.endpoint.length));
+    for (const x of shown) out.push(`  ${x.endpoint.padEnd(width)}  ${x.reason}: ${x.detail}`);
+    if (otherFamily > 0)
+      out.push(
+        `  ${otherFamily} endpoint(s) of the other IP family  wrong-family: a packet is DNATed within its own family`,
+      );
   }
   out.push('path:');
   for (const s of e.steps) out.push(`  ${s}`);
