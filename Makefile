@@ -4,9 +4,15 @@
 deps:
 	@scripts/install-deps.sh
 
-# MODE=nftables (default) or iptables.
+# MODE=nftables (default), iptables or ipvs.
+# MODE=ipvs runs the demo inside the IPVS VM (scripts/ipvs-vm/run.sh: this kernel may have no IPVS;
+# a few minutes under emulation, most of it Node starting up).
 demo: deps
+ifeq ($(MODE),ipvs)
+	@scripts/ipvs-vm/run.sh 'MODE=ipvs NODE_COMPILE_CACHE=$(CURDIR)/.cache/node-compile-cache ./node_modules/node/bin/node src/demo/main.ts'
+else
 	@MODE=$(MODE) ./node_modules/node/bin/node src/demo/main.ts
+endif
 
 typecheck: deps
 	@npx tsc --noEmit -p .
