@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import type { Explanation } from '../../src/explain/explain.ts';
+import { FakeApiServer, kubeconfigYaml } from '../support/fake-apiserver.ts';
 
 let dirs: string[] = [];
 afterEach(() => {
@@ -150,5 +151,46 @@ describe('kproxy diff --against', () => {
     const same = await run(['diff', '--manifests', before, '--against', before, ...FLAGS]);
     expect(same).toEqual({ code: 0, out: 'No differences.\n' });
     expect((await run(['diff', '--against', after, ...FLAGS])).code).toBe(2);
+  });
+});
+
+describe('kproxy explain --kubeconfig', () => {
+  it('lists the cluster once from the API server and explains against it', async () => {
+    const server = await FakeApiServer.start();
+    try {
+      server.create('Service', {
+        metadata: { name: 'web', namespace: 'default' },
+        spec: { clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80 }] },
+      });
+      server.create('EndpointSlice', {
+        metadata: { name: 'web-abc', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+        addressType: 'IPv4',
+        ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
+        endpoints: [{ addresses: ['10.244.0.2'], conditions: { ready: true }, nodeName: 'node-a' }],
+      });
+      server.create('Node', {
+        metadata: { name: 'node-a' },
+        status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
+      });
+      const dir = mkdtempSync(join(tmpdir(), 'kproxy-cli-'));
+      dirs.push(dir);
+      writeFileSync(join(dir, 'kubeconfig'), kubeconfigYaml(server));
+      const { code, out } = await run([
+        'explain',
+        '--kubeconfig',
+        join(dir, 'kubeconfig'),
+        ...FLAGS,
+        '--src',
+        '203.0.113.9',
+        '--dst',
+        '10.96.0.10:80',
+        '--output',
+        'json',
+      ]);
+      expect(code).toBe(0);
+      expect(JSON.parse(out)).toMatchObject({ verdict: 'dnat', endpoints: ['10.244.0.2:8080'], masquerade: true });
+    } finally {
+      await server.close();
+    }
   });
 });
