@@ -58,6 +58,7 @@ const STRING_FLAGS = [
   'iptables-min-sync-period',
   'iptables-masquerade-bit',
   'iptables-flavor',
+  'kernel-tool-timeout',
   'ipvs-scheduler',
   'ipvs-sync-period',
   'ipvs-min-sync-period',

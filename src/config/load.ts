@@ -123,6 +123,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     problems,
   );
   const verbosity = resolveVerbosity(s, problems);
+  const kernelToolTimeoutMs = resolveKernelToolTimeout(flags.strings.get('kernel-tool-timeout'), problems);
   checkOtherFileFields(file, problems);
 
   const manifests = flags.strings.get('manifests');
@@ -156,6 +157,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     verbosity,
     iptables,
     ipvs,
+    ...(kernelToolTimeoutMs !== undefined ? { kernelToolTimeoutMs } : {}),
   };
   return {
     config,
@@ -445,6 +447,19 @@ function resolveMasquerade(
     }
   }
   return { masqueradeAll, masqueradeBit };
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernel tool timeout (kproxy's own flag)
+
+function resolveKernelToolTimeout(text: string | undefined, problems: string[]): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = parseGoDuration(text);
+  if (ms === undefined || ms <= 0) {
+    problems.push(`--kernel-tool-timeout: must be a positive duration (e.g. 30s), got ${JSON.stringify(text)}`);
+    return undefined;
+  }
+  return ms;
 }
 
 // ---------------------------------------------------------------------------------------------

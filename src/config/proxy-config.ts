@@ -46,6 +46,11 @@ export interface ProxyConfig {
   readonly healthzBindAddress: string;
   /** Empty disables the metrics server. */
   readonly metricsBindAddress: string;
+  /**
+   * kproxy's own `--kernel-tool-timeout`: one run of nft, iptables-restore, ipvsadm or conntrack is
+   * killed (and the sync fails) past this. Absent: DEFAULT_KERNEL_TOOL_TIMEOUT_MS (kernel/exec.ts).
+   */
+  readonly kernelToolTimeoutMs?: number;
   /** Upstream `-v`: 0 (info) .. 10. */
   readonly verbosity: number;
   /** iptables mode only. */

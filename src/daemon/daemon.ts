@@ -7,7 +7,7 @@
  * server and a network namespace.
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
-import { execProgram, type Exec } from '../kernel/exec.ts';
+import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, execProgram, withTimeout, type Exec } from '../kernel/exec.ts';
 import type { ClusterSource } from '../source/api-source.ts';
 import type { Logger } from '../util/log.ts';
 import type { EventRecorder } from './events.ts';
@@ -19,6 +19,7 @@ import type { FamilyState } from '../proxy/backend.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { Proxier } from '../proxy/proxier.ts';
 import { loadProxyMode } from '../proxy/modes.ts';
+import { FailureLog } from './failure-log.ts';
 import { healthTimeoutForSyncPeriod, ProxyHealth } from './proxy-health.ts';
 import { BoundedFrequencyRunner } from './runner.ts';
 import { ServiceHealthServer } from './service-health.ts';
@@ -75,7 +76,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     onListenError: (e) => void events.record({ kind: 'Service', ...e.service }, 'Warning', e.reason, e.message),
     logger: log,
   });
-  const exec = o.exec ?? execProgram;
+  // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
+  const exec = withTimeout(o.exec ?? execProgram, config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS);
+  const syncFailures = new FailureLog({ log, what: 'sync' });
   const backend = mode.createBackend({ config, exec, log });
   const proxier = new Proxier({
     config,
@@ -92,7 +95,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const runner = new BoundedFrequencyRunner({
     name: 'sync-proxy-rules',
     fn: async () => {
-      await proxier.sync();
+      try {
+        await proxier.sync();
+      } catch (err) {
+        // Logged once per distinct error (no log storm while a fault lasts); retried with a backoff
+        // from minSyncPeriod doubling up to syncPeriod, as a change or a periodic run may come sooner.
+        syncFailures.failed(err);
+        const backoff = Math.max(100, config.minSyncPeriodMs) * 2 ** Math.min(10, syncFailures.failures - 1);
+        runner.retryAfter(Math.min(config.syncPeriodMs, backoff));
+        return;
+      }
+      syncFailures.succeeded();
     },
     minIntervalMs: config.minSyncPeriodMs,
     maxIntervalMs: config.syncPeriodMs,

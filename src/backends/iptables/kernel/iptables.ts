@@ -6,7 +6,7 @@
  * mixed; the tools' error output is classified here and nowhere else.
  */
 import type { Family } from '../../../model/cluster.ts';
-import type { Exec, ExecResult } from '../../../kernel/exec.ts';
+import { EXIT_TIMED_OUT, type Exec, type ExecResult } from '../../../kernel/exec.ts';
 import { KernelToolError, type KernelToolErrorCode } from '../../../kernel/errors.ts';
 
 /** The iptables variant in use: `nft` (nf_tables underneath) or `legacy` (x_tables). */
@@ -67,6 +67,7 @@ function classify(tool: string, r: ExecResult, input?: string): IptablesError {
   if (r.exitCode === 127 || /ENOENT|command not found/.test(stderr)) {
     return new IptablesError('Unavailable', `${tool} is not available: ${stderr}`, stderr);
   }
+  if (r.exitCode === EXIT_TIMED_OUT) return new IptablesError('Unavailable', stderr, stderr);
   if (/Permission denied|Operation not permitted|must be root/.test(stderr)) {
     return new IptablesError('Unavailable', `${tool} needs CAP_NET_ADMIN (run as root): ${firstLine(stderr)}`, stderr);
   }

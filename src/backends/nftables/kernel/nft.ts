@@ -4,7 +4,7 @@
  * the kernel commits all of it or none of it; `--check` runs the same transaction through the
  * kernel's validation without committing. nft's error output is read here and nowhere else.
  */
-import { execProgram, type Exec, type ExecResult } from '../../../kernel/exec.ts';
+import { EXIT_TIMED_OUT, execProgram, type Exec, type ExecResult } from '../../../kernel/exec.ts';
 import { KernelToolError, type KernelToolErrorCode } from '../../../kernel/errors.ts';
 import type { Transaction } from '../render/ruleset.ts';
 import { transactionText } from '../render/ruleset.ts';
@@ -64,6 +64,7 @@ function classify(r: ExecResult, input?: string): NftError {
   if (r.exitCode === 127 || /ENOENT|not found: nft|command not found/.test(stderr)) {
     return new NftError('Unavailable', `nft is not available: ${stderr}`, stderr);
   }
+  if (r.exitCode === EXIT_TIMED_OUT) return new NftError('Unavailable', stderr, stderr);
   if (/No such file or directory|does not exist/.test(stderr) && !input) {
     return new NftError('NotFound', stderr, stderr);
   }
