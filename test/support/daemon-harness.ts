@@ -9,6 +9,7 @@
  */
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { execa, type ResultPromise } from 'execa';
 import { pino } from 'pino';
 import { loadProxyConfig } from '../../src/config/load.ts';
@@ -303,14 +304,20 @@ export interface InProcessOptions {
   readonly flags?: readonly string[];
   /** Wraps the exec that reaches the node namespace (e.g. to inject failures). */
   readonly wrapExec?: (inner: Exec) => Exec;
+  /** The API source's restart backoff; default TEST_BACKOFF (fast). */
+  readonly backoff?: Backoff;
+  /** The KubeConfig the source and the event recorder use; default kubeconfigFor(server). */
+  readonly kubeConfig?: KubeConfig;
+  /** Log level captured; default debug. */
+  readonly logLevel?: string;
 }
 
 /** The same assembly as `kproxy run` (api source, API event recorder), with the kernel in the node namespace. */
 export async function startInProcess(o: InProcessOptions): Promise<InProcessDaemon> {
-  const { log, lines } = captureLog();
+  const { log, lines } = captureLog(o.logLevel);
   const config = daemonConfig(o.flags);
-  const kubeConfig = kubeconfigFor(o.server);
-  const source = apiSource({ kubeConfig, nodeName: config.nodeName, log, backoff: TEST_BACKOFF });
+  const kubeConfig = o.kubeConfig ?? kubeconfigFor(o.server);
+  const source = apiSource({ kubeConfig, nodeName: config.nodeName, log, backoff: o.backoff ?? TEST_BACKOFF });
   const inner = inNetns(o.topo.node.ns);
   const daemon = await startDaemon({
     config,
