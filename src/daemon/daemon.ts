@@ -7,6 +7,7 @@
  * server and a network namespace.
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
+import { ConntrackChannel } from '../kernel/conntrack-channel.ts';
 import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, execProgram, withTimeout, type Exec } from '../kernel/exec.ts';
 import type { ClusterSource } from '../source/api-source.ts';
 import type { Logger } from '../util/log.ts';
@@ -35,6 +36,18 @@ export interface DaemonOptions {
   readonly serviceHealthAddresses?: readonly string[];
   /** `--audit-log`: one JSON line per applied transaction, to `path` (`-`: stderr), rotated at `maxBytes`. */
   readonly auditLog?: { readonly path: string; readonly maxBytes: number };
+  /**
+   * Where the persistent `conntrack -D` helpers run: a command prefix entering the node's network
+   * namespace (`['ip', 'netns', 'exec', NS]`), or `[]` for this one. Default: `[]` when `exec` is
+   * not injected; with an injected `exec` and no prefix, deletions go through `exec`.
+   */
+  readonly conntrackHelperPrefix?: readonly string[];
+  /** Full re-render at least this often (default: upstream's FullSyncPeriod, 1 h). */
+  readonly fullSyncPeriodMs?: number;
+  /** Called once, after the first sync that did something (succeeded or failed). */
+  readonly onFirstSync?: () => void;
+  /** The caller already started the source (so its first lists went out earlier): what start() returned. */
+  readonly sourceStarted?: Promise<void>;
 }
 
 export interface Daemon {
@@ -49,6 +62,9 @@ export interface Daemon {
 
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const { config, source, events, log } = o;
+  // The source first: the API source's first lists go out while the rest of the daemon loads.
+  const sourceStarted = o.sourceStarted ?? source.start();
+  sourceStarted.catch(() => undefined);
   const mode = await loadProxyMode(config.mode);
   const metrics = createProxyMetrics({ defaultMetrics: true, syncFailuresMetric: mode.syncFailuresMetric });
   // Not eligible until this Node is seen (upstream): a node being removed gets no new traffic.
@@ -76,15 +92,26 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     onListenError: (e) => void events.record({ kind: 'Service', ...e.service }, 'Warning', e.reason, e.message),
     logger: log,
   });
+  let firstSyncSeen = false;
+  const firstSyncDone = (): void => {
+    if (firstSyncSeen) return;
+    firstSyncSeen = true;
+    o.onFirstSync?.();
+  };
   // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
   const exec = withTimeout(o.exec ?? execProgram, config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS);
   const syncFailures = new FailureLog({ log, what: 'sync' });
+  const helperPrefix = o.conntrackHelperPrefix ?? (o.exec ? undefined : []);
+  // Warm before the first sync: a stale UDP flow is deleted right after the commit that made it stale.
+  const conntrack = helperPrefix ? new ConntrackChannel({ prefix: helperPrefix, fallback: exec }).warm() : undefined;
   const backend = mode.createBackend({ config, exec, log });
   const proxier = new Proxier({
     config,
     source,
     backend,
     run: exec,
+    ...(conntrack ? { conntrackDelete: conntrack.exec } : {}),
+    ...(o.fullSyncPeriodMs !== undefined ? { fullSyncPeriodMs: o.fullSyncPeriodMs } : {}),
     log,
     metrics,
     health,
@@ -94,18 +121,25 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   lastApplied = () => proxier.lastApplied();
   const runner = new BoundedFrequencyRunner({
     name: 'sync-proxy-rules',
+    // A run that did nothing (caches still filling, or a quiet periodic tick) gives its token back:
+    // the first real sync starts the moment the caches have listed.
     fn: async () => {
+      let r: Awaited<ReturnType<Proxier['sync']>>;
       try {
-        await proxier.sync();
+        r = await proxier.sync();
       } catch (err) {
+        firstSyncDone();
         // Logged once per distinct error (no log storm while a fault lasts); retried with a backoff
         // from minSyncPeriod doubling up to syncPeriod, as a change or a periodic run may come sooner.
         syncFailures.failed(err);
         const backoff = Math.max(100, config.minSyncPeriodMs) * 2 ** Math.min(10, syncFailures.failures - 1);
         runner.retryAfter(Math.min(config.syncPeriodMs, backoff));
-        return;
+        return true;
       }
       syncFailures.succeeded();
+      const didWork = r !== undefined && r.kind !== 'none';
+      if (didWork) firstSyncDone();
+      return didWork;
     },
     minIntervalMs: config.minSyncPeriodMs,
     maxIntervalMs: config.syncPeriodMs,
@@ -114,15 +148,19 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   source.onChange((change) => {
     proxier.noteChange(change);
-    if (source.isSynced()) {
-      const node = source.snapshot().node;
-      health.setNodeEligible(node !== undefined && !node.beingRemoved);
-    }
+    // As upstream: nothing is synced before the caches have listed (a change before that only queues).
+    if (!source.isSynced()) return;
+    const node = source.snapshot().node;
+    health.setNodeEligible(node !== undefined && !node.beingRemoved);
     runner.run();
   });
-  await source.start();
   runner.start();
-  runner.run();
+  await sourceStarted;
+  if (source.isSynced()) {
+    const node = source.snapshot().node;
+    health.setNodeEligible(node !== undefined && !node.beingRemoved);
+    runner.run();
+  }
   // Someone else flushing kproxy's rules (firewalld reload, `iptables -F`) forces a full sync.
   const stopWatching = backend.watchForFlush?.(() => {
     log.warn('kproxy rules were flushed by someone else; resyncing in full');
@@ -151,6 +189,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       stopping ??= (async () => {
         stopWatching?.();
         await runner.stop();
+        conntrack?.close();
         await source.stop();
         await serviceHealth.close();
         await healthz?.close();

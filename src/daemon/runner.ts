@@ -5,6 +5,8 @@
  * overlap; at most `burstRuns` back-to-back, then at most one per `minInterval` (a token bucket
  * refilling one token per minInterval); at least one per `maxInterval` after the last run
  * finished; a run that throws is retried after `retryInterval` (unless something runs it sooner).
+ * A run that reports it did nothing (fn resolves to `false`: the proxier while the caches are still
+ * filling) gives its token back, so the first real sync is never rate limited by no-op runs.
  * Time and timers are injected so tests drive it with a fake clock.
  */
 import type { Logger } from '../util/log.ts';
@@ -24,8 +26,11 @@ export const realTimers: Timers = {
 
 export interface BoundedFrequencyRunnerOptions {
   readonly name: string;
-  /** The work; a rejection counts as a failure and schedules a retry. */
-  readonly fn: () => Promise<void>;
+  /**
+   * The work; a rejection counts as a failure and schedules a retry. Resolving to `false` means the
+   * run found nothing it could do yet (any other value: it did work): its token is refunded (it still counts as a run).
+   */
+  readonly fn: () => Promise<unknown>;
   /** Minimum spacing of runs once the burst is spent; 0 disables rate limiting. */
   readonly minIntervalMs: number;
   /** A run happens at most this long after the previous one finished, requested or not. */
@@ -46,7 +51,7 @@ const EPSILON = 1e-9;
 
 export class BoundedFrequencyRunner {
   readonly name: string;
-  readonly #fn: () => Promise<void>;
+  readonly #fn: () => Promise<unknown>;
   readonly #minIntervalMs: number;
   readonly #maxIntervalMs: number;
   readonly #burstRuns: number;
@@ -64,6 +69,8 @@ export class BoundedFrequencyRunner {
   #inFlight: Promise<void> | undefined;
   #tokens: number;
   #lastRefill = 0;
+  /** The run in flight took a token (false when rate limiting is off). */
+  #charged = false;
   /** When the maxInterval run is due (absolute, timers.now() scale). */
   #periodicAt = Infinity;
   /** When a retry is due; Infinity when none. */
@@ -160,12 +167,11 @@ export class BoundedFrequencyRunner {
     if (now >= this.#periodicAt || now >= this.#retryAt) this.#pending = true;
     let wakeAt = Math.min(this.#periodicAt, this.#retryAt);
     if (this.#pending) {
-      if (this.#minIntervalMs === 0) return this.#startRun();
-      this.#tokens = Math.min(this.#burstRuns, this.#tokens + (now - this.#lastRefill) / this.#minIntervalMs);
-      this.#lastRefill = now;
+      if (this.#minIntervalMs === 0) return this.#startRun(false);
+      this.#refill(now);
       if (this.#tokens >= 1 - EPSILON) {
         this.#tokens = Math.max(0, this.#tokens - 1);
-        return this.#startRun();
+        return this.#startRun(true);
       }
       const nextToken = now + Math.max(1, Math.ceil((1 - this.#tokens) * this.#minIntervalMs));
       this.#logger?.trace({ runner: this.name, inMs: nextToken - now }, 'rate limited, next possible run');
@@ -174,7 +180,13 @@ export class BoundedFrequencyRunner {
     this.#arm(wakeAt - now);
   }
 
-  #startRun(): void {
+  #refill(now: number): void {
+    this.#tokens = Math.min(this.#burstRuns, this.#tokens + (now - this.#lastRefill) / this.#minIntervalMs);
+    this.#lastRefill = now;
+  }
+
+  #startRun(charged: boolean): void {
+    this.#charged = charged;
     this.#pending = false;
     this.#retryAt = Infinity;
     this.#disarm();
@@ -184,8 +196,9 @@ export class BoundedFrequencyRunner {
 
   async #execute(): Promise<void> {
     let failed = false;
+    let didNothing = false;
     try {
-      await this.#fn();
+      didNothing = (await this.#fn()) === false;
     } catch (err) {
       failed = true;
       this.#logger?.error({ runner: this.name, err, retryInMs: this.#retryIntervalMs }, 'run failed, will retry');
@@ -197,11 +210,20 @@ export class BoundedFrequencyRunner {
     }
     const now = this.#timers.now();
     this.#runs++;
+    if (didNothing && this.#charged) {
+      // Nothing was done: give the token back (refill first, so the refund is capped at the burst).
+      this.#refill(now);
+      this.#tokens = Math.min(this.#burstRuns, this.#tokens + 1);
+    }
+    this.#charged = false;
     this.#periodicAt = now + this.#maxIntervalMs;
     if (failed) this.#retryAt = Math.min(this.#retryAt, now + this.#retryIntervalMs);
     this.#busy = false;
     this.#inFlight = undefined;
-    this.#logger?.trace({ runner: this.name, periodicInMs: this.#maxIntervalMs }, 'ran');
+    this.#logger?.trace(
+      { runner: this.name, periodicInMs: this.#maxIntervalMs, ...(didNothing ? { noop: true } : {}) },
+      'ran',
+    );
     this.#evaluate();
   }
 

@@ -159,6 +159,20 @@ export interface ConntrackCleanupOptions extends ConntrackCleanupInput {
   readonly maxDeletions?: number;
   /** Deletions run in parallel, at most this many at a time. Default 4. */
   readonly concurrency?: number;
+  /** Runs the deletions (e.g. through a persistent channel, `kernel/conntrack-channel.ts`); default: `run`. */
+  readonly deleteWith?: Exec;
+}
+
+/** What a listing said and what to delete, before any deletion ran. */
+export interface ConntrackCleanupPlanned {
+  readonly family: Family;
+  /** Entries listed, all protocols. */
+  readonly listed: number;
+  /** Output lines that could not be parsed. */
+  readonly unparsed: number;
+  /** Stale entries found, by reason. */
+  readonly stale: Readonly<Record<StaleReason, number>>;
+  readonly deletions: readonly ConntrackDeletion[];
 }
 
 export interface ConntrackCleanupResult {
@@ -181,23 +195,22 @@ export interface ConntrackCleanupResult {
 }
 
 /**
- * Lists the family's entries, plans, deletes. Call after the rules of `input.state` are in place.
- * Throws only when listing fails (nothing is deleted then).
+ * Lists the family's entries and decides which are stale under `input.state`, deleting nothing.
+ * The listing may be taken before the rules of `input.state` are committed (the proxier lists while
+ * the commit runs and deletes right after it): an entry judged stale against the new state is stale
+ * whenever it was listed. Throws only when listing fails.
  */
-export async function cleanupStaleConntrack(
-  run: Exec,
-  options: ConntrackCleanupOptions,
-): Promise<ConntrackCleanupResult> {
-  const family = options.state.family;
-  const protocols = options.protocols ?? ['UDP'];
+export async function planStaleConntrack(run: Exec, input: ConntrackCleanupInput): Promise<ConntrackCleanupPlanned> {
+  const family = input.state.family;
+  const protocols = input.protocols ?? ['UDP'];
+  const lists = await Promise.all(protocols.map((protocol) => listConntrackEntries(run, family, protocol)));
   const entries: ConntrackEntry[] = [];
   let unparsed = 0;
-  for (const protocol of protocols) {
-    const listed = await listConntrackEntries(run, family, protocol);
+  for (const listed of lists) {
     appendAll(entries, listed.entries);
     unparsed += listed.unparsed;
   }
-  const plan = planConntrackCleanup(entries, { ...options, protocols });
+  const plan = planConntrackCleanup(entries, { ...input, protocols });
   const stale: Record<StaleReason, number> = {
     'endpoint-gone': 0,
     'no-endpoints': 0,
@@ -205,9 +218,17 @@ export async function cleanupStaleConntrack(
     'service-gone': 0,
   };
   for (const s of plan.stale) stale[s.reason]++;
+  return { family, listed: entries.length, unparsed, stale, deletions: plan.deletions };
+}
 
+/** Runs planned deletions, at most `concurrency` at a time; never throws for a failed deletion. */
+export async function runConntrackDeletions(
+  run: Exec,
+  planned: ConntrackCleanupPlanned,
+  options: { readonly maxDeletions?: number; readonly concurrency?: number } = {},
+): Promise<ConntrackCleanupResult> {
   const max = Math.max(0, options.maxDeletions ?? 1000);
-  const todo = plan.deletions.slice(0, max);
+  const todo = planned.deletions.slice(0, max);
   const errors: string[] = [];
   let deleted = 0;
   let next = 0;
@@ -224,16 +245,27 @@ export async function cleanupStaleConntrack(
   };
   const workers = Math.max(1, Math.min(options.concurrency ?? 4, todo.length));
   await Promise.all(Array.from({ length: workers }, worker));
-
   return {
-    family,
-    listed: entries.length,
-    unparsed,
-    stale,
+    family: planned.family,
+    listed: planned.listed,
+    unparsed: planned.unparsed,
+    stale: planned.stale,
     deletions: todo.length,
     failedDeletions: errors.length,
-    deferred: plan.deletions.length - todo.length,
+    deferred: planned.deletions.length - todo.length,
     deleted,
     errors,
   };
+}
+
+/**
+ * Lists the family's entries, plans, deletes. Call after the rules of `input.state` are in place.
+ * Throws only when listing fails (nothing is deleted then).
+ */
+export async function cleanupStaleConntrack(
+  run: Exec,
+  options: ConntrackCleanupOptions,
+): Promise<ConntrackCleanupResult> {
+  const planned = await planStaleConntrack(run, options);
+  return runConntrackDeletions(options.deleteWith ?? run, planned, options);
 }

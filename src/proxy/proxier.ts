@@ -3,16 +3,30 @@
  * The one reconciler, whatever the mode: source snapshot → node state (the model's per-port
  * decisions) → the backend (render, diff, one atomic apply) → conntrack, health, metrics. It keeps
  * each family's desired state between syncs, so a partial sync re-derives only the Services a
- * change touched; full syncs (at start, after a failure, after this Node changed, after the
- * backend saw its rules flushed, every syncPeriod) re-derive everything and let the backend
- * compare with what the kernel actually holds, which also repairs drift.
+ * change touched; full syncs (at start, after a failure, after this Node's labels changed, after
+ * the backend's light check saw drift or a flush, and every `fullSyncPeriodMs`, upstream's
+ * FullSyncPeriod of one hour) re-derive everything and let the backend compare with what the
+ * kernel actually holds, which also repairs drift. A run with nothing to do (the periodic tick of
+ * a quiet cluster) touches neither the model nor the backend. A timed full sync waits while
+ * changes are pending: it never delays a partial sync (docs/adr/0007).
+ *
+ * Stale UDP conntrack entries: the listing and the plan run while the commit runs, and the
+ * deletions go out the moment the commit returns (through a persistent channel when one is given),
+ * then a second pass catches flows created between the listing and the commit.
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
 import type { ClusterSnapshot, EndpointSlice, Family, Service } from '../model/cluster.ts';
 import { groupSlices, nodeContext, serviceKey, servicePortsOf } from '../model/build-node-state.ts';
 import type { NodeState, ServicePortState } from '../model/node-state.ts';
+import { deletionKey, predictStaleDeletions, type ConntrackDeletion } from '../model/conntrack-plan.ts';
 import type { ClusterSource, SourceChange } from '../source/api-source.ts';
-import { cleanupStaleConntrack } from '../kernel/conntrack.ts';
+import {
+  deleteConntrackEntries,
+  planStaleConntrack,
+  runConntrackDeletions,
+  type ConntrackCleanupPlanned,
+  type ConntrackCleanupResult,
+} from '../kernel/conntrack.ts';
 import type { Exec } from '../kernel/exec.ts';
 import type { Logger } from '../util/log.ts';
 import { formatProblem } from '../util/problems.ts';
@@ -30,6 +44,10 @@ export interface ProxierOptions {
   readonly backend: ProxyBackend;
   /** Runs conntrack in the node's network namespace. */
   readonly run: Exec;
+  /** Runs `conntrack -D` (a persistent channel, `kernel/conntrack-channel.ts`); default: `run`. */
+  readonly conntrackDelete?: Exec;
+  /** Full re-render at least this often while nothing else asks for one. Default 1 h (upstream's FullSyncPeriod). */
+  readonly fullSyncPeriodMs?: number;
   readonly log: Logger;
   readonly metrics: ProxyMetrics;
   readonly health: ProxyHealth;
@@ -49,8 +67,12 @@ interface FamilyCache {
 
 export type SyncKind = 'full' | 'partial';
 
+/** Upstream's `proxyutil.FullSyncPeriod`. */
+export const DEFAULT_FULL_SYNC_PERIOD_MS = 3_600_000;
+
 export interface SyncResult {
-  readonly kind: SyncKind;
+  /** `none`: nothing was pending and no full sync was due; the backend was not called. */
+  readonly kind: SyncKind | 'none';
   /** Changes written to the kernel (0: it already matched). */
   readonly commands: number;
   readonly servicesRendered: number;
@@ -61,8 +83,11 @@ export class Proxier {
   private readonly now: () => number;
   private readonly families = new Map<Family, FamilyCache>();
   private pendingServices = new Set<string>();
+  /** This Node or the ServiceCIDRs changed: every family's context must be recomputed. */
+  private contextPending = false;
   private fullPending = true;
   private nextFullAt = 0;
+  private readonly fullSyncPeriodMs: number;
   private problems = '';
   /** Trigger times already turned into network-programming observations, per slice. */
   private readonly observedTriggers = new Map<string, number>();
@@ -72,12 +97,14 @@ export class Proxier {
   constructor(options: ProxierOptions) {
     this.o = options;
     this.now = options.now ?? Date.now;
+    this.fullSyncPeriodMs = options.fullSyncPeriodMs ?? DEFAULT_FULL_SYNC_PERIOD_MS;
     for (const f of FAMILIES) this.families.set(f, { services: new Map() });
   }
 
   /** Records a change from the source; the caller asks the runner for a sync. */
   noteChange(change: SourceChange): void {
     for (const s of change.services) this.pendingServices.add(s);
+    if (change.nodeChanged || change.serviceCIDRsChanged) this.contextPending = true;
     // Node labels drive topology for every Service: upstream forces a full resync on them.
     if (change.nodeLabelsChanged) this.fullPending = true;
     const { metrics, health } = this.o;
@@ -102,6 +129,11 @@ export class Proxier {
     return this.applied;
   }
 
+  /** True when the next sync() would do something (a change is pending or a full sync is due). */
+  hasWork(): boolean {
+    return this.fullPending || this.contextPending || this.pendingServices.size > 0 || this.now() >= this.nextFullAt;
+  }
+
   /**
    * One sync. Returns undefined while the source has not synced: an unsynced (or failed) source
    * is never read as "there are no Services". Throws when the kernel refused; the previous rules
@@ -113,20 +145,32 @@ export class Proxier {
       log.debug({ caches: source.syncedDetail() }, 'waiting for the caches to sync');
       return undefined;
     }
+    const pendingChanges = this.pendingServices.size > 0 || this.contextPending;
+    // A timed full sync waits for a quiet moment: a partial sync for pending changes goes first.
+    const full = this.fullPending || (this.now() >= this.nextFullAt && !pendingChanges);
+    if (!full && !pendingChanges) {
+      // Nothing changed and no full sync is due: the kernel already holds everything queued so far.
+      for (const f of FAMILIES) if (this.cache(f).context) this.o.health.updated(f);
+      // One line per periodic tick, as for every sync (the backend's light check runs on its own timer).
+      log.info({ kind: 'none', commands: 0, ms: 0 }, 'sync');
+      return { kind: 'none', commands: 0, servicesRendered: 0 };
+    }
     const started = performance.now();
-    const full = this.fullPending || this.now() >= this.nextFullAt;
     const changed = this.pendingServices;
     this.pendingServices = new Set();
     this.fullPending = false;
+    this.contextPending = false;
     metrics.serviceChangesPending.set(0);
 
     const snapshot = source.snapshot();
     // A full sync re-derives every Service; a partial one only those that changed.
     const wanted = (key: string) => full || changed.has(key);
-    const services = snapshot.services.filter((s) => wanted(serviceKey(s)));
-    const slices = groupSlices(snapshot.endpointSlices.filter((s) => wanted(`${s.namespace}/${s.serviceName}`)));
+    const services = full ? snapshot.services : snapshot.services.filter((s) => changed.has(serviceKey(s)));
+    const slices = groupSlices(
+      full ? snapshot.endpointSlices : snapshot.endpointSlices.filter((s) => wanted(`${s.namespace}/${s.serviceName}`)),
+    );
     // Stale conntrack entries exist only for UDP/SCTP frontends: a partial sync that touched none
-    // skips the cleanup (two process runs per family).
+    // skips the cleanup (process runs per family).
     let datagramTouched = false;
     const datagram = (ports: readonly ServicePortState[] | undefined) => ports?.some((p) => p.ref.protocol !== 'TCP');
     const requests: FamilyState[] = [];
@@ -144,6 +188,15 @@ export class Proxier {
       requests.push({ context: cache.context, services: cache.services });
     }
 
+    // The conntrack listing and plan run while the backend renders and commits, so the deletions
+    // can go out the moment the commit returns.
+    const listedAt = performance.now();
+    const states = requests.map((fs) => lazy(() => nodeStateOf(fs)));
+    // Only for a partial sync: full ones (start, failure, drift) list after the commit, as a retry
+    // loop of failing syncs must not pile listings up.
+    const planned = !full && datagramTouched ? this.planConntrack(requests, states) : undefined;
+    // What an endpoint swap makes stale is known before the commit: those filters run the moment it returns.
+    const predicted = !full && datagramTouched ? this.predictConntrack(requests, states, changed) : [];
     let report: Awaited<ReturnType<ProxyBackend['sync']>>;
     try {
       report = await this.o.backend.sync({ families: requests, full, changed });
@@ -151,14 +204,29 @@ export class Proxier {
       this.fullPending = true;
       for (const f of FAMILIES) metrics.syncFailuresTotal.inc({ ip_family: ipFamilyLabel(f) });
       this.audit(full ? 'full' : 'partial', full, changed, requests, snapshot, 0, started, err);
+      // The plan's listing is not needed any more; its failure (if any) must not go unhandled.
+      void planned?.catch(() => undefined);
       throw err;
     }
-    if (report.kind === 'full') this.nextFullAt = this.now() + this.o.config.syncPeriodMs;
+    const committedAt = performance.now();
+    if (report.kind === 'full') this.nextFullAt = this.now() + this.fullSyncPeriodMs;
     this.applied = requests.map((fs) => ({ context: fs.context, services: new Map(fs.services) }));
     this.audit(report.kind, full, changed, requests, snapshot, report.changes, started);
     if (report.drift)
       log.warn({ detail: report.detail }, 'drift: the kernel did not hold what kproxy last wrote; restored');
     this.reportProblems(report.problems.map(formatProblem));
+    // A full sync (or a partial request the backend turned into one) plans after the commit.
+    const cleanup =
+      planned ??
+      (report.kind === 'full' ? this.planConntrack(requests, states) : undefined) ??
+      Promise.resolve(undefined);
+    const conntrack = await this.cleanConntrack(cleanup, {
+      predicted: report.kind === 'partial' ? predicted : [],
+      secondPass: planned !== undefined && listedAt < committedAt,
+      committedAt,
+      requests,
+      states,
+    });
     await this.afterApply(
       report.kind,
       requests,
@@ -167,10 +235,109 @@ export class Proxier {
       snapshot,
       started,
       report.drift,
-      report.kind === 'full' || datagramTouched,
       report.detail,
+      conntrack,
     );
+    // Flows the old rules created between the listing and the commit (after the sync's log line).
+    await conntrack?.secondPass?.();
     return { kind: report.kind, commands: report.changes, servicesRendered: services.length };
+  }
+
+  /** Deletion filters an endpoint change calls for, from the previous and the new state (no I/O). */
+  private predictConntrack(
+    requests: readonly FamilyState[],
+    states: readonly (() => NodeState)[],
+    services: ReadonlySet<string>,
+  ): ConntrackDeletion[] {
+    const out: ConntrackDeletion[] = [];
+    requests.forEach((fs, i) => {
+      const previous = this.cache(fs.context.family).state;
+      if (previous) out.push(...predictStaleDeletions({ previous, state: (states[i] as () => NodeState)(), services }));
+    });
+    // Each filter makes conntrack walk the whole table: past a few, the listing-based plan does better.
+    return out.length <= 16 ? out : [];
+  }
+
+  /** Lists and plans each family's stale conntrack entries against the states being committed. */
+  private planConntrack(
+    requests: readonly FamilyState[],
+    states: readonly (() => NodeState)[],
+  ): Promise<(ConntrackCleanupPlanned | Error)[]> {
+    return Promise.all(
+      requests.map(async (fs, i) => {
+        const previous = this.cache(fs.context.family).state;
+        try {
+          return await planStaleConntrack(this.o.run, {
+            state: (states[i] as () => NodeState)(),
+            ...(previous ? { previous } : {}),
+          });
+        } catch (err) {
+          return err instanceof Error ? err : new Error(String(err));
+        }
+      }),
+    );
+  }
+
+  /**
+   * Runs the planned deletions at once; when the listing may predate the commit, also returns a
+   * second pass for flows the old rules created between the listing and the commit. Never throws.
+   */
+  private async cleanConntrack(
+    planned: Promise<(ConntrackCleanupPlanned | Error)[] | undefined>,
+    o: {
+      readonly predicted: readonly ConntrackDeletion[];
+      readonly secondPass: boolean;
+      readonly committedAt: number;
+      readonly requests: readonly FamilyState[];
+      readonly states: readonly (() => NodeState)[];
+    },
+  ): Promise<{ deleted: number; ms: number; secondPass?: () => Promise<void> } | undefined> {
+    const { requests, states } = o;
+    const { log } = this.o;
+    const del = this.o.conntrackDelete ?? this.o.run;
+    // The predicted filters go out first, without waiting for the listing.
+    const early = Promise.all(
+      o.predicted.map((d) =>
+        deleteConntrackEntries(del, d).catch((err: unknown) => {
+          log.warn({ family: d.family }, `conntrack cleanup: ${err instanceof Error ? err.message : String(err)}`);
+          return 0;
+        }),
+      ),
+    ).then((n) => ({ deleted: n.reduce((a, b) => a + b, 0), at: performance.now() }));
+    const done = new Set(o.predicted.map(deletionKey));
+    const listed = await planned;
+    if (!listed) return undefined;
+    const plans = listed.map((p) =>
+      p instanceof Error || done.size === 0
+        ? p
+        : { ...p, deletions: p.deletions.filter((d) => !done.has(deletionKey(d))) },
+    );
+    const report = (family: Family, r: ConntrackCleanupResult): number => {
+      if (r.deleted > 0) log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
+      for (const e of r.errors) log.warn({ family }, `conntrack cleanup: ${e}`);
+      return r.deleted;
+    };
+    const run = (p: ConntrackCleanupPlanned | Error, fs: FamilyState): Promise<number> => {
+      const family = fs.context.family;
+      if (p instanceof Error) {
+        log.warn({ family, err: p.message }, 'conntrack cleanup failed');
+        return Promise.resolve(0);
+      }
+      return runConntrackDeletions(del, p, { concurrency: 16 }).then((r) => report(family, r));
+    };
+    const counts = await Promise.all(plans.map((p, i) => run(p, requests[i] as FamilyState)));
+    const first = await early;
+    const deleted = counts.reduce((a, b) => a + b, first.deleted);
+    // When the first deletions were done: the predicted ones if they found anything, else the listed ones.
+    const ms = (first.deleted > 0 ? first.at : performance.now()) - o.committedAt;
+    requests.forEach((fs, i) => {
+      this.cache(fs.context.family).state = (states[i] as () => NodeState)();
+    });
+    const secondPass = async (): Promise<void> => {
+      const again = await this.planConntrack(requests, states);
+      await Promise.all(again.map((p, i) => run(p, requests[i] as FamilyState)));
+    };
+    return { deleted, ms: Math.round(ms * 10) / 10, ...(o.secondPass ? { secondPass } : {}) };
   }
 
   /** Tells the audit log (if any) of the transaction just applied or refused; never throws. */
@@ -239,28 +406,12 @@ export class Proxier {
     snapshot: ClusterSnapshot,
     started: number,
     drift: boolean,
-    cleanConntrack: boolean,
     detail: Readonly<Record<string, unknown>> | undefined,
+    conntrack: { deleted: number; ms: number } | undefined,
   ): Promise<void> {
     const { log, metrics, health } = this.o;
     for (const fs of families) {
       const family = fs.context.family;
-      const cache = this.cache(family);
-      if (cleanConntrack) {
-        const state = nodeStateOf(fs);
-        try {
-          const r = await cleanupStaleConntrack(this.o.run, {
-            state,
-            ...(cache.state ? { previous: cache.state } : {}),
-          });
-          if (r.deleted > 0)
-            log.debug({ family, deleted: r.deleted, stale: r.stale }, 'stale conntrack entries deleted');
-          for (const e of r.errors) log.warn({ family }, `conntrack cleanup: ${e}`);
-        } catch (err) {
-          log.warn({ family, err: err instanceof Error ? err.message : String(err) }, 'conntrack cleanup failed');
-        }
-        cache.state = state;
-      }
       health.updated(family);
       const labels = { ip_family: ipFamilyLabel(family) };
       const seconds = (performance.now() - started) / 1000;
@@ -289,6 +440,10 @@ export class Proxier {
         commands,
         ...detail,
         ...(drift ? { drift } : {}),
+        // Stale UDP flows deleted, and how long after the commit the first pass took.
+        ...(conntrack && conntrack.deleted > 0
+          ? { conntrackDeleted: conntrack.deleted, conntrackMs: conntrack.ms }
+          : {}),
         ms: Math.round(performance.now() - started),
       },
       'sync',
@@ -331,4 +486,17 @@ export class Proxier {
     await server.syncServices(ports);
     server.syncEndpoints(counts);
   }
+}
+
+/** A value computed on first use, then kept. */
+function lazy<T>(make: () => T): () => T {
+  let made = false;
+  let value: T | undefined;
+  return () => {
+    if (!made) {
+      value = make();
+      made = true;
+    }
+    return value as T;
+  };
 }

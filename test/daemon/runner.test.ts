@@ -232,6 +232,71 @@ describe('BoundedFrequencyRunner', () => {
     expect(starts).toEqual([0]);
   });
 
+  it('gives the token back when a run did nothing (caches still filling): the first real run is not rate limited', async () => {
+    const timers = new FakeTimers();
+    const starts: { at: number; real: boolean }[] = [];
+    let ready = false;
+    const runner = new BoundedFrequencyRunner({
+      name: 'test',
+      minIntervalMs: 1000,
+      maxIntervalMs: 30_000,
+      timers,
+      fn: async () => {
+        starts.push({ at: timers.now(), real: ready });
+        return ready ? undefined : false;
+      },
+    });
+    runner.start();
+    // As the daemon sees it at start: one request per cache that lists, all before they are all synced.
+    for (let i = 0; i < 4; i++) {
+      runner.run();
+      await timers.advance(5);
+    }
+    ready = true;
+    runner.run();
+    await timers.advance(0);
+    expect(starts.filter((s) => !s.real).length).toBe(4);
+    expect(starts.at(-1)).toEqual({ at: 20, real: true });
+    // Real runs still spend tokens: the burst of 2 (the first real run included), then one per minInterval.
+    runner.run();
+    await timers.advance(0);
+    runner.run();
+    await timers.advance(2000);
+    expect(starts.filter((s) => s.real).map((s) => s.at)).toEqual([20, 20, 1020]);
+    await runner.stop();
+  });
+
+  it('a refund never raises the bucket above the burst', async () => {
+    const timers = new FakeTimers();
+    const real: number[] = [];
+    let noop = true;
+    const runner = new BoundedFrequencyRunner({
+      name: 'test',
+      minIntervalMs: 1000,
+      maxIntervalMs: 30_000,
+      timers,
+      fn: async () => {
+        if (noop) return false;
+        real.push(timers.now());
+        return true;
+      },
+    });
+    runner.start();
+    for (let i = 0; i < 5; i++) {
+      runner.run();
+      await timers.advance(0);
+    }
+    noop = false;
+    for (let i = 0; i < 3; i++) {
+      runner.run();
+      await timers.advance(0);
+    }
+    await timers.advance(2000);
+    // Five refunds on a full bucket still leave a burst of 2, then one per minInterval.
+    expect(real).toEqual([0, 0, 1000]);
+    await runner.stop();
+  });
+
   it('rejects maxInterval < minInterval', () => {
     expect(
       () => new BoundedFrequencyRunner({ name: 'bad', fn: async () => {}, minIntervalMs: 10, maxIntervalMs: 5 }),

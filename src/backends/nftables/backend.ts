@@ -40,12 +40,60 @@ export class NftablesProxyBackend implements ProxyBackend {
   /** Per family, the table as last committed; absent: unknown (start, failure), the next sync is full. */
   private readonly committed = new Map<Family, Committed>();
   private fullSyncs = 0;
+  /** Bumped when a sync starts and ends: a light check that overlapped one is not trusted. */
+  private generation = 0;
 
   constructor(deps: Pick<BackendDependencies, 'exec'>) {
     this.applier = new NftablesApplier(new Nft(deps.exec));
   }
 
   async sync(request: SyncRequest): Promise<SyncReport> {
+    this.generation++;
+    try {
+      return await this.syncNow(request);
+    } finally {
+      this.generation++;
+    }
+  }
+
+  /**
+   * The periodic light consistency check (docs/adr/0007): every `intervalMs`, reads kproxy's
+   * chains, sets and maps (not their rules: a complete read costs seconds at 10,000 Services) and
+   * compares them with what was last committed, without re-rendering anything. A difference (a
+   * deleted table, `nft flush ruleset`, a changed set or map) calls `onLost`, and the reconciler
+   * runs a full sync, which restores and reports the drift.
+   */
+  watchForFlush(onLost: () => void, intervalMs: number): () => void {
+    let busy = false;
+    const check = async (): Promise<boolean> => {
+      const generation = this.generation;
+      for (const c of [...this.committed.values()]) {
+        const rs = c.table.ruleset();
+        const observed = await this.applier.observeLight(rs, rs);
+        if (generation !== this.generation || generation % 2 === 1) return true;
+        if (!observed || planTransaction(rs, observed).commands.length > 0) return false;
+      }
+      return true;
+    };
+    const timer = setInterval(() => {
+      if (busy || this.committed.size === 0 || this.generation % 2 === 1) return;
+      busy = true;
+      check()
+        .then((ok) => {
+          if (!ok) onLost();
+        })
+        .catch(() => {
+          // nft failed to list: the next check (or sync) will tell.
+        })
+        .finally(() => {
+          busy = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private async syncNow(request: SyncRequest): Promise<SyncReport> {
     const commands: Fragment[] = [];
     const next = new Map<Family, Committed>();
     const problems: Problem[] = [];
