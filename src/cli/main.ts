@@ -2,16 +2,18 @@
  * @module cli/main
  * The entry point: arguments and the configuration file are parsed here, then the command's own
  * module (commands/one-shot.ts: sync, dump, cleanup; commands/run.ts: the daemon) is loaded.
+ *
+ * Only Node's own modules load before the command is known: `--help` and `--version` cost a bare
+ * Node start (docs/adr/0007). Configuration (yaml), logging (pino), the mode and the command's
+ * modules are imported when a command runs.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { ConfigError, loadProxyConfig, type CommandFlag, type Loaded } from '../config/load.ts';
-import { KernelToolError } from '../kernel/errors.ts';
+import type { CommandFlag, Loaded } from '../config/load.ts';
 import type { ProxyModeDefinition } from '../proxy/backend.ts';
-import { loadProxyMode } from '../proxy/modes.ts';
-import { createLogger } from '../util/log.ts';
 
 const USAGE = `Usage: kproxy <command> [flags]
+       kproxy --version | --help
 
 Commands:
   sync     --manifests DIR   program this network namespace's kernel from the objects in DIR
@@ -43,6 +45,10 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     out.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === '--version' || command === 'version') {
+    out.write(`kproxy ${packageVersion()}\n`);
+    return 0;
+  }
   const flags: Record<string, readonly CommandFlag[]> = {
     sync: ['manifests'],
     dump: ['manifests', 'format', 'ip-family'],
@@ -56,6 +62,14 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     process.stderr.write(`kproxy: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
     return 2;
   }
+  // The modules every command needs, loaded together (their file reads overlap).
+  const [{ ConfigError, loadProxyConfig }, { KernelToolError }, { loadProxyMode }, { createLogger }] =
+    await Promise.all([
+      import('../config/load.ts'),
+      import('../kernel/errors.ts'),
+      import('../proxy/modes.ts'),
+      import('../util/log.ts'),
+    ]);
   let loaded: Loaded;
   try {
     loaded = loadProxyConfig({
@@ -73,17 +87,21 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   }
   const log = createLogger(loaded.config.verbosity);
   for (const w of loaded.warnings) log.warn({ warning: w }, 'configuration warning');
-  let mode: ProxyModeDefinition;
+  const loadMode = async (): Promise<ProxyModeDefinition | undefined> => {
+    try {
+      return await loadProxyMode(loaded.config.mode);
+    } catch (err) {
+      // A mode's folder failed to load: in practice its rules template (rules-templates/) is missing or invalid.
+      log.error({ mode: loaded.config.mode }, `cannot load ${loaded.config.mode} mode: ${errorText(err)}`);
+      return undefined;
+    }
+  };
   try {
-    mode = await loadProxyMode(loaded.config.mode);
-  } catch (err) {
-    // A mode's folder failed to load: in practice its rules template (rules-templates/) is missing or invalid.
-    log.error({ mode: loaded.config.mode }, `cannot load ${loaded.config.mode} mode: ${errorText(err)}`);
-    return 1;
-  }
-  try {
-    // Each command loads only its own modules (the daemon's, the Kubernetes client's) when run.
-    if (command === 'run') return await (await import('./commands/run.ts')).runDaemon(loaded, log);
+    // Each command loads only its own modules (the daemon's, the Kubernetes client's) when run. The
+    // daemon loads its mode itself, after its first list requests went out (docs/adr/0007).
+    if (command === 'run') return await (await import('./commands/run.ts')).runDaemon(loaded, log, loadMode);
+    const mode = await loadMode();
+    if (!mode) return 1;
     if (command === 'explain') return await (await import('./commands/explain.ts')).explain(loaded, log, out);
     if (command === 'diff') return await (await import('./commands/diff.ts')).diff(loaded, mode, log, out);
     const oneShot = await import('./commands/one-shot.ts');
@@ -114,6 +132,12 @@ if (import.meta.main) {
       process.exit(1);
     },
   );
+}
+
+/** package.json's version (the repository's, or the image's copy beside src/). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 
 function errorText(err: unknown): string {

@@ -22,18 +22,22 @@
  *   would otherwise reconnect after `stop()` when stopped during its backoff sleep).
  * - Its list function is ours: a raw GET through the kubeconfig's credentials, so objects reach
  *   normalization as the server sent them (the generated typed client drops and converts fields).
+ *
+ * Start-up (docs/adr/0007): loading client-node takes 1–2 s of CPU (its generated models), more
+ * than everything else kproxy loads together. Given a `bootstrap` endpoint (`bootstrapEndpoint`:
+ * the kubeconfig's server and plain credentials, read without client-node), the first list of
+ * each cache goes out at once and fills the caches; client-node is loaded afterwards
+ * (`informersAfter`, e.g. once the first sync is done) and its informers start from those lists'
+ * resourceVersions, so nothing between the list and the watch is missed.
  */
+import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
-import {
-  ListWatch,
-  Watch,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesListObject, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 import type { ClusterSnapshot } from '../model/cluster.ts';
 import type { Logger } from '../util/log.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
@@ -77,8 +81,36 @@ export interface Backoff {
   readonly maxMs: number;
 }
 
+/**
+ * Where the API server is and how to authenticate, read without client-node (`bootstrapEndpoint`),
+ * for the first lists only: later lists and every watch go through client-node's KubeConfig.
+ */
+export interface ApiEndpoint {
+  /** `https://host:port` (or `http://`). */
+  readonly server: string;
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  /** False only when the kubeconfig says `insecure-skip-tls-verify: true`. */
+  readonly rejectUnauthorized: boolean;
+  readonly servername?: string;
+  readonly token?: string;
+}
+
 export interface ApiSourceOptions {
-  readonly kubeConfig: KubeConfig;
+  /**
+   * client-node's KubeConfig, or a function loading it (with `bootstrap`, called only once the
+   * first lists are in and `informersAfter` has settled: loading client-node is the largest part
+   * of kproxy's start-up).
+   */
+  readonly kubeConfig: KubeConfig | (() => Promise<KubeConfig>);
+  /** Sends the first list of each cache without client-node (see `bootstrapEndpoint`); absent: informers list. */
+  readonly bootstrap?: ApiEndpoint;
+  /**
+   * With `bootstrap`: the informers (and client-node) start when this settles, or 3 s after the
+   * first lists at the latest; at once when a first list failed. Default: right after the lists.
+   */
+  readonly informersAfter?: Promise<unknown>;
   readonly nodeName: string;
   readonly log: Logger;
   /** Restart backoff after failures; doubles per consecutive failure, jittered, capped. Default 800 ms → 30 s. */
@@ -193,8 +225,25 @@ interface PendingChange {
 /** Stubs standing in for oversized objects, with their JSON size. */
 const oversized = new WeakMap<object, number>();
 
+/** client-node's classes the informers use, loaded when the informers start. */
+interface InformerClasses {
+  readonly ListWatch: typeof ListWatch;
+  readonly GuardedWatch: GuardedWatchClass;
+}
+
 class ApiSource implements ClusterSource {
-  readonly #kc: KubeConfig;
+  readonly #kcSource: KubeConfig | (() => Promise<KubeConfig>);
+  #kc: KubeConfig | undefined;
+  readonly #bootstrap: ApiEndpoint | undefined;
+  readonly #informersAfter: Promise<unknown> | undefined;
+  #classes: InformerClasses | undefined;
+  /** Reflectors asked for before the informer classes were loaded. */
+  readonly #queued: ResourceDef[] = [];
+  /** First lists made through the bootstrap endpoint, handed to each informer's first list. */
+  readonly #prefetched = new Map<CacheName, Promise<KubernetesListObject<KubernetesObject> | undefined>>();
+  /** Objects of those lists, already applied: their informer's first 'add' is skipped. */
+  readonly #appliedRaw = new WeakSet<object>();
+  readonly #synced = new Set<CacheName>();
   readonly #nodeName: string;
   readonly #log: Logger;
   readonly #backoff: Backoff;
@@ -212,7 +261,10 @@ class ApiSource implements ClusterSource {
   #flushQueued = false;
 
   constructor(opts: ApiSourceOptions) {
-    this.#kc = opts.kubeConfig;
+    this.#kcSource = opts.kubeConfig;
+    if (typeof opts.kubeConfig !== 'function') this.#kc = opts.kubeConfig;
+    this.#bootstrap = opts.bootstrap;
+    this.#informersAfter = opts.informersAfter;
     this.#nodeName = opts.nodeName;
     this.#log = opts.log.child({ component: 'api-source' });
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
@@ -233,7 +285,9 @@ class ApiSource implements ClusterSource {
     return this.#log;
   }
 
+  /** Set once the informers start (reflectors exist only from then on). */
   get kubeConfig(): KubeConfig {
+    if (!this.#kc) throw new Error('the KubeConfig is not loaded yet');
     return this.#kc;
   }
 
@@ -258,8 +312,89 @@ class ApiSource implements ClusterSource {
         fieldSelector: `metadata.name=${this.#nodeName}`,
       },
     ];
+    // With a bootstrap endpoint the first lists go out now, before client-node is even loaded.
+    const sent: Promise<void>[] = [];
+    if (this.#bootstrap) {
+      for (const def of defs) {
+        const wire = Promise.withResolvers<void>();
+        sent.push(wire.promise);
+        this.#prefetched.set(def.name, this.#prefetch(def, wire.resolve));
+      }
+    }
     for (const def of defs) this.#startReflector(def);
-    void this.#discoverServiceCIDRs();
+    // Without one, the informers start first (as they always did), then discovery.
+    if (this.#bootstrap) void this.#startInformers();
+    else await this.#startInformers();
+    if (this.#bootstrap) void this.#prefetchServiceCIDRs();
+    else void this.#discoverServiceCIDRs();
+    // Returns once the first lists are on the wire (at most 100 ms): the caller's next module loads
+    // block the event loop, and a request not yet written would wait for them.
+    if (sent.length > 0) await Promise.race([Promise.all(sent), sleep(100, undefined, { ref: false })]);
+  }
+
+  /** Loads client-node (and the KubeConfig) when it is time, then starts the queued reflectors. */
+  async #startInformers(): Promise<void> {
+    try {
+      if (this.#bootstrap) {
+        const firstLists = Promise.all(this.#prefetched.values());
+        const lists = await firstLists;
+        // A failed first list needs its informer now; otherwise wait for the caller's signal (bounded).
+        if (lists.every((l) => l !== undefined) && this.#informersAfter) {
+          await Promise.race([this.#informersAfter.catch(() => undefined), sleep(3000, undefined, { ref: false })]);
+        }
+      }
+      if (this.stopped) return;
+      const [kc, classes] = await Promise.all([
+        this.#kc ?? (this.#kcSource as () => Promise<KubeConfig>)(),
+        loadInformerClasses(),
+      ]);
+      this.#kc = kc;
+      this.#classes = classes;
+      if (this.stopped) return;
+      for (const def of this.#queued.splice(0)) this.#createReflector(def);
+    } catch (err) {
+      this.#log.error({ err: errorText(err) }, 'cannot start the informers (kubeconfig or client library)');
+    }
+  }
+
+  /** The first list of a cache through the bootstrap endpoint, applied at once; undefined if it failed. */
+  async #prefetch(def: ResourceDef, onSent: () => void): Promise<KubernetesListObject<KubernetesObject> | undefined> {
+    try {
+      const list = await listResource(this, def, true, this.#bootstrapTarget(), onSent);
+      if (this.stopped) return undefined;
+      for (const item of list.items) {
+        this.objectEvent(def.kind, 'add', item);
+        this.#appliedRaw.add(item);
+      }
+      this.cacheSynced(def.name);
+      return list;
+    } catch (err) {
+      onSent();
+      if (!this.stopped)
+        this.#log.info({ cache: def.name, err: errorText(err) }, 'first list failed; the informer lists');
+      return undefined;
+    }
+  }
+
+  /** The bootstrap list of a cache, once (the informer's first list); undefined: list normally. */
+  takePrefetched(name: CacheName): Promise<KubernetesListObject<KubernetesObject> | undefined> | undefined {
+    const p = this.#prefetched.get(name);
+    this.#prefetched.delete(name);
+    return p;
+  }
+
+  #bootstrapTarget(): HttpTarget {
+    const ep = this.#bootstrap;
+    if (!ep) throw new Error('no bootstrap endpoint');
+    return endpointTarget(ep);
+  }
+
+  /** Where requests go: client-node's KubeConfig once loaded, else the bootstrap endpoint. */
+  async httpTarget(): Promise<HttpTarget> {
+    if (this.#kc) return kubeConfigTarget(this.#kc);
+    if (this.#bootstrap) return this.#bootstrapTarget();
+    await until(() => this.#kc !== undefined || this.stopped, this.#stop.signal);
+    return kubeConfigTarget(this.kubeConfig);
   }
 
   async stop(): Promise<void> {
@@ -273,7 +408,7 @@ class ApiSource implements ClusterSource {
   }
 
   syncedDetail(): Record<string, boolean> {
-    const synced = (name: CacheName): boolean => this.#reflectors.get(name)?.synced ?? false;
+    const synced = (name: CacheName): boolean => this.#synced.has(name);
     return {
       services: synced('services'),
       endpointSlices: synced('endpointSlices'),
@@ -312,16 +447,51 @@ class ApiSource implements ClusterSource {
   // Caches
 
   #startReflector(def: ResourceDef): void {
-    const r = new Reflector(this, def);
+    if (this.#classes) this.#createReflector(def);
+    else this.#queued.push(def);
+  }
+
+  #createReflector(def: ResourceDef): void {
+    if (!this.#classes || this.stopped) return;
+    const r = new Reflector(this, def, this.#classes);
     this.#reflectors.set(def.name, r);
     r.start();
+  }
+
+  /**
+   * With a bootstrap endpoint: ServiceCIDRs are listed at once, like the other caches (no
+   * discovery round trip first); a 404 means the API does not serve them; any other failure
+   * falls back to discovery.
+   */
+  async #prefetchServiceCIDRs(): Promise<void> {
+    const def: ResourceDef = { name: 'serviceCIDRs', kind: 'ServiceCIDR', path: resourcePath(INFORMED.serviceCIDRs) };
+    try {
+      const list = await listResource(this, def, true, this.#bootstrapTarget());
+      if (this.stopped) return;
+      for (const item of list.items) {
+        this.objectEvent(def.kind, 'add', item);
+        this.#appliedRaw.add(item);
+      }
+      this.#prefetched.set(def.name, Promise.resolve(list));
+      this.cacheSynced(def.name);
+      this.#startReflector(def);
+    } catch (err) {
+      if (this.stopped) return;
+      if (err instanceof ApiError && err.statusCode === 404) {
+        this.#serviceCIDRsNotServed = true;
+        this.#log.info('the API server does not serve networking.k8s.io/v1 servicecidrs: running without ServiceCIDRs');
+        this.cacheSynced('serviceCIDRs');
+        return;
+      }
+      await this.#discoverServiceCIDRs();
+    }
   }
 
   async #discoverServiceCIDRs(): Promise<void> {
     const path = groupVersionPath(INFORMED.serviceCIDRs);
     for (let failures = 1; !this.stopped; failures++) {
       try {
-        const res = await getJson(this.#kc, path, {}, this.#stop.signal, this.#requestTimeoutMs);
+        const res = await getJson(await this.httpTarget(), path, {}, this.#stop.signal, this.#requestTimeoutMs);
         if (this.stopped) return;
         let served = false;
         if (res.status === 200) {
@@ -331,11 +501,17 @@ class ApiSource implements ClusterSource {
           throw new ApiError(`GET ${path}`, res.status, res.body);
         }
         if (served) {
-          this.#startReflector({
+          const def: ResourceDef = {
             name: 'serviceCIDRs',
             kind: 'ServiceCIDR',
             path: resourcePath(INFORMED.serviceCIDRs),
-          });
+          };
+          if (this.#bootstrap && !this.#classes)
+            this.#prefetched.set(
+              def.name,
+              this.#prefetch(def, () => {}),
+            );
+          this.#startReflector(def);
         } else {
           this.#serviceCIDRsNotServed = true;
           this.#log.info(
@@ -357,8 +533,10 @@ class ApiSource implements ClusterSource {
     }
   }
 
-  /** A cache completed its first list. */
+  /** A cache completed its first list (a second report of it is ignored). */
   cacheSynced(name: CacheName): void {
+    if (this.#synced.has(name)) return;
+    this.#synced.add(name);
     const count = name === 'serviceCIDRs' && this.#serviceCIDRsNotServed ? 0 : this.#storeFor(name).size;
     this.#log.info({ cache: name, objects: count }, 'cache synced');
     if (this.isSynced()) this.#log.info('all caches synced');
@@ -381,6 +559,11 @@ class ApiSource implements ClusterSource {
   /** An informer callback: one object added, updated or deleted in client-node's cache. */
   objectEvent(kind: ObjectKind, event: 'add' | 'update' | 'delete', raw: KubernetesObject): void {
     if (this.stopped) return;
+    // The informer replaying the bootstrap list: those very objects are in the caches already.
+    if (event === 'add' && this.#appliedRaw.has(raw)) {
+      this.#appliedRaw.delete(raw);
+      return;
+    }
     try {
       this.#apply(kind, event, raw);
     } catch (err) {
@@ -493,12 +676,12 @@ class Reflector {
   #listedOnce = false;
   #synced = false;
 
-  constructor(source: ApiSource, def: ResourceDef) {
+  constructor(source: ApiSource, def: ResourceDef, classes: InformerClasses) {
     this.#source = source;
     this.#def = def;
-    this.#lw = new ListWatch<KubernetesObject>(
+    this.#lw = new classes.ListWatch<KubernetesObject>(
       def.path,
-      new GuardedWatch(source.kubeConfig, this, source.watchIdleTimeoutMs),
+      new classes.GuardedWatch(source.kubeConfig, this, source.watchIdleTimeoutMs),
       () => this.#list(),
       false,
       undefined,
@@ -589,37 +772,47 @@ class Reflector {
   }
 
   async #list(): Promise<KubernetesListObject<KubernetesObject>> {
-    const query: Record<string, string> = {};
-    if (this.#def.fieldSelector !== undefined) query['fieldSelector'] = this.#def.fieldSelector;
-    // The first list may come from the API server's watch cache; later ones (after a 410) read through.
-    if (!this.#listedOnce) query['resourceVersion'] = '0';
-    const res = await getJson(
-      this.#source.kubeConfig,
-      this.#def.path,
-      query,
-      this.#source.stopSignal,
-      this.#source.requestTimeoutMs,
-    );
-    if (res.status !== 200) throw new ApiError(`list ${this.#def.path}`, res.status, res.body);
-    const body = res.body;
-    if (!isRecord(body) || !Array.isArray(body['items']))
-      throw new Error(`list ${this.#def.path}: the answer is not a list`);
-    const meta = isRecord(body['metadata']) ? body['metadata'] : {};
-    const resourceVersion = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : '';
-    const items: KubernetesObject[] = [];
-    let malformed = 0;
-    for (const item of body['items'] as unknown[]) {
-      if (isKubeObject(item)) items.push(bounded(item));
-      else malformed += 1;
+    const prefetched = await this.#source.takePrefetched(this.#def.name);
+    if (prefetched) {
+      this.#listedOnce = true;
+      return prefetched;
     }
-    if (malformed > 0) {
-      this.log.warn({ cache: this.#def.name, count: malformed }, 'list items without metadata.name skipped');
-    }
+    const list = await listResource(this.#source, this.#def, !this.#listedOnce, await this.#source.httpTarget());
     this.#listedOnce = true;
     this.#failures = 0;
-    this.log.debug({ cache: this.#def.name, objects: items.length, resourceVersion }, 'listed');
-    return { metadata: { resourceVersion }, items };
+    return list;
   }
+}
+
+/** One LIST of a resource, validated item by item (malformed items skipped, oversized ones stubbed). */
+async function listResource(
+  source: ApiSource,
+  def: ResourceDef,
+  first: boolean,
+  target: HttpTarget,
+  onSent?: () => void,
+): Promise<KubernetesListObject<KubernetesObject>> {
+  const query: Record<string, string> = {};
+  if (def.fieldSelector !== undefined) query['fieldSelector'] = def.fieldSelector;
+  // The first list may come from the API server's watch cache; later ones (after a 410) read through.
+  if (first) query['resourceVersion'] = '0';
+  const res = await getJson(target, def.path, query, source.stopSignal, source.requestTimeoutMs, onSent);
+  if (res.status !== 200) throw new ApiError(`list ${def.path}`, res.status, res.body);
+  const body = res.body;
+  if (!isRecord(body) || !Array.isArray(body['items'])) throw new Error(`list ${def.path}: the answer is not a list`);
+  const meta = isRecord(body['metadata']) ? body['metadata'] : {};
+  const resourceVersion = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : '';
+  const items: KubernetesObject[] = [];
+  let malformed = 0;
+  for (const item of body['items'] as unknown[]) {
+    if (isKubeObject(item)) items.push(bounded(item));
+    else malformed += 1;
+  }
+  if (malformed > 0) {
+    source.log.warn({ cache: def.name, count: malformed }, 'list items without metadata.name skipped');
+  }
+  source.log.debug({ cache: def.name, objects: items.length, resourceVersion }, 'listed');
+  return { metadata: { resourceVersion }, items };
 }
 
 /**
@@ -627,73 +820,87 @@ class Reflector {
  * the source is stopped; malformed and oversized objects filtered before they reach the cache; a
  * synchronous throw (credentials, kubeconfig) reported through `done` instead of escaping.
  */
-class GuardedWatch extends Watch {
-  readonly #owner: Reflector;
+type GuardedWatchClass = new (kc: KubeConfig, owner: Reflector, idleTimeoutMs: number) => Watch;
 
-  constructor(kc: KubeConfig, owner: Reflector, idleTimeoutMs: number) {
-    super(kc);
-    this.#owner = owner;
-    // Private in the typings; the inactivity timeout after which the watch is reopened.
-    Reflect.set(this, 'requestTimeoutMs', idleTimeoutMs);
-  }
+/** client-node's informer classes, loaded on first use (client-node is most of kproxy's start-up). */
+let informerClasses: Promise<InformerClasses> | undefined;
+function loadInformerClasses(): Promise<InformerClasses> {
+  informerClasses ??= import('@kubernetes/client-node').then((k) => ({
+    ListWatch: k.ListWatch,
+    GuardedWatch: guardedWatchClass(k.Watch),
+  }));
+  return informerClasses;
+}
 
-  override async watch(
-    path: string,
-    queryParams: Record<string, string | number | boolean | undefined>,
-    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    const owner = this.#owner;
-    if (!owner.active) return new AbortController(); // never calls done: the ListWatch goes quiet
-    owner.watchOpening();
-    const params = { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: owner.watchTimeoutSeconds() };
-    const filtered = (phase: string, obj: unknown, watchObj?: unknown): void => {
-      if (!owner.active) return;
-      switch (phase) {
-        case 'ADDED':
-        case 'MODIFIED':
-        case 'DELETED':
-          if (!isKubeObject(obj)) {
-            owner.log.warn(
-              { cache: owner.cacheName, event: phase },
-              'watch event without an object with metadata.name skipped',
-            );
+function guardedWatchClass(WatchBase: typeof Watch): GuardedWatchClass {
+  return class GuardedWatch extends WatchBase {
+    readonly #owner: Reflector;
+
+    constructor(kc: KubeConfig, owner: Reflector, idleTimeoutMs: number) {
+      super(kc);
+      this.#owner = owner;
+      // Private in the typings; the inactivity timeout after which the watch is reopened.
+      Reflect.set(this, 'requestTimeoutMs', idleTimeoutMs);
+    }
+
+    override async watch(
+      path: string,
+      queryParams: Record<string, string | number | boolean | undefined>,
+      callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+      done: (err: unknown) => void,
+    ): Promise<AbortController> {
+      const owner = this.#owner;
+      if (!owner.active) return new AbortController(); // never calls done: the ListWatch goes quiet
+      owner.watchOpening();
+      const params = { ...queryParams, allowWatchBookmarks: true, timeoutSeconds: owner.watchTimeoutSeconds() };
+      const filtered = (phase: string, obj: unknown, watchObj?: unknown): void => {
+        if (!owner.active) return;
+        switch (phase) {
+          case 'ADDED':
+          case 'MODIFIED':
+          case 'DELETED':
+            if (!isKubeObject(obj)) {
+              owner.log.warn(
+                { cache: owner.cacheName, event: phase },
+                'watch event without an object with metadata.name skipped',
+              );
+              return;
+            }
+            owner.healthy();
+            callback(phase, bounded(obj), watchObj);
+            return;
+          case 'BOOKMARK':
+            owner.healthy();
+            if (isRecord(obj) && isRecord(obj['metadata'])) callback(phase, obj, watchObj);
+            return;
+          case 'ERROR': {
+            const code = isRecord(obj) ? obj['code'] : undefined;
+            const message = isRecord(obj) && typeof obj['message'] === 'string' ? safeText(obj['message']) : '';
+            if (code === 410)
+              owner.log.info({ cache: owner.cacheName, message }, 'resource version expired; listing again');
+            else owner.log.warn({ cache: owner.cacheName, code, message }, 'watch error event');
+            callback(phase, isRecord(obj) ? obj : {}, watchObj);
             return;
           }
-          owner.healthy();
-          callback(phase, bounded(obj), watchObj);
-          return;
-        case 'BOOKMARK':
-          owner.healthy();
-          if (isRecord(obj) && isRecord(obj['metadata'])) callback(phase, obj, watchObj);
-          return;
-        case 'ERROR': {
-          const code = isRecord(obj) ? obj['code'] : undefined;
-          const message = isRecord(obj) && typeof obj['message'] === 'string' ? safeText(obj['message']) : '';
-          if (code === 410)
-            owner.log.info({ cache: owner.cacheName, message }, 'resource version expired; listing again');
-          else owner.log.warn({ cache: owner.cacheName, code, message }, 'watch error event');
-          callback(phase, isRecord(obj) ? obj : {}, watchObj);
-          return;
+          default:
+            owner.log.debug(
+              { cache: owner.cacheName, event: safeText(String(phase)) },
+              'unknown watch event type ignored',
+            );
         }
-        default:
-          owner.log.debug(
-            { cache: owner.cacheName, event: safeText(String(phase)) },
-            'unknown watch event type ignored',
-          );
+      };
+      let controller: AbortController;
+      try {
+        controller = await super.watch(path, params, filtered, done);
+      } catch (err) {
+        done(err);
+        return new AbortController();
       }
-    };
-    let controller: AbortController;
-    try {
-      controller = await super.watch(path, params, filtered, done);
-    } catch (err) {
-      done(err);
-      return new AbortController();
+      // Stopped while the request was in flight: the ListWatch had no request to abort yet.
+      if (!owner.active) controller.abort();
+      return controller;
     }
-    // Stopped while the request was in flight: the ListWatch had no request to abort yet.
-    if (!owner.active) controller.abort();
-    return controller;
-  }
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,20 +915,50 @@ class ApiError extends Error {
   }
 }
 
-/** GET `path` (relative to the cluster's server URL) with the kubeconfig's credentials; JSON body or undefined. */
+/** Where a GET goes and how it authenticates: client-node's KubeConfig, or the bootstrap endpoint. */
+interface HttpTarget {
+  readonly server: string;
+  apply(opts: RequestOptions): Promise<void>;
+}
+
+function kubeConfigTarget(kc: KubeConfig): HttpTarget {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('the kubeconfig has no current cluster');
+  return { server: cluster.server, apply: (opts) => kc.applyToHTTPSOptions(opts) };
+}
+
+function endpointTarget(ep: ApiEndpoint): HttpTarget {
+  return {
+    server: ep.server,
+    apply: async (opts) => {
+      if (ep.ca) opts.ca = ep.ca;
+      if (ep.cert) opts.cert = ep.cert;
+      if (ep.key) opts.key = ep.key;
+      if (ep.servername) opts.servername = ep.servername;
+      opts.rejectUnauthorized = ep.rejectUnauthorized;
+      if (ep.token) opts.headers = { ...opts.headers, Authorization: `Bearer ${ep.token}` };
+    },
+  };
+}
+
+/** Resolves when `done()` holds (polled every 20 ms) or the signal aborts. */
+async function until(done: () => boolean, signal: AbortSignal): Promise<void> {
+  while (!done() && !signal.aborted) await sleep(20, undefined, { ref: false });
+}
+
+/** GET `path` (relative to the target's server URL) with its credentials; JSON body or undefined. */
 async function getJson(
-  kc: KubeConfig,
+  target: HttpTarget,
   path: string,
   query: Record<string, string>,
   signal: AbortSignal,
   timeoutMs: number,
+  onSent?: () => void,
 ): Promise<{ status: number; body: unknown }> {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error('the kubeconfig has no current cluster');
-  const url = new URL(cluster.server.replace(/\/+$/, '') + path);
+  const url = new URL(target.server.replace(/\/+$/, '') + path);
   for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   const opts: RequestOptions = { method: 'GET', headers: { Accept: 'application/json' } };
-  await kc.applyToHTTPSOptions(opts);
+  await target.apply(opts);
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     const req = send(url, { ...opts, signal, timeout: timeoutMs }, (res) => {
@@ -743,6 +980,7 @@ async function getJson(
       });
     });
     req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
+    if (onSent) req.on('finish', onSent);
     req.on('error', reject);
     req.end();
   });
@@ -800,4 +1038,115 @@ function errorText(err: unknown): string {
   if (!(err instanceof Error)) return safeText(String(err));
   const cause = err.cause instanceof Error && err.cause.message !== err.message ? ` (${err.cause.message})` : '';
   return safeText(`${err.message}${cause}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bootstrap endpoint: the kubeconfig read without client-node, for the first lists
+
+export interface BootstrapInput {
+  /** `--kubeconfig` (or the config file's `clientConnection.kubeconfig`). */
+  readonly kubeconfig?: string;
+  /** `--master`: overrides the server address. */
+  readonly master?: string;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly readFile?: (path: string) => Buffer;
+}
+
+const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+const CLUSTER_KEYS = new Set([
+  'server',
+  'certificate-authority',
+  'certificate-authority-data',
+  'insecure-skip-tls-verify',
+  'tls-server-name',
+  'extensions',
+]);
+const USER_KEYS = new Set([
+  'token',
+  'tokenFile',
+  'client-certificate',
+  'client-certificate-data',
+  'client-key',
+  'client-key-data',
+  'extensions',
+]);
+
+/**
+ * The API server and credentials for the first lists, chosen as `kproxy run` chooses its
+ * KubeConfig (`--kubeconfig`, else in-cluster, else `$KUBECONFIG` or `~/.kube/config`; `--master`
+ * overrides the server), or undefined whenever anything is not plain: exec or auth-provider
+ * credentials, basic auth, impersonation, a proxy, several kubeconfig files, an unreadable file.
+ * Then the informers list through client-node as before; nothing is ever weaker than client-node's
+ * own reading (TLS is verified unless the kubeconfig says `insecure-skip-tls-verify: true`).
+ */
+export async function bootstrapEndpoint(input: BootstrapInput): Promise<ApiEndpoint | undefined> {
+  const read = input.readFile ?? ((path: string) => readFileSync(path));
+  try {
+    let endpoint: ApiEndpoint | undefined;
+    if (input.kubeconfig) endpoint = await fromKubeconfigFile(input.kubeconfig, read);
+    else if (input.env['KUBERNETES_SERVICE_HOST']) endpoint = inCluster(input.env, read);
+    else {
+      const paths = input.env['KUBECONFIG'];
+      if (paths?.includes(':')) return undefined;
+      endpoint = await fromKubeconfigFile(paths || join(homedir(), '.kube', 'config'), read);
+    }
+    if (endpoint && input.master) endpoint = { ...endpoint, server: input.master };
+    return endpoint;
+  } catch {
+    return undefined;
+  }
+}
+
+function inCluster(env: BootstrapInput['env'], read: (path: string) => Buffer): ApiEndpoint | undefined {
+  const host = env['KUBERNETES_SERVICE_HOST'] ?? '';
+  const port = env['KUBERNETES_SERVICE_PORT'] ?? '443';
+  return {
+    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    ca: read(`${SERVICE_ACCOUNT_DIR}/ca.crt`),
+    token: read(`${SERVICE_ACCOUNT_DIR}/token`).toString('utf8').trim(),
+    rejectUnauthorized: true,
+  };
+}
+
+async function fromKubeconfigFile(path: string, read: (path: string) => Buffer): Promise<ApiEndpoint | undefined> {
+  const { parse } = await import('yaml');
+  const doc: unknown = parse(read(path).toString('utf8'));
+  if (!isRecord(doc)) return undefined;
+  const named = (list: unknown, name: unknown, field: string): Record<string, unknown> | undefined => {
+    if (!Array.isArray(list)) return undefined;
+    const hits = list.filter((e) => isRecord(e) && e['name'] === name);
+    const hit = hits.length === 1 ? hits[0] : undefined;
+    return isRecord(hit) && isRecord(hit[field]) ? hit[field] : undefined;
+  };
+  const context = named(doc['contexts'], doc['current-context'], 'context');
+  if (!context) return undefined;
+  const cluster = named(doc['clusters'], context['cluster'], 'cluster');
+  const user = context['user'] === undefined ? {} : named(doc['users'], context['user'], 'user');
+  if (!cluster || !user || typeof cluster['server'] !== 'string') return undefined;
+  if (Object.keys(cluster).some((k) => !CLUSTER_KEYS.has(k))) return undefined;
+  if (Object.keys(user).some((k) => !USER_KEYS.has(k))) return undefined;
+  const base = dirname(path);
+  const file = (p: unknown): Buffer | undefined =>
+    typeof p === 'string' && p !== '' ? read(isAbsolute(p) ? p : join(base, p)) : undefined;
+  const data = (d: unknown): Buffer | undefined =>
+    typeof d === 'string' && d !== '' ? Buffer.from(d, 'base64') : undefined;
+  const ca = data(cluster['certificate-authority-data']) ?? file(cluster['certificate-authority']);
+  const cert = data(user['client-certificate-data']) ?? file(user['client-certificate']);
+  const key = data(user['client-key-data']) ?? file(user['client-key']);
+  const token =
+    typeof user['token'] === 'string' && user['token'] !== ''
+      ? user['token']
+      : file(user['tokenFile'])?.toString('utf8').trim();
+  const insecure = cluster['insecure-skip-tls-verify'];
+  if (insecure !== undefined && typeof insecure !== 'boolean') return undefined;
+  const servername = cluster['tls-server-name'];
+  return {
+    server: cluster['server'],
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+    ...(token ? { token } : {}),
+    ...(typeof servername === 'string' && servername !== '' ? { servername } : {}),
+    rejectUnauthorized: insecure !== true,
+  };
 }

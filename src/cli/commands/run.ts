@@ -2,9 +2,9 @@
  * @module cli/commands/run
  * `kproxy run`: the daemon against an API server or a watched directory, until SIGTERM/SIGINT.
  */
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { Loaded } from '../../config/load.ts';
 import { DEFAULT_AUDIT_LOG_MAX_BYTES, parseByteSize } from '../../daemon/audit-log.ts';
-import { startDaemon } from '../../daemon/daemon.ts';
 import { logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
 import { manifestSource } from '../../source/manifest-source.ts';
@@ -12,7 +12,11 @@ import type { Logger } from '../../util/log.ts';
 import { loadKubeConfig } from './kube-config.ts';
 
 /** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
-export async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
+export async function runDaemon(
+  loaded: Loaded,
+  log: Logger,
+  loadMode: () => Promise<unknown> = async () => true,
+): Promise<number> {
   const { config } = loaded;
   const auditPath = loaded.commandOptions['audit-log'];
   const auditSize = loaded.commandOptions['audit-log-max-size'];
@@ -26,27 +30,71 @@ export async function runDaemon(loaded: Loaded, log: Logger): Promise<number> {
     return 2;
   }
   const audit = auditPath !== undefined ? { auditLog: { path: auditPath, maxBytes } } : {};
+  const firstSync = Promise.withResolvers<void>();
   let source: ClusterSource;
   let events: EventRecorder;
   if (loaded.manifests) {
     source = manifestSource({ dir: loaded.manifests, nodeName: config.nodeName, log });
     events = logEventRecorder(log);
   } else {
-    // The Kubernetes client is most of kproxy's module graph: only the daemon against an API server loads it.
-    const [{ KubeConfig }, { apiSource }, { apiEventRecorder }] = await Promise.all([
-      import('@kubernetes/client-node'),
-      import('../../source/api-source.ts'),
-      import('../../daemon/events-api.ts'),
-    ]);
-    const kubeConfig = loadKubeConfig(new KubeConfig(), loaded);
-    source = apiSource({ kubeConfig, nodeName: config.nodeName, log });
-    events = apiEventRecorder(kubeConfig, config.nodeName, log);
+    // The Kubernetes client is most of kproxy's start-up cost (1-2 s of CPU): the first lists go out
+    // without it (a bootstrap endpoint read from the kubeconfig), and it is loaded once the first
+    // sync is done (docs/adr/0007). Without a plain kubeconfig, it is loaded at once, as before.
+    const { apiSource, bootstrapEndpoint } = await import('../../source/api-source.ts');
+    const bootstrap = await bootstrapEndpoint({
+      ...(loaded.kubeconfig ? { kubeconfig: loaded.kubeconfig } : {}),
+      ...(loaded.master ? { master: loaded.master } : {}),
+      env: process.env,
+    });
+    let kubeConfig: Promise<KubeConfig> | undefined;
+    const loadKubeConfigOnce = (): Promise<KubeConfig> =>
+      (kubeConfig ??= import('@kubernetes/client-node').then((k) => loadKubeConfig(new k.KubeConfig(), loaded)));
+    // Loaded now when there is no bootstrap endpoint (a broken kubeconfig fails the start, as before).
+    if (!bootstrap) await loadKubeConfigOnce();
+    source = apiSource({
+      kubeConfig: loadKubeConfigOnce,
+      ...(bootstrap ? { bootstrap, informersAfter: firstSync.promise } : {}),
+      nodeName: config.nodeName,
+      log,
+    });
+    events = deferredRecorder(firstSync.promise, async () =>
+      (await import('../../daemon/events-api.ts')).apiEventRecorder(await loadKubeConfigOnce(), config.nodeName, log),
+    );
   }
-  const daemon = await startDaemon({ ...audit, config, source, events, log });
+  // The source first: its first lists are on the wire while the mode and the daemon's modules load.
+  const sourceStarted = source.start();
+  sourceStarted.catch(() => undefined);
+  if (!loaded.manifests) await sourceStarted.catch(() => undefined);
+  if ((await loadMode()) === undefined) {
+    await source.stop();
+    return 1;
+  }
+  const { startDaemon } = await import('../../daemon/daemon.ts');
+  const daemon = await startDaemon({
+    ...audit,
+    config,
+    source,
+    sourceStarted,
+    events,
+    log,
+    onFirstSync: firstSync.resolve,
+  });
   const signal = await untilSignal(['SIGTERM', 'SIGINT']);
   log.info({ signal }, 'stopping');
   await daemon.stop();
   return 0;
+}
+
+/** Records events through the recorder `make` builds, once `after` has settled (it is made then). */
+function deferredRecorder(after: Promise<unknown>, make: () => Promise<EventRecorder>): EventRecorder {
+  let recorder: Promise<EventRecorder> | undefined;
+  return {
+    async record(...args) {
+      await after.catch(() => undefined);
+      recorder ??= make();
+      await (await recorder).record(...args);
+    },
+  };
 }
 
 /**
