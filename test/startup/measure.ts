@@ -310,6 +310,11 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
         (syncAfter(c)?.at as number);
     clearInterval(lw);
     await whenTrue('the first sync logged', () => syncAfter(c) !== undefined, 600_000, 5);
+    if (process.env['KP_MEASURE_DEBUG'])
+      for (const l of c.lines.filter(
+        (x) => x.line['msg'] === 'T' || x.line['msg'] === 'sync' || String(x.line['msg']).includes('synced'),
+      ))
+        console.log(Math.round(l.at - c.spawnedAt), JSON.stringify(l.line).slice(0, 160));
     restarts.push({
       list: (listAt ?? Number.NaN) - child.spawnedAt,
       converged: at - child.spawnedAt,
