@@ -15,17 +15,21 @@ import {
   type SyncReport,
   type SyncRequest,
 } from '../../proxy/backend.ts';
+import type { Exec } from '../../kernel/exec.ts';
 import { appendAll } from '../../util/arrays.ts';
 import type { Problem } from '../../util/problems.ts';
 import { NftablesApplier } from './kernel/apply.ts';
 import { Nft } from './kernel/nft.ts';
 import { planTransaction } from './render/diff.ts';
 import { describeTableDrift } from './render/drift.ts';
-import { fragmentContext, renderNftables } from './render/layout.ts';
+import { fragmentContext, renderNftables, TABLE } from './render/layout.ts';
 import type { Ruleset } from './render/ruleset.ts';
 import { renderServicePort, type FragmentContext, type ServicePortFragment } from './render/service-port.ts';
 import type { Fragment } from './render/syntax.ts';
 import { TableState } from './render/table-state.ts';
+
+/** Every this many light checks, one also compares chains, sets and maps (the others: table handles). */
+const DEEP_CHECK_EVERY = 10;
 
 /** Every this many full syncs, one reads every rule back (the others read chains, sets and maps). */
 const COMPLETE_READ_EVERY = 10;
@@ -43,7 +47,10 @@ export class NftablesProxyBackend implements ProxyBackend {
   /** Bumped when a sync starts and ends: a light check that overlapped one is not trusted. */
   private generation = 0;
 
+  private readonly exec: Exec;
+
   constructor(deps: Pick<BackendDependencies, 'exec'>) {
+    this.exec = deps.exec;
     this.applier = new NftablesApplier(new Nft(deps.exec));
   }
 
@@ -57,16 +64,31 @@ export class NftablesProxyBackend implements ProxyBackend {
   }
 
   /**
-   * The periodic light consistency check (docs/adr/0007): every `intervalMs`, reads kproxy's
-   * chains, sets and maps (not their rules: a complete read costs seconds at 10,000 Services) and
-   * compares them with what was last committed, without re-rendering anything. A difference (a
-   * deleted table, `nft flush ruleset`, a changed set or map) calls `onLost`, and the reconciler
-   * runs a full sync, which restores and reports the drift.
+   * The periodic light consistency check (docs/adr/0007), every `intervalMs`: kproxy's tables still
+   * exist with the handles they had after the last sync (`nft -j list tables`: the same cost at any
+   * size; catches a deleted or re-created table and `nft flush ruleset`), and on every
+   * {@link DEEP_CHECK_EVERY}th check its chains, sets and maps compared with what was last committed
+   * (not their rules: a complete read costs seconds at 10,000 Services). A difference calls
+   * `onLost`, and the reconciler runs a full sync, which restores and reports the drift. A check
+   * that overlaps a sync is discarded.
    */
   watchForFlush(onLost: () => void, intervalMs: number): () => void {
     let busy = false;
+    let checks = 0;
+    /** Table handles seen after the sync of `baselineGeneration`. */
+    let baseline = new Map<string, number>();
+    let baselineGeneration = -1;
     const check = async (): Promise<boolean> => {
       const generation = this.generation;
+      const families = [...this.committed.keys()].map((f) => (f === 'ipv4' ? 'ip' : 'ip6'));
+      const handles = await this.tableHandles(families);
+      if (generation !== this.generation || generation % 2 === 1) return true;
+      if (families.some((f) => !handles.has(f))) return false;
+      if (baselineGeneration !== generation) {
+        baseline = handles;
+        baselineGeneration = generation;
+      } else if (families.some((f) => handles.get(f) !== baseline.get(f))) return false;
+      if (++checks % DEEP_CHECK_EVERY !== 0) return true;
       for (const c of [...this.committed.values()]) {
         const rs = c.table.ruleset();
         const observed = await this.applier.observeLight(rs, rs);
@@ -91,6 +113,19 @@ export class NftablesProxyBackend implements ProxyBackend {
     }, intervalMs);
     timer.unref();
     return () => clearInterval(timer);
+  }
+
+  /** kproxy's table handle per nft family (`ip`, `ip6`) among `families`; absent: no such table. */
+  private async tableHandles(families: readonly string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const family of families) {
+      const r = await this.exec('nft', ['-j', 'list', 'tables', family]);
+      if (r.exitCode !== 0) throw new Error(`nft list tables ${family}: ${r.stderr.trim()}`);
+      const doc = JSON.parse(r.stdout) as { nftables?: { table?: { name?: string; handle?: number } }[] };
+      const table = doc.nftables?.find((e) => e.table?.name === TABLE)?.table;
+      if (table?.handle !== undefined) out.set(family, table.handle);
+    }
+    return out;
   }
 
   private async syncNow(request: SyncRequest): Promise<SyncReport> {
