@@ -344,6 +344,7 @@ export async function startInProcess(o: InProcessOptions): Promise<InProcessDaem
 // The daemon, as a child process (daemon-child.ts)
 
 const CHILD = fileURLToPath(new URL('./daemon-child.ts', import.meta.url));
+const COMPILE_CACHE = fileURLToPath(new URL('../../node_modules/.cache/kproxy-compile', import.meta.url));
 
 export interface ChildDaemon {
   readonly proc: ResultPromise;
@@ -359,7 +360,12 @@ export interface ChildDaemon {
  */
 export function spawnChild(server: FakeApiServer, topo: Topology, flags: readonly string[] = []): ChildDaemon {
   const proc = execa(process.execPath, [CHILD, ...DAEMON_FLAGS, ...flags], {
-    env: { KPROXY_E2E_SERVER: server.url, KPROXY_E2E_NETNS: topo.node.ns },
+    env: {
+      KPROXY_E2E_SERVER: server.url,
+      KPROXY_E2E_NETNS: topo.node.ns,
+      // As bin/kproxy does: a restarted child skips re-compiling what the previous one compiled.
+      NODE_COMPILE_CACHE: process.env['NODE_COMPILE_CACHE'] ?? COMPILE_CACHE,
+    },
     reject: false,
     stdout: 'ignore',
     stderr: 'pipe',
