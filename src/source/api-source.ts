@@ -437,6 +437,11 @@ class ApiSource implements ClusterSource {
     return Math.round(base / 2 + (this.#random() * base) / 2);
   }
 
+  /** The backoff's ceiling (a Retry-After is honoured up to it). */
+  get maxBackoffMs(): number {
+    return this.#backoff.maxMs;
+  }
+
   /** client-node's own reconnect delays (1 s doubling to 30 s) mapped onto our backoff. */
   scaledDelay(clientNodeMs: number): number {
     const base = Math.min(this.#backoff.maxMs, (clientNodeMs / 1000) * this.#backoff.initialMs);
@@ -673,6 +678,8 @@ class Reflector {
   readonly #lw: ListWatch<KubernetesObject>;
   #failures = 0;
   #restartPending = false;
+  /** The 401/403 last reported for this cache (reported again only after it changed or cleared). */
+  #denied: number | undefined;
   #listedOnce = false;
   #synced = false;
 
@@ -734,6 +741,7 @@ class Reflector {
   /** GuardedWatch: the stream delivered something, so the connection works. */
   healthy(): void {
     this.#failures = 0;
+    this.#denied = undefined;
   }
 
   async #run(): Promise<void> {
@@ -749,8 +757,19 @@ class Reflector {
   #failed(err: unknown): void {
     if (!this.active || this.#restartPending) return;
     this.#failures += 1;
-    const delayMs = this.#source.backoffDelay(this.#failures);
+    // A Retry-After (429, 503) is honoured, within the backoff's ceiling.
+    const retryAfter = err instanceof ApiError ? err.retryAfterMs : undefined;
+    const backoff = this.#source.backoffDelay(this.#failures);
+    const delayMs =
+      retryAfter === undefined ? backoff : Math.max(backoff, Math.min(retryAfter, this.#source.maxBackoffMs));
     this.#restartPending = true;
+    const status = statusOf(err);
+    const denied = status === undefined ? undefined : permissionProblem(status, INFORMED[this.#def.name]);
+    if (denied && this.#denied !== status) {
+      // Said once per cache and status, at error level: retrying will not fix it until someone acts.
+      this.log.error({ cache: this.#def.name, status, retryInMs: delayMs }, denied);
+    }
+    this.#denied = denied ? status : undefined;
     this.log.warn(
       { cache: this.#def.name, err: errorText(err), failures: this.#failures, retryInMs: delayMs },
       'list/watch failed; keeping the cache as it is and restarting',
@@ -780,6 +799,7 @@ class Reflector {
     const list = await listResource(this.#source, this.#def, !this.#listedOnce, await this.#source.httpTarget());
     this.#listedOnce = true;
     this.#failures = 0;
+    this.#denied = undefined;
     return list;
   }
 }
@@ -797,7 +817,7 @@ async function listResource(
   // The first list may come from the API server's watch cache; later ones (after a 410) read through.
   if (first) query['resourceVersion'] = '0';
   const res = await getJson(target, def.path, query, source.stopSignal, source.requestTimeoutMs, onSent);
-  if (res.status !== 200) throw new ApiError(`list ${def.path}`, res.status, res.body);
+  if (res.status !== 200) throw new ApiError(`list ${def.path}`, res.status, res.body, res.retryAfterMs);
   const body = res.body;
   if (!isRecord(body) || !Array.isArray(body['items'])) throw new Error(`list ${def.path}: the answer is not a list`);
   const meta = isRecord(body['metadata']) ? body['metadata'] : {};
@@ -908,11 +928,41 @@ function guardedWatchClass(WatchBase: typeof Watch): GuardedWatchClass {
 
 class ApiError extends Error {
   readonly statusCode: number;
-  constructor(what: string, statusCode: number, body: unknown) {
+  /** The answer's Retry-After (429, 503), in ms. */
+  readonly retryAfterMs: number | undefined;
+  constructor(what: string, statusCode: number, body: unknown, retryAfterMs?: number) {
     const message = isRecord(body) && typeof body['message'] === 'string' ? `: ${safeText(body['message'])}` : '';
     super(`${what}: HTTP ${statusCode}${message}`);
     this.statusCode = statusCode;
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** Retry-After in seconds (the API server never sends the HTTP-date form), as ms; at most an hour. */
+function retryAfterOf(header: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(header) ? header[0] : header;
+  if (text === undefined || !/^\d{1,6}$/.test(text.trim())) return undefined;
+  return Math.min(3_600_000, Number(text.trim()) * 1000);
+}
+
+/** The HTTP status of a failed list or watch (ours, or client-node's Watch error's `statusCode`). */
+function statusOf(err: unknown): number | undefined {
+  if (err instanceof ApiError) return err.statusCode;
+  const code = isRecord(err) ? err['statusCode'] : undefined;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/**
+ * The log line for 401 and 403: which credentials or which RBAC grant is missing, in words an
+ * operator can act on (deploy/clusterrole.yaml grants exactly API_ACCESS).
+ */
+export function permissionProblem(status: number, r: ApiResource): string | undefined {
+  const what = `${r.resource}${r.group === '' ? '' : `.${r.group}`}`;
+  if (status === 401)
+    return `unauthorized (HTTP 401): the API server does not accept kproxy's credentials while listing/watching ${what}; check the kubeconfig's token or certificate, or the service account token`;
+  if (status === 403)
+    return `forbidden (HTTP 403): kproxy may not list/watch ${what}; its identity needs RBAC verbs [list, watch] on resource "${r.resource}" in API group "${r.group}"${r.group === '' ? ' (core)' : ''} for all namespaces (deploy/clusterrole.yaml grants exactly what kproxy uses)`;
+  return undefined;
 }
 
 /** Where a GET goes and how it authenticates: client-node's KubeConfig, or the bootstrap endpoint. */
@@ -954,7 +1004,7 @@ async function getJson(
   signal: AbortSignal,
   timeoutMs: number,
   onSent?: () => void,
-): Promise<{ status: number; body: unknown }> {
+): Promise<{ status: number; body: unknown; retryAfterMs?: number }> {
   const url = new URL(target.server.replace(/\/+$/, '') + path);
   for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   const opts: RequestOptions = { method: 'GET', headers: { Accept: 'application/json' } };
@@ -976,7 +1026,8 @@ async function getJson(
             return;
           }
         }
-        resolve({ status: res.statusCode ?? 0, body });
+        const retryAfterMs = retryAfterOf(res.headers['retry-after']);
+        resolve({ status: res.statusCode ?? 0, body, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) });
       });
     });
     req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));

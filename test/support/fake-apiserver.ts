@@ -72,6 +72,8 @@ const DISCOVERY_EXTRAS: Readonly<Record<string, readonly { name: string; kind: s
 };
 
 export interface RecordedRequest {
+  /** Epoch ms of arrival. */
+  readonly at: number;
   readonly method: string;
   readonly path: string;
   readonly query: Readonly<Record<string, string>>;
@@ -108,6 +110,7 @@ interface Failure {
   readonly path: string;
   readonly status: number;
   readonly which: 'any' | 'list' | 'watch';
+  readonly retryAfterSeconds: number | undefined;
   remaining: number;
 }
 
@@ -116,6 +119,8 @@ export interface FakeApiServerOptions {
   readonly historyLimit?: number;
   /** BOOKMARK period for watches that asked for them; 0 disables. Default 500 ms. */
   readonly bookmarkIntervalMs?: number;
+  /** Require `Authorization: Bearer TOKEN` on every request (401 otherwise). */
+  readonly token?: string;
 }
 
 export class FakeApiServer {
@@ -136,6 +141,11 @@ export class FakeApiServer {
   readonly #failures: Failure[] = [];
   readonly #bookmarkTimer: NodeJS.Timeout | undefined;
   #rv = 1;
+  readonly #token: string | undefined;
+  /** Every request answered with this status (an outage of the API server behind a load balancer). */
+  #outage: { status: number; retryAfterSeconds: number | undefined } | undefined;
+  /** Not listening (connections refused) since `down()`. */
+  #down = false;
   /** A watch from a resourceVersion below this gets 410 Gone. */
   #expiredBelow = 0;
   #latencyMs = 0;
@@ -146,6 +156,7 @@ export class FakeApiServer {
     this.port = port;
     this.url = `http://127.0.0.1:${port}`;
     this.#historyLimit = options.historyLimit ?? 1000;
+    this.#token = options.token;
     const every = options.bookmarkIntervalMs ?? 500;
     if (every > 0) {
       this.#bookmarkTimer = setInterval(() => this.#sendBookmarks(), every);
@@ -279,8 +290,50 @@ export class FakeApiServer {
    * Answer the next `count` requests for exactly `path` (no query) with `status` and a Status body.
    * `which` limits it to lists (and GETs) or to watches.
    */
-  failNext(path: string, status: number, count = 1, which: 'any' | 'list' | 'watch' = 'any'): void {
-    this.#failures.push({ path, status, which, remaining: count });
+  failNext(
+    path: string,
+    status: number,
+    count = 1,
+    which: 'any' | 'list' | 'watch' = 'any',
+    opts: { retryAfterSeconds?: number } = {},
+  ): void {
+    this.#failures.push({ path, status, which, remaining: count, retryAfterSeconds: opts.retryAfterSeconds });
+  }
+
+  /**
+   * An outage: every request is answered `status` (with Retry-After when given) and every open watch
+   * is dropped, until `endOutage()`. Requests are still recorded (to measure a client's backoff).
+   */
+  startOutage(status = 503, retryAfterSeconds?: number): void {
+    this.#outage = { status, retryAfterSeconds };
+    this.dropWatches();
+  }
+
+  endOutage(): void {
+    this.#outage = undefined;
+  }
+
+  /** Stops listening (new connections are refused) and drops every connection, until `up()`. */
+  async down(): Promise<void> {
+    if (this.#down) return;
+    this.#down = true;
+    this.dropWatches();
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeAllConnections();
+    await closed;
+  }
+
+  /** Listens again, on the same port. */
+  async up(): Promise<void> {
+    if (!this.#down) return;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#down = false;
   }
 
   /**
@@ -304,6 +357,7 @@ export class FakeApiServer {
 
   async close(): Promise<void> {
     if (this.#bookmarkTimer) clearInterval(this.#bookmarkTimer);
+    if (this.#down) return;
     this.dropWatches();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -372,11 +426,25 @@ export class FakeApiServer {
     const query = Object.fromEntries(url.searchParams);
     const watch = query['watch'] === 'true' || query['watch'] === '1';
     const method = req.method ?? 'GET';
-    this.requests.push({ method, path, query, watch });
+    this.requests.push({ at: Date.now(), method, path, query, watch });
 
     if (this.#latencyMs > 0) {
       await new Promise((resolve) => setTimeout(resolve, this.#latencyMs));
       if (res.destroyed) return;
+    }
+
+    if (this.#token !== undefined && req.headers.authorization !== `Bearer ${this.#token}`) {
+      return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
+    }
+    if (this.#outage) {
+      const { status, retryAfterSeconds } = this.#outage;
+      return sendStatus(
+        res,
+        status,
+        reasonFor(status),
+        'the server is currently unable to handle the request',
+        retryAfterSeconds,
+      );
     }
 
     const failure = this.#failures.find(
@@ -384,7 +452,13 @@ export class FakeApiServer {
     );
     if (failure) {
       failure.remaining -= 1;
-      sendStatus(res, failure.status, reasonFor(failure.status), `injected failure for ${path}`);
+      sendStatus(
+        res,
+        failure.status,
+        reasonFor(failure.status),
+        `injected failure for ${path}`,
+        failure.retryAfterSeconds,
+      );
       return;
     }
 
@@ -585,11 +659,11 @@ export class FakeApiServer {
 }
 
 /** A KubeConfig for the fake: plain HTTP, no credentials (client-node requires skipTLSVerify for http://). */
-export function kubeconfigFor(server: { readonly url: string }): KubeConfig {
+export function kubeconfigFor(server: { readonly url: string }, token?: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromOptions({
     clusters: [{ name: 'fake', server: server.url, skipTLSVerify: true }],
-    users: [{ name: 'fake' }],
+    users: [{ name: 'fake', ...(token !== undefined ? { token } : {}) }],
     contexts: [{ name: 'fake', cluster: 'fake', user: 'fake' }],
     currentContext: 'fake',
   });
@@ -597,7 +671,7 @@ export function kubeconfigFor(server: { readonly url: string }): KubeConfig {
 }
 
 /** The same as a kubeconfig file's text (for `--kubeconfig FILE`). */
-export function kubeconfigYaml(server: { readonly url: string }): string {
+export function kubeconfigYaml(server: { readonly url: string }, token?: string): string {
   return [
     'apiVersion: v1',
     'kind: Config',
@@ -608,7 +682,7 @@ export function kubeconfigYaml(server: { readonly url: string }): string {
     '    insecure-skip-tls-verify: true',
     'users:',
     '- name: fake',
-    '  user: {}',
+    ...(token !== undefined ? ['  user:', `    token: ${token}`] : ['  user: {}']),
     'contexts:',
     '- name: fake',
     '  context:',
@@ -641,9 +715,9 @@ function writeEvent(res: ServerResponse, type: string, object: unknown): void {
   res.write(`${JSON.stringify({ type, object })}\n`);
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }
 
@@ -662,8 +736,21 @@ function reasonFor(status: number): string {
   return reasons[status] ?? 'Unknown';
 }
 
-function sendStatus(res: ServerResponse, code: number, reason: string, message: string): void {
-  sendJson(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+function sendStatus(
+  res: ServerResponse,
+  code: number,
+  reason: string,
+  message: string,
+  retryAfterSeconds?: number,
+): void {
+  const headers: Record<string, string> =
+    retryAfterSeconds !== undefined ? { 'Retry-After': String(retryAfterSeconds) } : {};
+  sendJson(
+    res,
+    code,
+    { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code },
+    headers,
+  );
 }
 
 async function readBody(req: IncomingMessage, limit: number): Promise<string> {
