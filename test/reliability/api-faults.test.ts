@@ -134,7 +134,7 @@ describe(`API server faults (${MODES.join(' and ')} modes at once)`, () => {
             const v = await view(s);
             s.samples++;
             if (JSON.stringify(v[STABLE]) !== want(s, 'a')) s.bad.push(`stable: ${JSON.stringify(v[STABLE])}`);
-            if (!v[MOVING] || v[MOVING].length !== 1) s.bad.push(`moving: ${JSON.stringify(v[MOVING])}`);
+            if (v[MOVING]?.length !== 1) s.bad.push(`moving: ${JSON.stringify(v[MOVING])}`);
             await sleep(200);
           }
         }),

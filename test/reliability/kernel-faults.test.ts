@@ -248,14 +248,13 @@ describe.each(MODES)('kernel tool faults (%s mode)', (mode) => {
         mode,
         load: `50 new TCP conn/s to a ClusterIP during the faults; one pending change per fault`,
         faults: `the mode's tool missing, refusing the transaction, hanging (killed after ${TOOL_TIMEOUT_MS} ms), slow (400 ms per run); syncPeriod ${SYNC_PERIOD_MS} ms`,
-        result:
-          rows
-            .map((r) =>
-              r['fault'] === 'slow'
-                ? `slow: change in ${r['changeInKernelMs']} ms, 0 failures`
-                : `${r['fault']}: 503 after ${r['unhealthyAfterMs']} ms, ${r['attempts']} tries → ${r['errorLines']} error line(s), old rules kept, recovered in ${r['changeInKernelMs']} ms`,
-            )
-            .join('; ') + `; ${recs.length} connections, ${failed.length} failed`,
+        result: `${rows
+          .map((r) =>
+            r['fault'] === 'slow'
+              ? `slow: change in ${r['changeInKernelMs']} ms, 0 failures`
+              : `${r['fault']}: 503 after ${r['unhealthyAfterMs']} ms, ${r['attempts']} tries → ${r['errorLines']} error line(s), old rules kept, recovered in ${r['changeInKernelMs']} ms`,
+          )
+          .join('; ')}; ${recs.length} connections, ${failed.length} failed`,
         pass: failed.length === 0 && faultsOk,
         data: { rows, connections: recs.length, failed: failed.length },
       });
