@@ -13,7 +13,7 @@ import type { NodeState } from '../../src/model/node-state.ts';
 import { familyStateOf } from '../../src/proxy/backend.ts';
 import { createLogger } from '../../src/util/log.ts';
 import { withNetns } from '../support/netns.ts';
-import { sampleStateV4, STATE_CHANGES } from '../support/states.ts';
+import { bareState, sampleStateV4, STATE_CHANGES } from '../support/states.ts';
 
 const log = createLogger(0, { write: () => true } as never);
 
@@ -87,6 +87,23 @@ for (const flavor of ['nft', 'legacy'] as const) {
         });
       });
     }
+
+    it('a partial sync writes nothing in a family where nothing that changed has ports', async () => {
+      await withNetns(async (ns) => {
+        const v6 = familyStateOf(bareState([], 'ipv6'));
+        const b = backend(flavor, inNetns(ns));
+        await b.sync({ families: [familyStateOf(base), v6], full: true, changed: new Set() });
+        const next = STATE_CHANGES['endpoints changed']!(base);
+        const report = await b.sync({
+          families: [familyStateOf(next), v6],
+          full: false,
+          changed: changedServices(base, next),
+        });
+        expect(report.kind).toBe('partial');
+        expect((report.detail?.['chainsWritten'] as number[])[0]).toBeGreaterThan(0);
+        expect((report.detail?.['chainsWritten'] as number[])[1]).toBe(0);
+      });
+    });
 
     it('a restarted kproxy adopts the rules: its first (full) sync writes nothing', async () => {
       await withNetns(async (ns) => {

@@ -37,6 +37,19 @@ describe('parseManifestText', () => {
     expect(objects).toEqual([{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'né' } }]);
   });
 
+  it('a .json file is read with the JSON parser: a List flattened, a duplicate key keeps its last value, errors named', () => {
+    const list = '{"kind": "List", "items": [{"kind": "Node", "metadata": {"name": "a", "name": "b"}}]}';
+    expect(parseManifestText(list, 'c.json')).toEqual({
+      objects: [{ kind: 'Node', metadata: { name: 'b' } }],
+      problems: [],
+    });
+    const bad = parseManifestText('{"kind": "List", "items": [}', 'bad.json');
+    expect(bad.objects).toEqual([]);
+    expect(bad.problems[0]?.message).toMatch(/^cannot parse: .*JSON/);
+    const deep = parseManifestText(`${'['.repeat(200)}${']'.repeat(200)}`, 'deep.json');
+    expect(deep.problems[0]?.message).toMatch(/nested deeper than/);
+  });
+
   it('flattens List and *List items', () => {
     const text = [
       'apiVersion: v1',

@@ -31,6 +31,8 @@ import { renderServicePort } from './render/service-port.ts';
 import { restoreText } from './render/restore.ts';
 import type { IptablesContext, PortRules } from './render/types.ts';
 
+const NOTHING: SyncPlan = { text: '', changes: 0, chainsWritten: 0, chainsDeleted: 0, jumpsAdded: 0, jumpsDeleted: 0 };
+
 /** What kproxy committed for a family, kept so a partial sync writes only what changed. */
 interface Committed {
   readonly contextKey: string;
@@ -75,6 +77,10 @@ export class IptablesProxyBackend implements ProxyBackend {
         const plan = planSync(ruleset, observed, 'all-differing');
         if (was?.contextKey === contextKey && request.changed.size === 0 && plan.changes > 0) drift = true;
         plans.push({ family: fam, plan, next: { contextKey, context, services } });
+      } else if (![...request.changed].some((key) => was.services.has(key) || family.services.has(key))) {
+        // Nothing that changed has ports in this family (a single-stack Service): no restore for it.
+        problems.push(...conflictProblems(allPorts(was.services), serviceNames(family)));
+        plans.push({ family: fam, plan: NOTHING, next: was });
       } else {
         const services = new Map(was.services);
         const chains = new Set<string>();
