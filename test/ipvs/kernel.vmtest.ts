@@ -7,18 +7,24 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IpvsProxyBackend, type IpvsBackendOptions } from '../../src/backends/ipvs/backend.ts';
 import { loadProxyConfig } from '../../src/config/load.ts';
+import { startDaemon } from '../../src/daemon/daemon.ts';
+import { logEventRecorder } from '../../src/daemon/events.ts';
 import type { ProxyConfig } from '../../src/config/proxy-config.ts';
 import { KernelToolError } from '../../src/kernel/errors.ts';
 import { execProgram } from '../../src/kernel/exec.ts';
 import { familyStateOf, type FamilyState } from '../../src/proxy/backend.ts';
 import { nodeStates } from '../../src/proxy/desired.ts';
 import { parseManifestText } from '../../src/source/manifests.ts';
+import { manifestSource } from '../../src/source/manifest-source.ts';
 import { buildSnapshot } from '../../src/source/normalize.ts';
 import { createLogger } from '../../src/util/log.ts';
 
@@ -489,5 +495,55 @@ describe('ipvs: in a real IPVS kernel', () => {
     expect(save).toContain('-A -t 10.96.9.200:80 -s rr');
     expect(await sh('nft', 'list', 'set', 'ip', 'kproxy-ipvs', 'virtual-servers')).not.toContain('10.96.9.200');
     await cleanKernel();
+  });
+  it('the daemon (kproxy run) in IPVS mode: follows a watched manifest directory, serves /proxyMode and its metrics', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kproxy-ipvs-daemon-'));
+    const write = (...services: Svc[]) =>
+      writeFileSync(
+        join(dir, 'cluster.json'),
+        JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects(...services) }),
+      );
+    // The batch runs before kube-ipvs0 gets the addresses: wait for both.
+    const until = async (what: string, check: (save: string) => boolean) => {
+      const deadline = Date.now() + 60_000;
+      while (!check(await ipvsSave()) || !(await dummyAddresses())?.includes(WEB.ip)) {
+        if (Date.now() > deadline) throw new Error(`the daemon did not ${what}: ${await ipvsSave()}`);
+        await new Promise((res) => setTimeout(res, 500));
+      }
+    };
+    write(WEB);
+    const { config } = desired(['--ipvs-min-sync-period=100ms', '--ipvs-sync-period=5s']);
+    const daemon = await startDaemon({
+      config: { ...config, healthzBindAddress: '127.0.0.1:0', metricsBindAddress: '127.0.0.1:0' },
+      source: manifestSource({ dir, nodeName: NODE, log: quiet, pollMs: 500 }),
+      events: logEventRecorder(quiet),
+      log: quiet,
+    });
+    try {
+      await until(
+        'program WEB',
+        (s) => s.includes('-r 10.244.9.11:8080 -m -w 1') && s.includes('-r 10.244.9.12:8080 -m -w 1'),
+      );
+      expect(await tally(WEB.ip, 4)).toEqual({ p1: 2, p2: 2 });
+      write({ ...WEB, pods: ['p2'] }, DNS);
+      // p1 drains (its closed connections linger in TIME_WAIT) or is already gone.
+      await until(
+        'follow the change',
+        (s) =>
+          (s.includes('-r 10.244.9.11:8080 -m -w 0') || !s.includes('10.244.9.11:8080')) && s.includes('10.96.9.53:53'),
+      );
+      while (!(await dummyAddresses())?.includes(DNS.ip)) await new Promise((res) => setTimeout(res, 500));
+      expect(await udpAsk(DNS.ip)).toBe('p1');
+      const base = daemon.metricsServer?.url ?? '';
+      expect(await (await fetch(`${base}/proxyMode`)).text()).toBe('ipvs');
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_iptables_restore_failures_total 0$/m);
+      expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_duration_seconds_count [1-9]/m);
+      expect((await fetch(`${daemon.healthz?.url ?? ''}/livez`)).status).toBe(200);
+    } finally {
+      await daemon.stop();
+      rmSync(dir, { recursive: true, force: true });
+      await cleanKernel();
+    }
   });
 });

@@ -155,6 +155,15 @@ describe('renderIpvs', () => {
     ]);
   });
 
+  it('an address on several interfaces (a pod gateway on every veth) is one NodePort virtual server, no conflict', () => {
+    const r = render(
+      { services: [service('web', LB)], slices: [slice('web', [remote('10.244.1.2')])] },
+      { localAddresses: ['10.244.0.1', '10.244.0.1', '192.0.2.1'] },
+    );
+    expect([...r.virtualServers.keys()]).toEqual(['TCP/10.96.0.10:80', 'TCP/10.244.0.1:30080', 'TCP/192.0.2.1:30080']);
+    expect(r.problems).toEqual([]);
+  });
+
   it('a frontend two Services claim goes to the first by key; the other is reported', () => {
     const r = render({
       services: [

@@ -248,10 +248,13 @@ export class IpvsProxyBackend implements ProxyBackend {
       priorMarks.set(fam, o.priorMarks);
     }
     const facts: KernelFacts = {
-      localAddresses: (fam) =>
-        observed.addresses
-          .filter((a) => a.family === fam && a.ifname !== DUMMY_INTERFACE && a.scope !== 'host' && a.scope !== 'link')
-          .map((a) => a.ip),
+      localAddresses: (fam) => [
+        ...new Set(
+          observed.addresses
+            .filter((a) => a.family === fam && a.ifname !== DUMMY_INTERFACE && a.scope !== 'host' && a.scope !== 'link')
+            .map((a) => a.ip),
+        ),
+      ],
       availableSchedulers: available,
       priorMarks: (fam) => priorMarks.get(fam) ?? new Map(),
       takenMarks: (fam) =>

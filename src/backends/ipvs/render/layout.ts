@@ -103,6 +103,7 @@ export function renderIpvs(state: NodeState, ctx: IpvsRenderContext): IpvsFamily
     for (const fe of frontends) {
       const k = keyText(fe.dvs.vs.key);
       const owner = owners.get(k);
+      if (owner === sp.key) continue;
       if (owner !== undefined) {
         problems.push({
           kind: 'Service',
@@ -166,8 +167,10 @@ export function externalFrontendTexts(
 /** The local addresses NodePorts answer on: all of them, or those in nodePortAddresses. */
 export function nodePortAddressesOf(state: NodeState, localAddresses: readonly string[]): string[] {
   const d = state.nodePortDestinations;
-  if (d.kind === 'allLocal') return [...localAddresses];
-  return localAddresses.filter((a) => d.cidrs.some((c) => cidrContains(c, { family: state.family, text: a })));
+  // An address may sit on several interfaces (a pod gateway on every pod's veth): one virtual server.
+  const unique = [...new Set(localAddresses)];
+  if (d.kind === 'allLocal') return unique;
+  return unique.filter((a) => d.cidrs.some((c) => cidrContains(c, { family: state.family, text: a })));
 }
 
 function schedulerOf(sp: ServicePortState, ctx: IpvsRenderContext, problems: Problem[]): IpvsScheduler {
