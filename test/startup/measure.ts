@@ -18,7 +18,7 @@
  *    changes, over --quiet-seconds (the light consistency check runs every syncPeriod, 30 s).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,6 +189,7 @@ function startKproxy(kubeconfig: string, mode: string): Child {
       '--metrics-bind-address',
       '127.0.0.1:10249',
       ...(process.env['KP_MEASURE_DEBUG'] ? ['-v', '5'] : []),
+      ...(process.env['KP_MEASURE_FLAGS']?.split(' ').filter(Boolean) ?? []),
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -231,11 +232,30 @@ function kernelHas(mode: string, needle: string): boolean {
   return r.status === 0 && r.stdout.includes(needle);
 }
 
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime, stime, cutime, cstime of a process, in clock ticks (fields 14-17 of /proc/PID/stat). */
+function cpuFields(path: string): number[] {
+  const stat = readFileSync(path, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime, stime, cutime, cstime (fields 14-17; index 11-14 after the command).
-  return [11, 12, 13, 14].reduce((n, i) => n + Number(fields[i]), 0);
+  return [11, 12, 13, 14].map((i) => Number(fields[i]));
+}
+
+function cpuTicks(pid: number): number {
+  return cpuFields(`/proc/${pid}/stat`).reduce((a, b) => a + b, 0);
+}
+
+/** Per thread (name → utime + stime) of a process. */
+function threadTicks(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const [u = 0, s = 0] = cpuFields(`/proc/${pid}/task/${tid}/stat`);
+      out.set(`${name}/${tid}`, u + s);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 }
 
 async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
@@ -288,6 +308,20 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
   if (process.env['KP_MEASURE_DEBUG'])
     for (const l of child.lines.slice(0, 30))
       console.log(Math.round(l.at - child.spawnedAt), JSON.stringify(l.line).slice(0, 200));
+  if (process.env['KP_MEASURE_DEBUG']) {
+    for (const argv of [
+      ['nft', '-j', 'list', 'tables', 'ip'],
+      ['nft', '-j', 'list', 'chains', 'ip'],
+      ['nft', '-j', 'list', 'maps', 'ip'],
+      ['conntrack', '-L', '-f', 'ipv4', '-p', 'udp'],
+    ]) {
+      const r = spawnSync('/usr/bin/time', ['-f', '%e s wall, %U s user, %S s sys', ...argv], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 30,
+      });
+      console.log(argv.join(' '), '→', r.stderr.trim().split('\n').at(-1), `${r.stdout.length} bytes`);
+    }
+  }
   await sleep(SERVICES > 1000 ? 5000 : 1500);
 
   // Restarts after kill -9, with a change made while kproxy was down.
@@ -337,11 +371,29 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
     const hz = 100;
     const t0 = now();
     const c0 = cpuTicks(child.pid);
+    const f0 = cpuFields(`/proc/${child.pid}/stat`);
+    const th0 = threadTicks(child.pid);
     await sleep(QUIET_S * 1000);
     const c1 = cpuTicks(child.pid);
+    const f1 = cpuFields(`/proc/${child.pid}/stat`);
+    const th1 = threadTicks(child.pid);
+    if (process.env['KP_MEASURE_DEBUG']) {
+      console.log('utime, stime, cutime, cstime ticks:', f1.map((v, i) => v - (f0[i] ?? 0)).join(', '));
+      const busiest = [...th1].map(([k, v]) => [k, v - (th0.get(k) ?? 0)] as const).sort((a, b) => b[1] - a[1]);
+      console.log(
+        'busiest threads (ticks):',
+        busiest
+          .slice(0, 6)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', '),
+      );
+    }
     const seconds = (now() - t0) / 1000;
     const checks = child.lines.filter((l) => l.at > t0 && l.line['kind'] === 'none').length;
     const fulls = child.lines.filter((l) => l.at > t0 && l.line['kind'] === 'full').length;
+    if (process.env['KP_MEASURE_DEBUG'])
+      for (const l of child.lines.filter((x) => x.at > t0 && Number(x.line['level']) >= 30))
+        console.log(Math.round(l.at - t0), JSON.stringify(l.line).slice(0, 200));
     console.log(
       `${mode}: quiet for ${seconds.toFixed(0)} s: ${(((c1 - c0) / hz / seconds) * 100).toFixed(2)}% of a core (daemon + its nft/iptables processes), ${checks} periodic ticks, ${fulls} full syncs`,
     );
