@@ -86,6 +86,8 @@ export class Proxier {
   /** This Node or the ServiceCIDRs changed: every family's context must be recomputed. */
   private contextPending = false;
   private fullPending = true;
+  /** The first full sync of this process has listed conntrack before its commit. */
+  private listedAtStart = false;
   private nextFullAt = 0;
   private readonly fullSyncPeriodMs: number;
   private problems = '';
@@ -192,9 +194,13 @@ export class Proxier {
     // can go out the moment the commit returns.
     const listedAt = performance.now();
     const states = requests.map((fs) => lazy(() => nodeStateOf(fs)));
-    // Only for a partial sync: full ones (start, failure, drift) list after the commit, as a retry
-    // loop of failing syncs must not pile listings up.
-    const planned = !full && datagramTouched ? this.planConntrack(requests, states) : undefined;
+    // Only for a partial sync: full ones (failure, drift) list after the commit, as a retry loop of
+    // failing syncs must not pile listings up. Except a new process's first full sync (once): after
+    // a restart the kernel may hold UDP flows to endpoints that went away while no kproxy ran, and
+    // listing after the commit leaves them black-holed for the listing's time (issue 10, item 6).
+    const restart = full && !this.listedAtStart;
+    if (restart) this.listedAtStart = true;
+    const planned = (!full && datagramTouched) || restart ? this.planConntrack(requests, states) : undefined;
     // What an endpoint swap makes stale is known before the commit: those filters run the moment it returns.
     const predicted = !full && datagramTouched ? this.predictConntrack(requests, states, changed) : [];
     let report: Awaited<ReturnType<ProxyBackend['sync']>>;

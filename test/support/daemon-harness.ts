@@ -310,6 +310,8 @@ export interface InProcessOptions {
   readonly kubeConfig?: KubeConfig;
   /** Log level captured; default debug. */
   readonly logLevel?: string;
+  /** Delete stale conntrack entries through persistent helpers in the node namespace, as `kproxy run` does. */
+  readonly conntrackHelpers?: boolean;
 }
 
 /** The same assembly as `kproxy run` (api source, API event recorder), with the kernel in the node namespace. */
@@ -326,6 +328,7 @@ export async function startInProcess(o: InProcessOptions): Promise<InProcessDaem
     log,
     exec: o.wrapExec ? o.wrapExec(inner) : inner,
     serviceHealthAddresses: ['127.0.0.1'],
+    ...(o.conntrackHelpers ? { conntrackHelperPrefix: ['ip', 'netns', 'exec', o.topo.node.ns] } : {}),
   });
   const healthzUrl = daemon.healthz?.url ?? '';
   const metricsUrl = daemon.metricsServer?.url ?? '';

@@ -1,7 +1,7 @@
 /**
  * What the kernel of the node namespace sends each IPv4 frontend to, read the way a packet would
- * go, per mode: frontend (`CLUSTERIP:PORT`, or `nodeport:PORT`) → the DNAT destinations reachable
- * from it. The tests compare this with the endpoints the API server holds.
+ * go, per mode: frontend (`CLUSTERIP:PORT`, or `nodeport:PORT`; `/udp` or `/sctp` appended for
+ * those protocols) → the DNAT destinations reachable from it. The tests compare this with the endpoints the API server holds.
  *
  * nftables (`nft -j`): the `service-ips` / `service-nodeports` map elements and each chain's
  * `dnat` statements, jumps and gotos followed. iptables: KUBE-SERVICES' `-d IP/32 … --dport P -j KUBE-SVC-…` and
@@ -73,12 +73,12 @@ export function parseNftJson(text: string): KernelView {
   for (const [key, value] of maps.get('service-ips') ?? []) {
     const [addr, proto, port] = ((key as Json)['concat'] as unknown[]) ?? [];
     const t = target(value);
-    if (proto === 'tcp' && t) view.set(`${String(addr)}:${String(port)}`, reach(t));
+    if (t) view.set(`${String(addr)}:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`, reach(t));
   }
   for (const [key, value] of maps.get('service-nodeports') ?? []) {
     const [proto, port] = ((key as Json)['concat'] as unknown[]) ?? [];
     const t = target(value);
-    if (proto === 'tcp' && t) view.set(`nodeport:${String(port)}`, reach(t));
+    if (t) view.set(`nodeport:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`, reach(t));
   }
   return view;
 }
@@ -106,12 +106,14 @@ export function parseIptables(text: string): KernelView {
   };
   const view: KernelView = new Map();
   for (const r of rules.get('KUBE-SERVICES') ?? []) {
-    const m = /-d (\d+\.\d+\.\d+\.\d+)\/32 -p tcp .*--dport (\d+) -j (KUBE-SVC-\S+|KUBE-SVL-\S+|KUBE-EXT-\S+)/.exec(r);
-    if (m) view.set(`${m[1]}:${m[2]}`, reach(m[3] as string));
+    const m = /-d (\d+\.\d+\.\d+\.\d+)\/32 -p (\w+) .*--dport (\d+) -j (KUBE-SVC-\S+|KUBE-SVL-\S+|KUBE-EXT-\S+)/.exec(
+      r,
+    );
+    if (m) view.set(`${m[1]}:${m[3]}${m[2] === 'tcp' ? '' : `/${m[2]}`}`, reach(m[4] as string));
   }
   for (const r of rules.get('KUBE-NODEPORTS') ?? []) {
-    const m = /-p tcp .*--dport (\d+) -j (KUBE-EXT-\S+|KUBE-SVC-\S+)/.exec(r);
-    if (m) view.set(`nodeport:${m[1]}`, reach(m[2] as string));
+    const m = /-p (\w+) .*--dport (\d+) -j (KUBE-EXT-\S+|KUBE-SVC-\S+)/.exec(r);
+    if (m) view.set(`nodeport:${m[2]}${m[1] === 'tcp' ? '' : `/${m[1]}`}`, reach(m[3] as string));
   }
   return view;
 }
