@@ -29,3 +29,8 @@ test: deps typecheck lint
 
 bench: deps
 	@npm run --silent bench
+
+# The IPVS VM (scripts/ipvs-vm/README.md): install QEMU, fetch the Debian kernel, build the initramfs.
+.PHONY: ipvs-vm-setup
+ipvs-vm-setup:
+	@scripts/ipvs-vm/run.sh --setup
