@@ -375,6 +375,14 @@ describe('DaemonSet', () => {
   });
 });
 
+describe('defaults', () => {
+  it('metrics (and /rules) listen on loopback unless asked otherwise, as upstream', () => {
+    const loaded = loadProxyConfig({ argv: [], hostname: 'node-a', readFile: () => '' });
+    expect(loaded.config.metricsBindAddress).toBe('127.0.0.1:10249');
+    expect(loadAsDaemon().loaded.config.metricsBindAddress).toBe('127.0.0.1:10249');
+  });
+});
+
 describe('ConfigMap', () => {
   it('config.conf loads cleanly with the upstream defaults deploy/ promises', () => {
     const text = configMap.data['config.conf'];
