@@ -121,7 +121,7 @@ describe(`API server faults (${MODES.join(' and ')} modes at once)`, () => {
           flags: [`--proxy-mode=${s.mode}`],
         });
       });
-      await sleep(3000);
+      await sleep(1500);
       for (const s of sides) expect(await view(s), `${s.mode}: nothing programmed without the API server`).toEqual({});
       await all((s) => s.server.up());
       phases['downAtStart'] = { firstRulesAfterUpMs: await converged('rules once the server is up', 40_000) };

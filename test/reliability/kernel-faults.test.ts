@@ -161,7 +161,7 @@ describe.each(MODES)('kernel tool faults (%s mode)', (mode) => {
         );
         const unhealthyAfter = Date.now() - changedAt;
         // Let the fault last a little longer: retries must not add log lines.
-        await sleep(1500);
+        await sleep(800);
         if ((await view()) !== before) stable = false;
         const errorLines = d.lines.slice(fromLine).filter((l: LogLine) => l.level >= 50);
         const warnings = d.lines.slice(fromLine).filter((l: LogLine) => l.level === 40);

@@ -2,7 +2,7 @@
  * Issue 10, item 7 — a long run. The daemon (a child process, so its own RSS, file descriptors and
  * children can be read from /proc) programs a real node namespace for 1,000 Services while the fake
  * API server sends EndpointSlice changes as fast as the daemon takes them (pods turning ready and
- * not ready, being replaced): 20,000 events in `make test`, 1,000,000 (a compressed day of churn)
+ * not ready, being replaced): 12,000 events in `make test`, 1,000,000 (a compressed day of churn)
  * under `npm run reliability -- --long`. Sampled every second: RSS, open sockets, child processes
  * and pending timers (the daemon's own `nodejs_active_resources{type="Timeout"}` metric). After a
  * warm-up (the first quarter of the events) RSS may not grow by more than 10% (judged on the long
@@ -30,7 +30,7 @@ import { sliceOf, type Condition } from './support/cluster.ts';
 import { LONG, MODES, report } from './support/env.ts';
 
 const SERVICES = 1000;
-const EVENTS = LONG ? 1_000_000 : 20_000;
+const EVENTS = LONG ? 1_000_000 : 12_000;
 const BATCH = 200;
 
 let topo: Topology;

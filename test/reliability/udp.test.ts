@@ -133,7 +133,7 @@ describe.each(MODES)('UDP across changes (%s mode)', (mode: ProxyMode) => {
       await stopServing('a');
       server.update('EndpointSlice', slice(['b']));
       let rulesAt = from + (await rulesFor(['b'], from));
-      await sleep(1500);
+      await sleep(1000);
       judge('endpoint replaced', from, rulesAt, Date.now(), client.records);
 
       // 2. Scaled to zero (b gone), then back (a starts again).
@@ -146,7 +146,7 @@ describe.each(MODES)('UDP across changes (%s mode)', (mode: ProxyMode) => {
       await serve('a');
       server.update('EndpointSlice', slice(['a']));
       rulesAt = back + (await rulesFor(['a'], back));
-      await sleep(1500);
+      await sleep(1000);
       judge('scaled to zero and back', back, rulesAt, Date.now(), client.records);
 
       // 3. kproxy restart: stopped (rules stay), the endpoint replaced meanwhile, a new daemon.
@@ -158,7 +158,7 @@ describe.each(MODES)('UDP across changes (%s mode)', (mode: ProxyMode) => {
       await sleep(500);
       d = await daemon();
       rulesAt = from + (await rulesFor(['b'], from));
-      await sleep(1500);
+      await sleep(1000);
       judge('kproxy restart', from, rulesAt, Date.now(), client.records);
 
       const recs = await client.stop();
