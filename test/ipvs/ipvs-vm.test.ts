@@ -7,7 +7,7 @@
  * `-t ipvs`). When the VM cannot start (no QEMU, no kernel package) this test FAILS with the
  * runner's reason: it never skips.
  *
- *   npx vitest run test/ipvs/ipvs-vm.test.ts          # ~8–12 min on 2 cores under emulation
+ *   npx vitest run test/ipvs/ipvs-vm.test.ts          # ~7–8 min on 2 cores under emulation
  *   IPVS_VM_VERBOSE=1 npx vitest run test/ipvs/ipvs-vm.test.ts   # stream the VM's output
  */
 import { existsSync, readFileSync } from 'node:fs';
