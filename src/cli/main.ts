@@ -18,7 +18,8 @@ const USAGE = `Usage: kproxy <command> [flags]
 Commands:
   sync     --manifests DIR   program this network namespace's kernel from the objects in DIR
   dump     --manifests DIR   print the rules sync would program; touches nothing. --format: nftables
-                             mode nft|json, iptables mode restore; --ip-family ipv4|ipv6: one family
+                             mode nft|json, iptables mode restore, ipvs mode ipvsadm (virtual servers,
+                             kube-ipvs0 addresses, helper rules); --ip-family ipv4|ipv6: one family
   cleanup                    remove kproxy's rules in the mode's engine (and nothing else)
   run                        the daemon: watch the API server (--kubeconfig, --master, or in-cluster)
                              or a directory (--manifests DIR) and keep the kernel in sync;
@@ -30,11 +31,13 @@ Commands:
   diff                       what differs between the kernel and the desired rules (needs root);
                              --manifests DIR --against DIR2: what changes from DIR to DIR2, and why
 
-Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|iptables,
+Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|iptables|ipvs,
   --hostname-override, --cluster-cidr, --detect-local-mode, --pod-bridge-interface,
   --pod-interface-name-prefix, --masquerade-all, --nodeport-addresses, --iptables-masquerade-bit,
   --iptables-localhost-nodeports, -v N; for run also --kubeconfig, --master, --healthz-bind-address,
-  --metrics-bind-address, --iptables-sync-period, --iptables-min-sync-period.
+  --metrics-bind-address, --iptables-sync-period, --iptables-min-sync-period; ipvs mode:
+  --ipvs-scheduler, --ipvs-sync-period, --ipvs-min-sync-period, --ipvs-exclude-cidrs, --ipvs-strict-arp,
+  --ipvs-tcp-timeout, --ipvs-tcpfin-timeout, --ipvs-udp-timeout.
   kproxy's own: --iptables-flavor auto|nft|legacy (which iptables; default: detect as upstream's image does)
 `;
 

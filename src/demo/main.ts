@@ -31,6 +31,7 @@ const DUMP_EXCERPT: Record<string, RegExp> = {
   nftables:
     /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/,
   iptables: /demo\/web/,
+  ipvs: /^-[Aa] -t (10\.96\.0\.10:80|192\.0\.2\.1:30080) |^address add 10\.96\.0\.10\/32 dev kube-ipvs0/,
 };
 const REQUESTS = 30;
 
