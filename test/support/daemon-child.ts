@@ -7,16 +7,19 @@
  * and programs the kernel of NS through `ip netns exec` (the same injection as the in-process
  * tests); health-check NodePorts listen on 127.0.0.1. Logs JSON lines on stderr. SIGTERM/SIGINT:
  * stops (rules stay) and exits 0.
+ *
+ * It starts the way `kproxy run --kubeconfig` does (src/cli/commands/run.ts, docs/adr/0007): the
+ * first lists go out through a bootstrap endpoint before the daemon's modules load, and
+ * @kubernetes/client-node is loaded only after the first sync, so a restart measured with this
+ * child costs what a restarted `kproxy run` costs. (So nothing here imports client-node, nor
+ * modules that do, at the top.)
  */
 import { hostname } from 'node:os';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { loadProxyConfig } from '../../src/config/load.ts';
-import { startDaemon } from '../../src/daemon/daemon.ts';
-import { apiEventRecorder } from '../../src/daemon/events-api.ts';
+import type { EventRecorder } from '../../src/daemon/events.ts';
 import { inNetns } from '../../src/kernel/exec.ts';
-import { apiSource } from '../../src/source/api-source.ts';
 import { createLogger } from '../../src/util/log.ts';
-import { withEphemeralPorts } from './daemon-harness.ts';
-import { kubeconfigFor } from './fake-apiserver.ts';
 
 async function main(): Promise<number> {
   const url = process.env['KPROXY_E2E_SERVER'];
@@ -34,17 +37,55 @@ async function main(): Promise<number> {
     commandFlags: ['manifests'],
   });
   // Port 0 is refused by the configuration (as upstream): ephemeral ports are set here.
-  const config = withEphemeralPorts(loaded.config);
+  const config = { ...loaded.config, healthzBindAddress: '127.0.0.1:0', metricsBindAddress: '127.0.0.1:0' };
   const log = createLogger(Math.max(config.verbosity, 2));
-  const kubeConfig = kubeconfigFor({ url });
-  const source = apiSource({ kubeConfig, nodeName: config.nodeName, log, backoff: { initialMs: 100, maxMs: 300 } });
+  const firstSync = Promise.withResolvers<void>();
+  let kubeConfig: Promise<KubeConfig> | undefined;
+  const loadKubeConfig = (): Promise<KubeConfig> =>
+    (kubeConfig ??= import('@kubernetes/client-node').then((k) => {
+      const kc = new k.KubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
+        users: [{ name: 'fake' }],
+        contexts: [{ name: 'fake', cluster: 'fake', user: 'fake' }],
+        currentContext: 'fake',
+      });
+      return kc;
+    }));
+  const { apiSource } = await import('../../src/source/api-source.ts');
+  const source = apiSource({
+    kubeConfig: loadKubeConfig,
+    bootstrap: { server: url, rejectUnauthorized: false },
+    informersAfter: firstSync.promise,
+    nodeName: config.nodeName,
+    log,
+    backoff: { initialMs: 100, maxMs: 300 },
+  });
+  let recorder: Promise<EventRecorder> | undefined;
+  const events: EventRecorder = {
+    async record(...args) {
+      await firstSync.promise;
+      recorder ??= (async () =>
+        (await import('../../src/daemon/events-api.ts')).apiEventRecorder(
+          await loadKubeConfig(),
+          config.nodeName,
+          log,
+        ))();
+      await (await recorder).record(...args);
+    },
+  };
+  const sourceStarted = source.start();
+  sourceStarted.catch(() => undefined);
+  const { startDaemon } = await import('../../src/daemon/daemon.ts');
   const daemon = await startDaemon({
     config,
     source,
-    events: apiEventRecorder(kubeConfig, config.nodeName, log),
+    sourceStarted,
+    events,
     log,
     exec: inNetns(netns),
     serviceHealthAddresses: ['127.0.0.1'],
+    onFirstSync: firstSync.resolve,
   });
   // process.on, not once: see untilSignal in src/cli/main.ts (execa's signal-exit would re-raise).
   const signal = await new Promise<string>((resolve) => {
