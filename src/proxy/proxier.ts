@@ -131,11 +131,6 @@ export class Proxier {
     return this.applied;
   }
 
-  /** True when the next sync() would do something (a change is pending or a full sync is due). */
-  hasWork(): boolean {
-    return this.fullPending || this.contextPending || this.pendingServices.size > 0 || this.now() >= this.nextFullAt;
-  }
-
   /**
    * One sync. Returns undefined while the source has not synced: an unsynced (or failed) source
    * is never read as "there are no Services". Throws when the kernel refused; the previous rules

@@ -261,7 +261,8 @@ function threadTicks(pid: number): Map<string, number> {
 async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
   // Leftovers of a previous mode in this namespace.
   spawnSync('nft', ['flush', 'ruleset']);
-  const server = await FakeApiServer.start();
+  // A real API server sends a watch bookmark about once a minute (the fake's default is 500 ms).
+  const server = await FakeApiServer.start({ bookmarkIntervalMs: 60_000 });
   const dir = mkdtempSync(join(tmpdir(), 'kpmeasure-'));
   const kubeconfig = join(dir, 'kubeconfig');
   writeFileSync(kubeconfig, kubeconfigYaml(server));
@@ -367,7 +368,8 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
   }
 
   if (QUIET_S > 0) {
-    await sleep(10_000);
+    // Settle: client-node loads and its informers start after the first sync.
+    await sleep(SERVICES > 1000 ? 30_000 : 10_000);
     const hz = 100;
     const t0 = now();
     const c0 = cpuTicks(child.pid);

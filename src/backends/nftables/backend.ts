@@ -29,7 +29,7 @@ import type { Fragment } from './render/syntax.ts';
 import { TableState } from './render/table-state.ts';
 
 /** Every this many light checks, one also compares chains, sets and maps (the others: table handles). */
-const DEEP_CHECK_EVERY = 10;
+const DEEP_CHECK_EVERY = 20;
 
 /** Every this many full syncs, one reads every rule back (the others read chains, sets and maps). */
 const COMPLETE_READ_EVERY = 10;
