@@ -8,7 +8,13 @@
  * a tool that has not finished within its time as exit code 124 with a clear message, and aborts it
  * (the real runner kills the process, SIGTERM then SIGKILL), so a hung nft or iptables-restore can
  * never hang the daemon; the next sync is full, as after any failure.
+ *
+ * A tool fed on stdin runs under `setpriv --pdeathsig KILL` (util-linux, where present): if kproxy
+ * dies (kill -9, OOM) while still writing a transaction, the tool dies with it instead of reading
+ * the end of its input early. Without that, `nft -f -` would commit a transaction cut after the
+ * 64 KiB a pipe holds whenever the cut fell on a line boundary: half a sync.
  */
+import { existsSync } from 'node:fs';
 import { execa } from 'execa';
 
 export interface ExecResult {
@@ -36,9 +42,15 @@ export const EXIT_TIMED_OUT = 124;
 /** Default bound of one kernel tool run (`--kernel-tool-timeout`): far above a 10k-Service transaction's seconds. */
 export const DEFAULT_KERNEL_TOOL_TIMEOUT_MS = 60_000;
 
+/** util-linux's setpriv, when the system has it (Debian's util-linux is essential: always). */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
 export const execProgram: Exec = async (file, args, stdin, options) => {
+  // A tool that reads a transaction from stdin must not outlive kproxy (see the module comment).
+  const [cmd, argv] =
+    stdin !== undefined && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
   try {
-    const r = await execa(file, args, {
+    const r = await execa(cmd, argv, {
       input: stdin ?? '',
       reject: false,
       stripFinalNewline: false,

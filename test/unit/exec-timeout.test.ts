@@ -97,3 +97,31 @@ describe('FailureLog', () => {
     expect(lines.filter((l) => l.level === 50)).toHaveLength(3);
   });
 });
+
+describe('a tool fed on stdin does not outlive kproxy', () => {
+  it('kill -9 of the process running it kills the tool too (setpriv --pdeathsig)', async () => {
+    const marker = `${(Math.random() * 1e6) | 0}.25`;
+    const exec = new URL('../../src/kernel/exec.ts', import.meta.url).href;
+    // A kproxy stand-in: starts a tool that reads stdin (as nft -f - does), then waits.
+    const child = execa(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { execProgram } = await import(${JSON.stringify(exec)}); await execProgram('sleep', [${JSON.stringify(marker)}], 'x'.repeat(200000));`,
+      ],
+      { reject: false },
+    );
+    for (let i = 0; i < 100 && !(await alive(`sleep ${marker}`)); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await alive(`sleep ${marker}`)).toBe(true);
+    child.kill('SIGKILL');
+    await child;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await alive(`sleep ${marker}`)).toBe(false);
+  });
+
+  it('a missing tool is still reported as missing (exit 127)', async () => {
+    const r = await execProgram('kproxy-no-such-tool', [], 'x');
+    expect(r.exitCode).toBe(127);
+  });
+});
