@@ -21,6 +21,7 @@ import {
   syncLines,
   waitFor,
   type InProcessDaemon,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 
 const FLAGS = ['--proxy-mode=iptables'];
@@ -42,18 +43,8 @@ afterAll(async () => {
   await topo?.destroy();
 });
 
-/** Every table of the node namespace emptied (both flavors), as a fresh node has them. */
-async function flushAll(): Promise<void> {
-  for (const tool of ['iptables-nft', 'ip6tables-nft', 'iptables-legacy', 'ip6tables-legacy']) {
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
-  }
-}
-
 beforeEach(async () => {
-  await flushAll();
+  await flushIptables(topo);
   await topo.flushConntrack().catch(() => {});
 });
 
@@ -120,7 +111,7 @@ describe('kproxy run --proxy-mode iptables', () => {
     server.create('Service', service('web', 10));
     server.create('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['a']));
     await expectPods(clusterIP(10), ['a']);
-    await flushAll();
+    await flushIptables(topo);
     // The canary is polled every syncPeriod (2 s here), then a full sync restores everything.
     await expectPods(clusterIP(10), ['a']);
     expect(

@@ -28,6 +28,7 @@ import {
   syncLines,
   waitFor,
   type ChildDaemon,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 import { sliceOf } from './support/cluster.ts';
 import { MODES, pick, report } from './support/env.ts';
@@ -54,14 +55,6 @@ afterAll(async () => {
   await topo?.destroy();
 });
 
-async function flushIptables(): Promise<void> {
-  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
-}
-
 /** Endpoint set `which` (0 or 1) of the large Service: 400 addresses in 10.244.1.0/24+ or 10.244.3.0/24+. */
 function set(which: 0 | 1): string[] {
   return Array.from({ length: ENDPOINTS }, (_, i) => `10.244.${1 + which * 2 + (i >> 8)}.${i & 255}`);
@@ -72,7 +65,7 @@ describe.each(MODES)('kill -9 during syncs (%s mode)', (mode) => {
     `${ROUNDS} kills at random points of syncs: never a half rule set, no failed connection, the change in ≤ 2 s`,
     async () => {
       await resetNode(topo);
-      await flushIptables();
+      await flushIptables(topo);
       const server = await FakeApiServer.start({ historyLimit: 100_000 });
       server.create('Node', nodeObject(topo));
       server.create('ServiceCIDR', serviceCIDRObject());

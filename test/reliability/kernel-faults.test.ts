@@ -26,6 +26,7 @@ import {
   syncLines,
   waitFor,
   type LogLine,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 import { MODES, report } from './support/env.ts';
 import { kernelView, plainView } from './support/kernel-view.ts';
@@ -52,18 +53,10 @@ afterAll(async () => {
   await topo?.destroy();
 });
 
-async function flushIptables(): Promise<void> {
-  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
-}
-
 describe.each(MODES)('kernel tool faults (%s mode)', (mode) => {
   it('missing, refusing, hanging and slow tools: old rules stay, 503 after 2 × syncPeriod, counted, logged once, recovered', async () => {
     await resetNode(topo);
-    await flushIptables();
+    await flushIptables(topo);
     let fault: Fault | undefined;
     let attempts = 0;
     // wrapExec sees the tool itself (the namespace is entered inside `inner`).

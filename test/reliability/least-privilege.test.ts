@@ -35,6 +35,7 @@ import {
   sleep,
   waitFor,
   type LogLine,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 import { MODES, report } from './support/env.ts';
 
@@ -65,11 +66,7 @@ afterAll(async () => {
 async function flushAll(): Promise<void> {
   for (const family of ['ip', 'ip6'])
     await topo.execIn(topo.node, 'nft', ['delete', 'table', family, 'kproxy'], { allowFailure: true });
-  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
+  await flushIptables(topo);
 }
 
 /** `kproxy sync` in the node namespace with only `caps` (setpriv), on a read-only root filesystem. */

@@ -25,6 +25,7 @@ import {
   syncLines,
   waitFor,
   type ChildDaemon,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 import { sliceOf, type Condition } from './support/cluster.ts';
 import { LONG, MODES, report } from './support/env.ts';
@@ -42,14 +43,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await topo?.destroy();
 });
-
-async function flushIptables(): Promise<void> {
-  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
-}
 
 interface Sample {
   readonly at: number;
@@ -89,7 +82,7 @@ describe.each(MODES)('long run (%s mode)', (mode) => {
     `${EVENTS.toLocaleString('en')} EndpointSlice events at ${SERVICES} Services: RSS flat after warm-up, no leaked sockets, timers or children`,
     async () => {
       await resetNode(topo);
-      await flushIptables();
+      await flushIptables(topo);
       const server = await FakeApiServer.start({ historyLimit: 5000 });
       server.create('Node', nodeObject(topo));
       server.create('ServiceCIDR', { metadata: { name: 'big' }, spec: { cidrs: ['10.96.0.0/16'] } });

@@ -25,6 +25,7 @@ import {
   syncLines,
   waitFor,
   type InProcessDaemon,
+  flushIptables,
 } from '../support/daemon-harness.ts';
 import { sliceOf } from './support/cluster.ts';
 import { MODES, report } from './support/env.ts';
@@ -51,18 +52,10 @@ afterAll(async () => {
   await topo?.destroy();
 });
 
-async function flushIptables(): Promise<void> {
-  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
-    for (const table of ['mangle', 'nat', 'filter']) {
-      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
-      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
-    }
-}
-
 describe.each(MODES)('UDP across changes (%s mode)', (mode: ProxyMode) => {
   it('endpoint replaced, scaled to zero and back, a kproxy restart: 0 datagrams lost once the new rules are in the kernel', async () => {
     await resetNode(topo);
-    await flushIptables();
+    await flushIptables(topo);
     const server = await FakeApiServer.start();
     const slice = (pods: readonly string[]) =>
       sliceOf(

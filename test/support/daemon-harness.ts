@@ -202,6 +202,15 @@ export async function kproxyTables(topo: Topology): Promise<string[]> {
     .filter((l) => / kproxy$/.test(l));
 }
 
+/** Every iptables table of the node namespace emptied, both flavors and families, as on a fresh node. */
+export async function flushIptables(topo: Topology): Promise<void> {
+  for (const tool of ['iptables-nft', 'iptables-legacy', 'ip6tables-nft', 'ip6tables-legacy'])
+    for (const table of ['mangle', 'nat', 'filter']) {
+      await topo.execIn(topo.node, tool, ['-t', table, '-F'], { allowFailure: true });
+      await topo.execIn(topo.node, tool, ['-t', table, '-X'], { allowFailure: true });
+    }
+}
+
 /** Removes kproxy's tables from the node namespace and forgets its connections (between tests). */
 export async function resetNode(topo: Topology): Promise<void> {
   for (const family of ['ip', 'ip6']) {
