@@ -50,6 +50,11 @@ export function cidrText(c: Cidr): string {
 
 export function cidrContains(c: Cidr, ip: IpAddress): boolean {
   if (c.family !== ip.family) return false;
+  if (ip.family === 'ipv4') {
+    // Plain numbers: every endpoint address is checked against a few CIDRs (BigInt was 15% of a 10k render).
+    const size = 2 ** (32 - c.prefixLength);
+    return Math.floor(ipv4ToNumber(ip.text) / size) === Math.floor(ipv4ToNumber(c.address) / size);
+  }
   return (ipToBigInt(ip) & prefixMask(c.family, c.prefixLength)) === ipToBigInt({ family: c.family, text: c.address });
 }
 
@@ -64,6 +69,12 @@ export function compareIp(a: IpAddress, b: IpAddress): number {
   const x = ipToBigInt(a);
   const y = ipToBigInt(b);
   return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function ipv4ToNumber(text: string): number {
+  let n = 0;
+  for (const octet of text.split('.')) n = n * 256 + Number(octet);
+  return n;
 }
 
 export function ipToBigInt(ip: IpAddress): bigint {

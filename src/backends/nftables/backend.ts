@@ -28,7 +28,7 @@ import { renderServicePort, type FragmentContext, type ServicePortFragment } fro
 import type { Fragment } from './render/syntax.ts';
 import { TableState } from './render/table-state.ts';
 
-/** Every this many light checks, one also compares chains, sets and maps (the others: table handles). */
+/** Every this many light checks, one also compares set and map definitions (the others: chain handles). */
 const DEEP_CHECK_EVERY = 20;
 
 /** Every this many full syncs, one reads every rule back (the others read chains, sets and maps). */
@@ -44,6 +44,8 @@ export class NftablesProxyBackend implements ProxyBackend {
   /** Per family, the table as last committed; absent: unknown (start, failure), the next sync is full. */
   private readonly committed = new Map<Family, Committed>();
   private fullSyncs = 0;
+  /** The family states of the last successful sync (immutable: identity means same content). */
+  private lastSynced = new WeakSet<FamilyState>();
   /** Bumped when a sync starts and ends: a light check that overlapped one is not trusted. */
   private generation = 0;
 
@@ -68,8 +70,9 @@ export class NftablesProxyBackend implements ProxyBackend {
    * all there with the handles they had after the last sync (`nft -j list chains`: 0.15 s at
    * 10,000 Services, where `nft list tables` builds nft's whole cache and takes 8 s; catches a
    * deleted or re-created table or chain and `nft flush ruleset`), and on every
-   * {@link DEEP_CHECK_EVERY}th check chains, sets and maps compared with what was last committed
-   * (not their rules: a complete read costs seconds at 10,000 Services). A difference calls
+   * {@link DEEP_CHECK_EVERY}th check the chains, sets and maps declared compared with what was last
+   * committed (not rules or elements: reading those back costs seconds at 10,000 Services; the
+   * periodic full sync compares elements). A difference calls
    * `onLost`, and the reconciler runs a full sync, which restores and reports the drift. A check
    * that overlaps a sync is discarded.
    */
@@ -92,13 +95,8 @@ export class NftablesProxyBackend implements ProxyBackend {
         baselineGeneration = generation;
       } else if (handles.size !== baseline.size || [...handles].some(([k, h]) => baseline.get(k) !== h)) return false;
       if (++checks % DEEP_CHECK_EVERY !== 0) return true;
-      for (const c of [...this.committed.values()]) {
-        const rs = c.table.ruleset();
-        const observed = await this.applier.observeLight(rs, rs);
-        if (generation !== this.generation || generation % 2 === 1) return true;
-        if (!observed || planTransaction(rs, observed).commands.length > 0) return false;
-      }
-      return true;
+      const matched = await this.applier.declarationsMatch([...this.committed.values()].map((c) => c.table.ruleset()));
+      return matched || generation !== this.generation || generation % 2 === 1;
     };
     const timer = setInterval(() => {
       if (busy || this.committed.size === 0 || this.generation % 2 === 1) return;
@@ -180,12 +178,22 @@ export class NftablesProxyBackend implements ProxyBackend {
     this.committed.clear();
     await this.applier.apply(commands);
     for (const [family, c] of next) this.committed.set(family, c);
+    this.lastSynced = new WeakSet(request.families);
     if (full) this.fullSyncs++;
     return { kind: full ? 'full' : 'partial', changes: commands.length, drift, problems, detail: { servicePorts } };
   }
 
+  /**
+   * Right after a sync of these families: the kernel applied the transaction whole, so what is
+   * left to check is that nothing replaced or removed kproxy's objects since — their declarations,
+   * not every rule and element (reading those back costs more than the sync at 10,000 Services).
+   */
   async matches(families: readonly FamilyState[]): Promise<boolean> {
-    return this.applier.matches(families.map(rulesetOf));
+    const rulesets = families.map((f) => {
+      const c = this.committed.get(f.context.family);
+      return c && this.lastSynced.has(f) ? c.table.ruleset() : rulesetOf(f);
+    });
+    return this.applier.declarationsMatch(rulesets);
   }
 
   async describeDrift(families: readonly FamilyState[]): Promise<string[]> {

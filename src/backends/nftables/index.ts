@@ -22,7 +22,7 @@ export const nftablesMode: ProxyModeDefinition = {
     const tx: Fragment[] = [];
     for (const state of states) {
       if (family && state.family !== family) continue;
-      const rendered = renderNftables(state);
+      const rendered = renderNftables(state, format === 'json' ? 'ladders' : 'maps');
       problems.push(...rendered.problems);
       tx.push(...createCommands(rendered.ruleset));
     }

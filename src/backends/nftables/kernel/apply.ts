@@ -8,7 +8,7 @@ import type { Nft } from './nft.ts';
 import type { Ruleset, Transaction } from '../render/ruleset.ts';
 import type { NftFamily } from '../render/syntax.ts';
 import type { Fragment } from '../render/syntax.ts';
-import { lightObservedTable, parseObservedTable, type ObservedTable } from '../render/observed.ts';
+import { lightObservedTable, parseObservedTable, sameSetSpec, type ObservedTable } from '../render/observed.ts';
 import { chainFingerprint } from '../render/ruleset.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
@@ -90,6 +90,27 @@ export class NftablesApplier {
     return true;
   }
 
+  /**
+   * True when the kernel holds every chain, set and map of the rulesets with the same definition,
+   * read without rules or elements (milliseconds at any size): the check right after kproxy's own
+   * transaction, which the kernel applied whole, and the periodic deep check.
+   */
+  async declarationsMatch(rulesets: readonly Ruleset[]): Promise<boolean> {
+    for (const rs of rulesets) {
+      const listings = await Promise.all(
+        (['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, rs.family, true)),
+      );
+      const seen = parseObservedTable({ nftables: listings.flatMap(itemsOf) }, rs.table);
+      if (rs.chains.some((c) => !seen.chains.has(c.name)) || seen.chains.size !== rs.chains.length) return false;
+      for (const set of rs.sets) {
+        const s = seen.sets.get(set.spec.name);
+        if (!s || !sameSetSpec(s.spec, set.spec)) return false;
+      }
+      if (seen.sets.size !== rs.sets.length) return false;
+    }
+    return true;
+  }
+
   /** Removes kproxy's tables (and nothing else); returns the families that had one. */
   async cleanup(): Promise<NftFamily[]> {
     const removed: NftFamily[] = [];
@@ -98,4 +119,9 @@ export class NftablesApplier {
     }
     return removed;
   }
+}
+
+function itemsOf(listing: unknown): unknown[] {
+  const items = (listing as { nftables?: unknown } | null)?.nftables;
+  return Array.isArray(items) ? items : [];
 }

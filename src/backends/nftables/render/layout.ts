@@ -14,7 +14,7 @@
 import type { NodeState } from '../../../model/node-state.ts';
 import type { Problem } from '../../../util/problems.ts';
 import type { Ruleset } from './ruleset.ts';
-import { renderServicePort, type FragmentContext } from './service-port.ts';
+import { renderServicePort, type EndpointLayout, type FragmentContext } from './service-port.ts';
 import { TableState } from './table-state.ts';
 import type { TableContext } from './skeleton.ts';
 
@@ -27,8 +27,8 @@ export interface RenderResult {
   readonly problems: readonly Problem[];
 }
 
-export function fragmentContext(state: TableContext): FragmentContext {
-  return { family: state.family, localDetector: state.localDetector, nodeIPs: state.nodeIPs };
+export function fragmentContext(state: TableContext, endpointLayout: EndpointLayout = 'maps'): FragmentContext {
+  return { family: state.family, localDetector: state.localDetector, nodeIPs: state.nodeIPs, endpointLayout };
 }
 
 /** A family's state and its rendered ruleset. */
@@ -53,12 +53,16 @@ export function renderFamilies(states: readonly NodeState[]): RenderedFamilies {
   return { families, problems };
 }
 
-/** Renders a whole NodeState (dump, one-shot sync, full resync). */
-export function renderNftables(state: NodeState): RenderResult {
-  const ctx = fragmentContext(state);
+/**
+ * Renders a whole NodeState (dump, one-shot sync, full resync). `ladders` for nft JSON output,
+ * which cannot express the endpoint maps (ADR 0008): the same packet behaviour in rules.
+ */
+export function renderNftables(state: NodeState, endpointLayout: EndpointLayout = 'maps'): RenderResult {
+  const ctx = fragmentContext(state, endpointLayout);
   const table = new TableState(
     state,
     state.servicePorts.map((sp) => renderServicePort(sp, ctx)),
+    endpointLayout,
   );
   return { ruleset: table.ruleset(), problems: table.problems() };
 }

@@ -43,7 +43,38 @@ export const SET = {
   hairpin: 'hairpin',
 } as const;
 
-export type SetName = (typeof SET)[keyof typeof SET];
+/**
+ * The endpoint maps (ADR 0008), for address frontends and for NodePorts: (frontend . index →
+ * endpoint address) and (frontend → target port). Declared by the renderer, not the template:
+ * the address maps' keys need `typeof`.
+ */
+export const ENDPOINT_MAP = {
+  addresses: 'endpoint-addresses',
+  ports: 'target-ports',
+  nodePortAddresses: 'nodeport-endpoint-addresses',
+  nodePortPorts: 'nodeport-target-ports',
+} as const;
+
+/**
+ * Endpoint maps key a frontend's endpoints by index: 0…N-1 for the list a frontend uses first,
+ * LOCAL_INDEX… for the node-local list of an externalTrafficPolicy Local frontend.
+ */
+export const LOCAL_INDEX = 1 << 20;
+
+/** How a shared DNAT chain picks: which map (address frontends or NodePorts) and which list. */
+export interface PickSpec {
+  readonly nodePort: boolean;
+  readonly local: boolean;
+  /** Mark for masquerade first (external traffic under policy Cluster). */
+  readonly masquerade: boolean;
+}
+
+/** A shared chain that DNATs to one of N endpoints of the frontend the packet was sent to. */
+export function pickChainName(p: PickSpec, n: number): string {
+  return `${p.masquerade ? 'masq-' : ''}dnat-${p.nodePort ? 'np-' : ''}${p.local ? 'local-' : ''}${n}`;
+}
+
+export type SetName = (typeof SET)[keyof typeof SET] | (typeof ENDPOINT_MAP)[keyof typeof ENDPOINT_MAP];
 
 function shortHash(...parts: string[]): string {
   return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 8);
@@ -58,6 +89,8 @@ export interface ServicePortNames {
   readonly lcl: string;
   /** External traffic: masquerade (policy Cluster) or the short-circuits of policy Local. */
   readonly ext: string;
+  /** The same for NodePorts when endpoints are map elements (their keys differ from addresses'). */
+  readonly extNodePort: string;
 }
 
 /**
@@ -66,7 +99,7 @@ export interface ServicePortNames {
  */
 export function servicePortNames(sp: ServicePortState): ServicePortNames {
   const id = `${shortHash(sp.key)}-${sp.ref.namespace}/${sp.ref.name}/${PROTO[sp.ref.protocol]}/${sp.port}`;
-  return { svc: `svc-${id}`, lcl: `lcl-${id}`, ext: `ext-${id}` };
+  return { svc: `svc-${id}`, lcl: `lcl-${id}`, ext: `ext-${id}`, extNodePort: `extnp-${id}` };
 }
 
 /**

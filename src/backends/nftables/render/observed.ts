@@ -70,6 +70,7 @@ function observedSpec(s: Json, isMap: boolean): SetSpec {
     name: String(s['name']),
     keyType: Array.isArray(type) ? type.map(String) : [String(type)],
     verdictMap: isMap && s['map'] === 'verdict',
+    ...(isMap && typeof s['map'] === 'string' && s['map'] !== 'verdict' ? { dataType: s['map'].split(' . ') } : {}),
     flags,
     ...(typeof s['timeout'] === 'number' ? { timeoutSeconds: s['timeout'] } : {}),
   };
@@ -86,7 +87,8 @@ export function sameSetSpec(observed: SetSpec, desired: SetSpec): boolean {
 
 /** The renderer's element text for an element as nft's JSON lists it. */
 export function elementText(e: unknown): string {
-  if (Array.isArray(e) && e.length === 2) return `${valueText(e[0])} : ${verdictText(e[1])}`;
+  if (Array.isArray(e) && e.length === 2)
+    return `${valueText(e[0])} : ${isVerdict(e[1]) ? verdictText(e[1]) : valueText(e[1])}`;
   return valueText(e);
 }
 
@@ -104,6 +106,12 @@ function valueText(v: unknown): string {
     if (o['elem']) return valueText((o['elem'] as Json)['val']);
   }
   return `<unrecognised ${JSON.stringify(v)}>`;
+}
+
+const VERDICTS = new Set(['accept', 'drop', 'return', 'continue', 'jump', 'goto']);
+
+function isVerdict(v: unknown): boolean {
+  return Boolean(v && typeof v === 'object' && !Array.isArray(v) && VERDICTS.has(Object.keys(v)[0] ?? ''));
 }
 
 function verdictText(v: unknown): string {

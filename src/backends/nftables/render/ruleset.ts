@@ -31,6 +31,13 @@ export interface SetSpec {
   readonly keyType: readonly string[];
   /** A verdict map rather than a set. */
   readonly verdictMap: boolean;
+  /** A data map's data types, e.g. ['ipv4_addr', 'inet_service'] (endpoints). */
+  readonly dataType?: readonly string[];
+  /**
+   * The declaration as `typeof KEY : DATA` expressions, for keys `type` cannot declare (numgen's
+   * integer has no fixed-size type name); `keyType`/`dataType` are then what nft lists back.
+   */
+  readonly typeOf?: string;
   readonly flags: readonly SetFlag[];
   readonly timeoutSeconds?: number;
 }
@@ -38,6 +45,8 @@ export interface SetSpec {
 export interface Element {
   readonly key: Value;
   readonly verdict?: Verdict;
+  /** A data map element's data (an endpoint's address . port). */
+  readonly data?: Value;
 }
 
 export interface NftSet {
@@ -72,7 +81,8 @@ export function chainFingerprint(chain: Chain): string {
 }
 
 export function elementText(e: Element): string {
-  return e.verdict ? `${e.key.text} : ${verdictValue(e.verdict).text}` : e.key.text;
+  if (e.verdict) return `${e.key.text} : ${verdictValue(e.verdict).text}`;
+  return e.data ? `${e.key.text} : ${e.data.text}` : e.key.text;
 }
 
 export function isDynamic(spec: SetSpec): boolean {
@@ -81,7 +91,8 @@ export function isDynamic(spec: SetSpec): boolean {
 
 /** Canonical text of a set's definition, to tell whether an existing set can be kept. */
 export function setSpecText(spec: SetSpec): string {
-  const type = `${spec.keyType.join(' . ')}${spec.verdictMap ? ' : verdict' : ''}`;
+  const data = spec.verdictMap ? ' : verdict' : spec.dataType ? ` : ${spec.dataType.join(' . ')}` : '';
+  const type = `${spec.keyType.join(' . ')}${data}`;
   const flags = spec.flags.length > 0 ? ` flags ${[...spec.flags].sort().join(',')} ;` : '';
   const timeout = spec.timeoutSeconds !== undefined ? ` timeout ${spec.timeoutSeconds}s ;` : '';
   return `type ${type} ;${flags}${timeout}`;
@@ -146,24 +157,26 @@ export class Commands {
   }
 
   addSet(spec: SetSpec): Fragment {
-    const kind = spec.verdictMap ? 'map' : 'set';
+    const kind = spec.verdictMap || spec.dataType ? 'map' : 'set';
     const json: Record<string, unknown> = this.ref({
       name: spec.name,
       type: spec.keyType.length === 1 ? spec.keyType[0] : spec.keyType,
     });
     if (spec.verdictMap) json['map'] = 'verdict';
+    // What nft 1.0.6 lists; its JSON parser refuses concatenated data (docs/adr/0008).
+    if (spec.dataType) json['map'] = spec.dataType.join(' . ');
     // nft 1.0.6's JSON parser knows no `dynamic` flag; it marks sets updated from the packet path itself.
     const jsonFlags = spec.flags.filter((f) => f !== 'dynamic').sort();
     if (jsonFlags.length > 0) json['flags'] = jsonFlags;
     if (spec.timeoutSeconds !== undefined) json['timeout'] = spec.timeoutSeconds;
     return {
-      text: `add ${kind} ${this.where()} ${identifier(spec.name)} { ${setSpecText(spec)} }`,
+      text: `add ${kind} ${this.where()} ${identifier(spec.name)} { ${spec.typeOf ? `typeof ${spec.typeOf} ;` : setSpecText(spec)} }`,
       json: { add: { [kind]: json } },
     };
   }
 
   deleteSet(spec: SetSpec): Fragment {
-    const kind = spec.verdictMap ? 'map' : 'set';
+    const kind = spec.verdictMap || spec.dataType ? 'map' : 'set';
     return {
       text: `delete ${kind} ${this.where()} ${identifier(spec.name)}`,
       json: { delete: { [kind]: this.ref({ name: spec.name }) } },
@@ -191,7 +204,9 @@ export class Commands {
         ? `${head} { ${elementText(elements[0])} }`
         : `${head} {\n${elements.map((e) => `\t${elementText(e)}`).join(',\n')}\n}`;
     return lazyFragment(text, () => {
-      const elem = elements.map((e) => (e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.key.json));
+      const elem = elements.map((e) =>
+        e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.data ? [e.key.json, e.data.json] : e.key.json,
+      );
       return { [op]: { element: this.ref({ name: set, elem }) } };
     });
   }

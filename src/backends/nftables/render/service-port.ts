@@ -11,14 +11,32 @@ import type { EndpointTarget, LocalTrafficDetector, ServicePortState } from '../
 import type { Chain, Element } from './ruleset.ts';
 import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
 import { expr, nftFamily, stmt, value } from './syntax.ts';
-import { CHAIN, SET, affinitySetName, servicePortNames, type SetName } from './names.ts';
+import {
+  CHAIN,
+  ENDPOINT_MAP,
+  LOCAL_INDEX,
+  SET,
+  affinitySetName,
+  pickChainName,
+  servicePortNames,
+  type PickSpec,
+  type SetName,
+} from './names.ts';
 import { outermostCidrs } from './cidrs.ts';
+
+/**
+ * Where a service port's endpoints live: elements of the shared endpoint maps (ADR 0008), or a
+ * "probability ladder" of rules per port (ADR 0001; ClientIP affinity, and nft JSON output, which
+ * cannot express the maps).
+ */
+export type EndpointLayout = 'maps' | 'ladders';
 
 /** Family-wide facts a fragment depends on; when they change, every fragment is re-rendered. */
 export interface FragmentContext {
   readonly family: Family;
   readonly localDetector: LocalTrafficDetector;
   readonly nodeIPs: readonly string[];
+  readonly endpointLayout: EndpointLayout;
 }
 
 export interface SetElement {
@@ -37,6 +55,8 @@ export interface ServicePortFragment {
   readonly chains: readonly FragmentChain[];
   /** Elements any number of ports may add (ClusterIPs, hairpin pairs). */
   readonly sharedElements: readonly SetElement[];
+  /** Shared DNAT chains (`dnat-N` …) the port routes through; kept while any port uses them. */
+  readonly sharedChains: readonly Chain[];
   /** Per frontend (its key text), the elements that exist only if this port owns the frontend. */
   readonly frontends: ReadonlyMap<string, readonly SetElement[]>;
   /** Dynamic affinity sets, name → timeout seconds, kept only with the chains that use them. */
@@ -45,11 +65,19 @@ export interface ServicePortFragment {
 
 type Role = 'svc' | 'lcl';
 
+/** A destination the node answers for: address . protocol . port, or protocol . NodePort. */
+interface Frontend {
+  readonly key: Value;
+  readonly parts: readonly Value[];
+  readonly nodePort: boolean;
+}
+
 export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): ServicePortFragment {
   const f = nftFamily(ctx.family);
   const names = servicePortNames(sp);
   const proto = value.protocol(sp.ref.protocol);
-  const frontendKey = (ip: string): Value => value.concat([value.ip(ip), proto, value.port(sp.port)]);
+  const frontendOf = (parts: Value[], nodePort: boolean): Frontend => ({ key: value.concat(parts), parts, nodePort });
+  const ipFrontend = (ip: string) => frontendOf([value.ip(ip), proto, value.port(sp.port)], false);
   const frontends = new Map<string, SetElement[]>();
   const on = (frontend: Value, set: SetName, element: Element) => {
     const list = frontends.get(frontend.text);
@@ -57,8 +85,21 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     else frontends.set(frontend.text, [{ set, element }]);
   };
   const chains = new Map<string, { chain: Chain; frontends: Set<string> }>();
+  const sharedChains = new Map<string, Chain>();
   const affinitySets = new Map<string, number>();
   const sharedElements: SetElement[] = [{ set: SET.clusterIps, element: { key: value.ip(sp.clusterIP) } }];
+  // The maps hold one target port per frontend: endpoints on different ports (a named port
+  // resolved differently per pod) keep a ladder, as ClientIP affinity does.
+  const targetPort = commonTargetPort(sp);
+  const maps = ctx.endpointLayout === 'maps' && sp.affinityTimeoutSeconds === undefined && targetPort !== undefined;
+
+  const hairpin = (endpoints: readonly EndpointTarget[]) => {
+    for (const ep of endpoints) {
+      // Only a pod on this node can send a packet that this node DNATs back to the same pod.
+      if (ep.isLocal)
+        sharedElements.push({ set: SET.hairpin, element: { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) } });
+    }
+  };
 
   /** The ladder for an endpoint list, routed to from `via` frontends. */
   const ladder = (role: Role, endpoints: readonly EndpointTarget[], via: readonly string[]): Verdict => {
@@ -67,75 +108,126 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     if (!entry) {
       entry = { chain: ladderChain(name, f, sp, endpoints, affinitySets), frontends: new Set() };
       chains.set(name, entry);
-      for (const ep of endpoints) {
-        // Only a pod on this node can send a packet that this node DNATs back to the same pod.
-        if (ep.isLocal)
-          sharedElements.push({ set: SET.hairpin, element: { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) } });
-      }
+      hairpin(endpoints);
     }
     for (const v of via) entry.frontends.add(v);
     return { kind: 'goto', chain: name };
   };
 
-  const cluster = frontendKey(sp.clusterIP);
+  /** A shared chain picking among N endpoints (and, to masquerade first, the one it goes on to). */
+  const pickChain = (spec: PickSpec, n: number): string => {
+    const name = pickChainName(spec, n);
+    if (sharedChains.has(name)) return name;
+    let rules: Rule[];
+    if (spec.masquerade) {
+      const next = pickChain({ ...spec, masquerade: false }, n);
+      rules = [
+        { statements: [stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] },
+        { statements: [stmt.verdict({ kind: 'goto', chain: next })] },
+      ];
+    } else {
+      const frontend = [...(spec.nodePort ? [] : [expr.daddr(f)]), expr.l4proto(), expr.dport()];
+      const index = expr.numgenRandom(n, spec.local ? LOCAL_INDEX : 0);
+      const [addresses, ports] = spec.nodePort
+        ? [ENDPOINT_MAP.nodePortAddresses, ENDPOINT_MAP.nodePortPorts]
+        : [ENDPOINT_MAP.addresses, ENDPOINT_MAP.ports];
+      rules = [
+        { statements: [stmt.dnatMaps(expr.concat([...frontend, index]), addresses, expr.concat(frontend), ports)] },
+      ];
+    }
+    sharedChains.set(name, { name, rules });
+    return name;
+  };
+
+  const withPort = new Set<string>();
+  /** Puts an endpoint list in a frontend's map entries; the verdict goes to the chain that picks one. */
+  const pick = (fe: Frontend, endpoints: readonly EndpointTarget[], local: boolean, masquerade: boolean): Verdict => {
+    // Nothing to pick from: back to the hook, as an empty ladder would.
+    if (endpoints.length === 0) return { kind: 'return' };
+    const base = local ? LOCAL_INDEX : 0;
+    const addresses = fe.nodePort ? ENDPOINT_MAP.nodePortAddresses : ENDPOINT_MAP.addresses;
+    endpoints.forEach((ep, i) => {
+      on(fe.key, addresses, { key: value.concat([...fe.parts, value.number(base + i)]), data: value.ip(ep.ip) });
+    });
+    if (!withPort.has(fe.key.text) && targetPort !== undefined) {
+      withPort.add(fe.key.text);
+      on(fe.key, fe.nodePort ? ENDPOINT_MAP.nodePortPorts : ENDPOINT_MAP.ports, {
+        key: fe.key,
+        data: value.port(targetPort),
+      });
+    }
+    hairpin(endpoints);
+    return { kind: 'goto', chain: pickChain({ nodePort: fe.nodePort, local, masquerade }, endpoints.length) };
+  };
+
+  const cluster = ipFrontend(sp.clusterIP);
   const internal = sp.internal;
   if (internal.kind === 'cluster' || internal.kind === 'local') {
-    on(cluster, SET.serviceIps, {
-      key: cluster,
-      verdict: ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints, [cluster.text]),
-    });
+    const verdict = maps
+      ? pick(cluster, internal.endpoints, false, false)
+      : ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints, [cluster.key.text]);
+    on(cluster.key, SET.serviceIps, { key: cluster.key, verdict });
   } else {
-    on(cluster, SET.noEndpointServices, { key: cluster, verdict: noEndpointVerdict(internal.kind) });
+    on(cluster.key, SET.noEndpointServices, { key: cluster.key, verdict: noEndpointVerdict(internal.kind) });
   }
 
   const external = sp.external;
   if (external) {
-    const ips = [...sp.externalIPs, ...sp.loadBalancerIPs].map(frontendKey);
-    const nodePort = sp.nodePort !== undefined ? value.concat([proto, value.port(sp.nodePort)]) : undefined;
-    const outside: { key: Value; ips: boolean }[] = [
-      ...ips.map((key) => ({ key, ips: true })),
-      ...(nodePort ? [{ key: nodePort, ips: false }] : []),
+    const outside: Frontend[] = [
+      ...[...sp.externalIPs, ...sp.loadBalancerIPs].map(ipFrontend),
+      ...(sp.nodePort !== undefined ? [frontendOf([proto, value.port(sp.nodePort)], true)] : []),
     ];
-    const via = outside.map((o) => o.key.text);
-    const add = (o: { key: Value; ips: boolean }, verdict: Verdict, noEndpoints: boolean) =>
-      on(
-        o.key,
-        o.ips
-          ? noEndpoints
-            ? SET.noEndpointServices
-            : SET.serviceIps
-          : noEndpoints
-            ? SET.noEndpointNodePorts
-            : SET.serviceNodePorts,
-        {
-          key: o.key,
-          verdict,
-        },
-      );
+    const add = (fe: Frontend, verdict: Verdict, noEndpoints: boolean) => {
+      const set = fe.nodePort
+        ? noEndpoints
+          ? SET.noEndpointNodePorts
+          : SET.serviceNodePorts
+        : noEndpoints
+          ? SET.noEndpointServices
+          : SET.serviceIps;
+      on(fe.key, set, { key: fe.key, verdict });
+    };
     if (external.kind === 'reject') {
-      for (const o of outside) add(o, noEndpointVerdict('reject'), true);
+      for (const fe of outside) add(fe, noEndpointVerdict('reject'), true);
+    } else if (maps && external.kind === 'cluster') {
+      for (const fe of outside) add(fe, pick(fe, external.endpoints, false, true), false);
+    } else if (maps && external.kind === 'local') {
+      // Policy Local: one EXT chain for addresses and one for the NodePort, as their map keys differ.
+      for (const nodePort of [false, true]) {
+        const group = outside.filter((fe) => fe.nodePort === nodePort);
+        let toCluster: Verdict = { kind: 'return' };
+        let toLocal: Verdict | undefined;
+        for (const fe of group) {
+          toCluster = pick(fe, external.cluster, false, false);
+          if (external.local.length > 0) toLocal = pick(fe, external.local, true, false);
+        }
+        if (group.length === 0) continue;
+        const name = nodePort ? names.extNodePort : names.ext;
+        const rules = localPolicyRules(ctx.localDetector, f, toCluster, toLocal);
+        chains.set(name, { chain: { name, rules }, frontends: new Set(group.map((fe) => fe.key.text)) });
+        for (const fe of group) add(fe, { kind: 'goto', chain: name }, false);
+      }
     } else if (outside.length > 0) {
+      const via = outside.map((fe) => fe.key.text);
       const svcTarget = ladder('svc', external.kind === 'cluster' ? external.endpoints : external.cluster, via);
-      const rules: Rule[] = [];
-      if (external.kind === 'cluster') {
-        rules.push({ statements: [stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] });
-        rules.push({ statements: [stmt.verdict(svcTarget)] });
-      } else {
-        // externalTrafficPolicy Local (upstream's EXT chain): pods short-circuit unmasqueraded,
-        // the node itself is masqueraded (its source is the LB IP), the rest keeps its source.
-        const fromPods = localTrafficMatch(ctx.localDetector, f, true);
-        if (fromPods) rules.push({ statements: [fromPods, stmt.verdict(svcTarget)] });
-        const fromNode = stmt.match(expr.fibType('saddr'), '==', value.keyword('local'));
-        rules.push({ statements: [fromNode, stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] });
-        rules.push({ statements: [fromNode, stmt.verdict(svcTarget)] });
-        if (external.local.length > 0) rules.push({ statements: [stmt.verdict(ladder('lcl', external.local, via))] });
-      }
+      const rules: Rule[] =
+        external.kind === 'cluster'
+          ? [
+              { statements: [stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] },
+              { statements: [stmt.verdict(svcTarget)] },
+            ]
+          : localPolicyRules(
+              ctx.localDetector,
+              f,
+              svcTarget,
+              external.local.length > 0 ? ladder('lcl', external.local, via) : undefined,
+            );
       chains.set(names.ext, { chain: { name: names.ext, rules }, frontends: new Set(via) });
-      for (const o of outside) add(o, { kind: 'goto', chain: names.ext }, false);
-      if (external.kind === 'local' && external.local.length === 0) {
-        // What the EXT chain did not short-circuit has nowhere to go on this node.
-        for (const o of outside) add(o, noEndpointVerdict('drop'), true);
-      }
+      for (const fe of outside) add(fe, { kind: 'goto', chain: names.ext }, false);
+    }
+    if (external.kind === 'local' && external.local.length === 0) {
+      // What the EXT chain did not short-circuit has nowhere to go on this node.
+      for (const fe of outside) add(fe, noEndpointVerdict('drop'), true);
     }
   }
 
@@ -149,7 +241,7 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
       ...(allowFromNode ? sp.loadBalancerIPs.map((ip) => hostCidr({ family: ctx.family, text: ip })) : []),
     ];
     for (const lb of sp.loadBalancerIPs) {
-      const key = frontendKey(lb);
+      const key = ipFrontend(lb).key;
       on(key, SET.firewallIps, { key });
       for (const src of outermostCidrs(sources)) {
         on(key, SET.firewallAllow, { key: value.concat([value.ip(lb), proto, value.port(sp.port), value.cidr(src)]) });
@@ -161,9 +253,43 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     sp,
     chains: [...chains.values()].map((c) => ({ chain: c.chain, frontends: [...c.frontends] })),
     sharedElements,
+    sharedChains: [...sharedChains.values()],
     frontends,
     affinitySets,
   };
+}
+
+/** The one port every endpoint of the service port listens on, if they agree (almost always). */
+function commonTargetPort(sp: ServicePortState): number | undefined {
+  const lists = [
+    sp.internal.kind === 'cluster' || sp.internal.kind === 'local' ? sp.internal.endpoints : [],
+    ...(sp.external?.kind === 'cluster' ? [sp.external.endpoints] : []),
+    ...(sp.external?.kind === 'local' ? [sp.external.cluster, sp.external.local] : []),
+  ];
+  let port: number | undefined;
+  for (const list of lists) {
+    for (const ep of list) {
+      if (port === undefined) port = ep.port;
+      else if (ep.port !== port) return undefined;
+    }
+  }
+  return port;
+}
+
+/**
+ * externalTrafficPolicy Local (upstream's EXT chain): pods short-circuit to every endpoint
+ * unmasqueraded, the node itself is masqueraded (its source is the LB IP), the rest goes to this
+ * node's endpoints with its source kept (no rule for them: dropped by the filter checks).
+ */
+function localPolicyRules(d: LocalTrafficDetector, f: NftFamily, toCluster: Verdict, toLocal?: Verdict): Rule[] {
+  const rules: Rule[] = [];
+  const fromPods = localTrafficMatch(d, f, true);
+  if (fromPods) rules.push({ statements: [fromPods, stmt.verdict(toCluster)] });
+  const fromNode = stmt.match(expr.fibType('saddr'), '==', value.keyword('local'));
+  rules.push({ statements: [fromNode, stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] });
+  rules.push({ statements: [fromNode, stmt.verdict(toCluster)] });
+  if (toLocal) rules.push({ statements: [stmt.verdict(toLocal)] });
+  return rules;
 }
 
 function ladderChain(

@@ -7,11 +7,11 @@
  */
 import type { Cidr } from '../../../model/cluster.ts';
 import type { NodeState } from '../../../model/node-state.ts';
-import type { Chain, Element, NftSet } from './ruleset.ts';
+import type { Chain, Element, NftSet, SetSpec } from './ruleset.ts';
 import type { NftFamily } from './syntax.ts';
 import { nftFamily } from './syntax.ts';
-import type { SetName } from './names.ts';
-import { localTrafficMatch } from './service-port.ts';
+import { ENDPOINT_MAP, type SetName } from './names.ts';
+import { localTrafficMatch, type EndpointLayout } from './service-port.ts';
 import { outermostCidrs } from './cidrs.ts';
 import { nftablesTemplate, renderTemplateChains, renderTemplateSets, type TemplateValues } from './template.ts';
 
@@ -27,13 +27,55 @@ const LOOPBACK_V6: Cidr = { family: 'ipv6', address: '::1', prefixLength: 128 };
 /** Loaded at start: a broken template stops kproxy before it touches the kernel. */
 const TEMPLATE = nftablesTemplate();
 
-/** The fixed sets, with the elements the service ports put in them (`bySet`) and the context's own. */
-export function skeletonSets(state: TableContext, bySet: ReadonlyMap<SetName, readonly Element[]>): NftSet[] {
-  return renderTemplateSets(TEMPLATE, templateValues(state)).map(({ spec, elements }) => {
+/**
+ * The fixed sets, with the elements the service ports put in them (`bySet`) and the context's own;
+ * the endpoint maps only when endpoints are map elements.
+ */
+export function skeletonSets(
+  state: TableContext,
+  bySet: ReadonlyMap<SetName, readonly Element[]>,
+  endpointLayout: EndpointLayout,
+): NftSet[] {
+  const sets = renderTemplateSets(TEMPLATE, templateValues(state));
+  if (endpointLayout === 'maps')
+    for (const spec of endpointMapSpecs(nftFamily(state.family))) sets.push({ spec, elements: [] });
+  return sets.map(({ spec, elements }) => {
     const list = [...(bySet.get(spec.name as SetName) ?? []), ...elements];
     list.sort((x, y) => (x.key.text < y.key.text ? -1 : x.key.text > y.key.text ? 1 : 0));
     return { spec, elements: list };
   });
+}
+
+/**
+ * The endpoint maps (ADR 0008). Addresses: frontend . index → endpoint address, declared with
+ * `typeof` because the index is numgen's integer, which `type` cannot name (nft lists the types
+ * below back). Ports: frontend → target port. Address and port are separate maps because nft
+ * 1.0.6 mishandles `… : ip daddr . th dport` data: a later transaction cannot add a rule using the
+ * map ("conflicting protocols"), and `tcp dport` there makes the rule match TCP only.
+ */
+function endpointMapSpecs(f: NftFamily): SetSpec[] {
+  const addr = f === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+  const addresses = (name: SetName, keyType: string[], keyExpr: string): SetSpec => ({
+    name,
+    keyType: [...keyType, 'integer'],
+    dataType: [addr],
+    verdictMap: false,
+    flags: [],
+    typeOf: `${keyExpr} . numgen random mod 1 : ${f} daddr`,
+  });
+  const ports = (name: SetName, keyType: string[]): SetSpec => ({
+    name,
+    keyType,
+    dataType: ['inet_service'],
+    verdictMap: false,
+    flags: [],
+  });
+  return [
+    addresses(ENDPOINT_MAP.addresses, [addr, 'inet_proto', 'inet_service'], `${f} daddr . meta l4proto . th dport`),
+    ports(ENDPOINT_MAP.ports, [addr, 'inet_proto', 'inet_service']),
+    addresses(ENDPOINT_MAP.nodePortAddresses, ['inet_proto', 'inet_service'], 'meta l4proto . th dport'),
+    ports(ENDPOINT_MAP.nodePortPorts, ['inet_proto', 'inet_service']),
+  ];
 }
 
 /** A ClientIP-affinity set: filled by the kernel from the packet path, entries expire. */

@@ -121,9 +121,10 @@ export const expr = {
     text: `meta mark & ${value.hex(mask).text}`,
     json: { '&': [{ meta: { key: 'mark' } }, mask] },
   }),
-  numgenRandom: (modulus: number): Expr => {
+  numgenRandom: (modulus: number, offset = 0): Expr => {
     if (!Number.isInteger(modulus) || modulus < 1) throw new Error(`invalid numgen modulus ${modulus}`);
-    return { text: `numgen random mod ${modulus}`, json: { numgen: { mode: 'random', mod: modulus, offset: 0 } } };
+    const text = `numgen random mod ${modulus}${offset === 0 ? '' : ` offset ${value.number(offset).text}`}`;
+    return { text, json: { numgen: { mode: 'random', mod: modulus, offset } } };
   },
   concat: (parts: readonly Expr[]): Expr => ({
     text: parts.map((p) => p.text).join(' . '),
@@ -177,6 +178,16 @@ export const stmt = {
     const target = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
     return { text: `dnat to ${target}`, json: { dnat: { addr: ip, port } } };
   },
+  /** DNAT to the address one data map holds for `addrKey` and the port another holds for `portKey` (ADR 0008). */
+  dnatMaps: (addrKey: Expr, addrMap: string, portKey: Expr, portMap: string): Fragment => ({
+    text: `dnat to ${addrKey.text} map @${identifier(addrMap)} : ${portKey.text} map @${identifier(portMap)}`,
+    json: {
+      dnat: {
+        addr: { map: { key: addrKey.json, data: `@${addrMap}` } },
+        port: { map: { key: portKey.json, data: `@${portMap}` } },
+      },
+    },
+  }),
   masqueradeFullyRandom: (): Fragment => ({
     text: 'masquerade fully-random',
     json: { masquerade: { flags: 'fully-random' } },

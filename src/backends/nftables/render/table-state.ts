@@ -16,7 +16,7 @@ import type { Chain, Element, Ruleset } from './ruleset.ts';
 import { chainFingerprint, elementText, TransactionBuilder } from './ruleset.ts';
 import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
 import { TABLE, type SetName } from './names.ts';
-import type { ServicePortFragment, SetElement } from './service-port.ts';
+import type { EndpointLayout, ServicePortFragment, SetElement } from './service-port.ts';
 
 /** What a set of fragments puts in the table, by identity, for diffing. */
 interface Contribution {
@@ -39,9 +39,18 @@ export class TableState {
   /** Frontends claimed by more than one port. */
   private readonly contested = new Set<string>();
   private readonly shared = new Map<string, { readonly element: SetElement; count: number }>();
+  /** Shared DNAT chains by name, with how many ports route through each. */
+  private readonly sharedChains = new Map<string, { readonly chain: Chain; count: number }>();
 
-  constructor(context: TableContext, fragments: Iterable<ServicePortFragment> = []) {
+  readonly endpointLayout: EndpointLayout;
+
+  constructor(
+    context: TableContext,
+    fragments: Iterable<ServicePortFragment> = [],
+    endpointLayout: EndpointLayout = 'maps',
+  ) {
     this.context = context;
+    this.endpointLayout = endpointLayout;
     for (const f of fragments) this.insert(f);
   }
 
@@ -73,6 +82,10 @@ export class TableState {
       for (const e of this.fragments.get(key)?.sharedElements ?? []) touchedShared.add(elementId(e));
     for (const f of adding) for (const e of f.sharedElements) touchedShared.add(elementId(e));
     const sharedBefore = new Map([...touchedShared].map((id) => [id, this.shared.get(id)?.element]));
+    const touchedChains = new Set<string>();
+    for (const key of affected) for (const c of this.fragments.get(key)?.sharedChains ?? []) touchedChains.add(c.name);
+    for (const f of adding) for (const c of f.sharedChains) touchedChains.add(c.name);
+    const chainsBefore = new Map([...touchedChains].map((name) => [name, this.sharedChains.get(name)?.chain]));
     for (const key of removing) this.remove(key);
     for (const f of adding) {
       this.remove(f.sp.key);
@@ -85,6 +98,12 @@ export class TableState {
       if (was) before.elements.set(id, was);
       if (is) after.elements.set(id, is);
     }
+    for (const name of touchedChains) {
+      const was = chainsBefore.get(name);
+      const is = this.sharedChains.get(name)?.chain;
+      if (was) before.chains.set(name, was);
+      if (is) after.chains.set(name, is);
+    }
     return this.commands(before, after);
   }
 
@@ -92,6 +111,7 @@ export class TableState {
   ruleset(): Ruleset {
     const all = this.contribution(new Set(this.fragments.keys()));
     for (const [id, s] of this.shared) all.elements.set(id, s.element);
+    const shared = [...this.sharedChains.values()].map((s) => s.chain).sort(byPickOrder);
     const f = nftFamily(this.context.family);
     const bySet = new Map<SetName, Element[]>();
     for (const { set, element } of all.elements.values()) {
@@ -103,9 +123,9 @@ export class TableState {
     return {
       family: f,
       table: TABLE,
-      chains: [...skeletonChains(this.context), ...this.inKeyOrder(chains)],
+      chains: [...skeletonChains(this.context), ...shared, ...this.inKeyOrder(chains)],
       sets: [
-        ...skeletonSets(this.context, bySet),
+        ...skeletonSets(this.context, bySet, this.endpointLayout),
         ...[...all.affinitySets].map(([name, timeout]) => affinitySetSpec(f, name, timeout)),
       ],
     };
@@ -184,6 +204,11 @@ export class TableState {
       if (s) s.count++;
       else this.shared.set(id, { element: e, count: 1 });
     }
+    for (const chain of f.sharedChains) {
+      const s = this.sharedChains.get(chain.name);
+      if (s) s.count++;
+      else this.sharedChains.set(chain.name, { chain, count: 1 });
+    }
   }
 
   private remove(key: string): void {
@@ -204,6 +229,10 @@ export class TableState {
       const id = elementId(e);
       const s = this.shared.get(id);
       if (s && --s.count === 0) this.shared.delete(id);
+    }
+    for (const chain of f.sharedChains) {
+      const s = this.sharedChains.get(chain.name);
+      if (s && --s.count === 0) this.sharedChains.delete(chain.name);
     }
   }
 
@@ -256,6 +285,14 @@ export class TableState {
     for (const [set, list] of bySet(after.elements, before.elements)) tx.addElements(set, list);
     return tx.commands();
   }
+}
+
+/** Shared DNAT chains by kind, then by endpoint count (`dnat-2` before `dnat-10`). */
+function byPickOrder(a: Chain, b: Chain): number {
+  const split = (name: string) => /^(.*?)(\d+)$/.exec(name) ?? ['', name, '0'];
+  const [, ak = '', an = '0'] = split(a.name);
+  const [, bk = '', bn = '0'] = split(b.name);
+  return ak < bk ? -1 : ak > bk ? 1 : Number(an) - Number(bn);
 }
 
 /** The elements of `m` that `skip` does not have, grouped by set. */
