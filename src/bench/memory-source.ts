@@ -5,11 +5,13 @@
  * the daemon's own runner, proxier and nft in between (no API server or file watching in the way).
  */
 import type { ClusterSnapshot, EndpointSlice, Service } from '../model/cluster.ts';
-import type { ClusterSource, SourceChange } from '../source/api-source.ts';
+import type { ClusterSource, ServiceSelection, SourceChange } from '../source/api-source.ts';
+import { snapshotFrom } from '../source/normalize.ts';
 
 export class MemorySource implements ClusterSource {
-  private services: Service[];
-  private slices: EndpointSlice[];
+  /** By `namespace/name`; slices by the key of their Service. */
+  private readonly services = new Map<string, Service>();
+  private readonly slices = new Map<string, readonly EndpointSlice[]>();
   private readonly rest: Omit<ClusterSnapshot, 'services' | 'endpointSlices'>;
   private readonly listeners: ((c: SourceChange) => void)[] = [];
   private cached: ClusterSnapshot | undefined;
@@ -19,8 +21,11 @@ export class MemorySource implements ClusterSource {
   readGeneration = 0;
 
   constructor(snapshot: ClusterSnapshot) {
-    this.services = [...snapshot.services];
-    this.slices = [...snapshot.endpointSlices];
+    for (const s of snapshot.services) this.services.set(`${s.namespace}/${s.name}`, s);
+    for (const s of snapshot.endpointSlices) {
+      const key = `${s.namespace}/${s.serviceName}`;
+      this.slices.set(key, [...(this.slices.get(key) ?? []), s]);
+    }
     this.rest = { serviceCIDRs: snapshot.serviceCIDRs, ...(snapshot.node ? { node: snapshot.node } : {}) };
   }
 
@@ -34,8 +39,22 @@ export class MemorySource implements ClusterSource {
   }
   snapshot(): ClusterSnapshot {
     this.readGeneration = this.generation;
-    this.cached ??= { ...this.rest, services: this.services, endpointSlices: this.slices };
+    this.cached ??= snapshotFrom({
+      ...this.rest,
+      services: this.services.values(),
+      endpointSlices: [...this.slices.values()].flat(),
+    });
     return this.cached;
+  }
+  select(keys: ReadonlySet<string>): ServiceSelection {
+    const services: Service[] = [];
+    const endpointSlices: EndpointSlice[] = [];
+    for (const key of keys) {
+      const service = this.services.get(key);
+      if (service) services.push(service);
+      endpointSlices.push(...(this.slices.get(key) ?? []));
+    }
+    return { services, endpointSlices };
   }
   onChange(listener: (c: SourceChange) => void): void {
     this.listeners.push(listener);
@@ -43,12 +62,12 @@ export class MemorySource implements ClusterSource {
 
   /** Replaces (or adds, or with `undefined` removes) one Service and its slices, then notifies. */
   put(key: string, service: Service | undefined, slices: readonly EndpointSlice[]): void {
-    const [namespace, name] = key.split('/');
-    this.services = this.services.filter((s) => s.namespace !== namespace || s.name !== name);
-    this.slices = this.slices.filter((s) => s.namespace !== namespace || s.serviceName !== name);
     if (service) {
-      this.services.push(service);
-      this.slices.push(...slices);
+      this.services.set(key, service);
+      this.slices.set(key, slices);
+    } else {
+      this.services.delete(key);
+      this.slices.delete(key);
     }
     this.cached = undefined;
     this.generation++;
@@ -62,10 +81,7 @@ export class MemorySource implements ClusterSource {
   }
 
   service(key: string): { service: Service; slices: EndpointSlice[] } | undefined {
-    const [namespace, name] = key.split('/');
-    const service = this.services.find((s) => s.namespace === namespace && s.name === name);
-    return service
-      ? { service, slices: this.slices.filter((s) => s.namespace === namespace && s.serviceName === name) }
-      : undefined;
+    const service = this.services.get(key);
+    return service ? { service, slices: [...(this.slices.get(key) ?? [])] } : undefined;
   }
 }

@@ -162,10 +162,15 @@ export class Proxier {
     const snapshot = source.snapshot();
     // A full sync re-derives every Service; a partial one only those that changed.
     const wanted = (key: string) => full || changed.has(key);
-    const services = full ? snapshot.services : snapshot.services.filter((s) => changed.has(serviceKey(s)));
-    const slices = groupSlices(
-      full ? snapshot.endpointSlices : snapshot.endpointSlices.filter((s) => wanted(`${s.namespace}/${s.serviceName}`)),
-    );
+    const selected = full ? undefined : source.select?.(changed);
+    const services =
+      selected?.services ?? (full ? snapshot.services : snapshot.services.filter((s) => changed.has(serviceKey(s))));
+    const sliceList =
+      selected?.endpointSlices ??
+      (full
+        ? snapshot.endpointSlices
+        : snapshot.endpointSlices.filter((s) => wanted(`${s.namespace}/${s.serviceName}`)));
+    const slices = groupSlices(sliceList);
     // Stale conntrack entries exist only for UDP/SCTP frontends: a partial sync that touched none
     // skips the cleanup (process runs per family).
     let datagramTouched = false;
@@ -232,8 +237,7 @@ export class Proxier {
       report.kind,
       requests,
       report.changes,
-      changed,
-      snapshot,
+      sliceList,
       started,
       report.drift,
       report.detail,
@@ -403,8 +407,7 @@ export class Proxier {
     kind: SyncKind,
     families: readonly FamilyState[],
     commands: number,
-    changed: ReadonlySet<string>,
-    snapshot: ClusterSnapshot,
+    slices: readonly EndpointSlice[],
     started: number,
     drift: boolean,
     detail: Readonly<Record<string, unknown>> | undefined,
@@ -433,7 +436,7 @@ export class Proxier {
       metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, internalDrop);
       metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'external' }, externalDrop);
     }
-    this.observeProgrammingLatency(kind === 'full' ? undefined : changed, snapshot);
+    this.observeProgrammingLatency(slices);
     await this.syncServiceHealth(families);
     log.info(
       {
@@ -451,12 +454,11 @@ export class Proxier {
     );
   }
 
-  /** From each EndpointSlice's last-change-trigger-time to now, once per trigger time. */
-  private observeProgrammingLatency(changed: ReadonlySet<string> | undefined, snapshot: ClusterSnapshot): void {
+  /** From each EndpointSlice's last-change-trigger-time to now, once per trigger time (the sync's slices). */
+  private observeProgrammingLatency(slices: readonly EndpointSlice[]): void {
     const now = this.now();
-    for (const slice of snapshot.endpointSlices) {
+    for (const slice of slices) {
       if (!slice.triggerTime) continue;
-      if (changed && !changed.has(`${slice.namespace}/${slice.serviceName}`)) continue;
       const key = `${slice.namespace}/${slice.name}`;
       const t = slice.triggerTime.getTime();
       if (this.observedTriggers.get(key) === t) continue;

@@ -38,7 +38,7 @@ import { dirname, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import type { KubeConfig, KubernetesListObject, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
-import type { ClusterSnapshot } from '../model/cluster.ts';
+import type { ClusterSnapshot, EndpointSlice, Service } from '../model/cluster.ts';
 import type { Logger } from '../util/log.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
 import { normalizeObject, snapshotFrom, type KindValues, type ObjectKind } from './normalize.ts';
@@ -52,6 +52,11 @@ export interface SourceChange {
   /** The node's labels changed (including the Node appearing or vanishing): upstream forces a full resync. */
   readonly nodeLabelsChanged: boolean;
   readonly serviceCIDRsChanged: boolean;
+}
+
+export interface ServiceSelection {
+  readonly services: readonly Service[];
+  readonly endpointSlices: readonly EndpointSlice[];
 }
 
 export interface ClusterSource {
@@ -68,6 +73,12 @@ export interface ClusterSource {
   syncedDetail(): Record<string, boolean>;
   /** The current validated view (lists sorted as `snapshotFrom` sorts them). Cheap when nothing changed. */
   snapshot(): ClusterSnapshot;
+  /**
+   * The current Services and EndpointSlices of these Services (`namespace/name`), from the
+   * source's own indexes: a partial sync then costs the change, not a sorted copy of the whole
+   * cluster (20k objects at 10,000 Services). Optional; without it the proxier filters `snapshot()`.
+   */
+  select?(services: ReadonlySet<string>): ServiceSelection;
   /**
    * Called after cache changes (changes from one relist or one burst of events are batched into one
    * call, a microtask later) and when a cache completes its first list (possibly with nothing
@@ -253,6 +264,8 @@ class ApiSource implements ClusterSource {
   readonly #stop = new AbortController();
   readonly #listeners: ((c: SourceChange) => void)[] = [];
   readonly #stores: Stores = { Service: new Map(), EndpointSlice: new Map(), Node: new Map(), ServiceCIDR: new Map() };
+  /** Service key (`namespace/name`) → the ids of its EndpointSlices in the store. */
+  readonly #slicesByService = new Map<string, Set<string>>();
   readonly #reflectors = new Map<CacheName, Reflector>();
   #serviceCIDRsNotServed = false;
   #started = false;
@@ -593,7 +606,37 @@ class ApiSource implements ClusterSource {
       if (prev !== undefined && isDeepStrictEqual(prev, next)) return;
       store.set(id, next);
     }
+    if (kind === 'EndpointSlice')
+      this.#indexSlice(id, prev as EndpointSlice | undefined, next as EndpointSlice | undefined);
     this.#noteChange(kind, prev, next);
+  }
+
+  /** Keeps `#slicesByService` (service key → slice store ids) in step with the slice store. */
+  #indexSlice(id: string, prev: EndpointSlice | undefined, next: EndpointSlice | undefined): void {
+    const key = (s: EndpointSlice) => `${s.namespace}/${s.serviceName}`;
+    if (prev) {
+      const ids = this.#slicesByService.get(key(prev));
+      ids?.delete(id);
+      if (ids?.size === 0) this.#slicesByService.delete(key(prev));
+    }
+    if (next) {
+      const ids = this.#slicesByService.get(key(next));
+      if (ids) ids.add(id);
+      else this.#slicesByService.set(key(next), new Set([id]));
+    }
+  }
+
+  select(services: ReadonlySet<string>): ServiceSelection {
+    const out = { services: [] as Service[], endpointSlices: [] as EndpointSlice[] };
+    for (const key of services) {
+      const service = this.#stores.Service.get(key);
+      if (service) out.services.push(service);
+      for (const id of this.#slicesByService.get(key) ?? []) {
+        const slice = this.#stores.EndpointSlice.get(id);
+        if (slice) out.endpointSlices.push(slice);
+      }
+    }
+    return out;
   }
 
   #validate<K extends ObjectKind>(kind: K, raw: KubernetesObject): KindValues[K] | undefined {
