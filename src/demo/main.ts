@@ -29,7 +29,7 @@ const BACKENDS = ['backend-1', 'backend-2', 'backend-3'];
 /** The lines of each mode's dump that show demo/web. */
 const DUMP_EXCERPT: Record<string, RegExp> = {
   nftables:
-    /^add (rule|element) ip kproxy (services|svc-[^ ]*demo\/web|ext-[^ ]*demo\/web)|^add element ip kproxy (service-ips|service-nodeports)|^\t.*demo\/web/,
+    /^add rule ip kproxy (services|(masq-)?dnat-(np-)?\d+) |^add element ip kproxy (service-ips|service-nodeports|(nodeport-)?(endpoint-addresses|target-ports)) |^\t(10\.96\.0\.10 |tcp \. 30080 .*: (goto|10\.))/,
   iptables: /demo\/web/,
   ipvs: /^-[Aa] -t (10\.96\.0\.10:80|192\.0\.2\.1:30080) |^address add 10\.96\.0\.10\/32 dev kube-ipvs0/,
 };
