@@ -38,6 +38,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --upstream-timeout SECONDS   kill an upstream-layout load after this long, report "timeout" (default 600)
   --no-upstream                skip the upstream-layout comparison
   --latency-services LIST      Service counts for first-packet latency (default 10,10000)
+  --latency-endpoints LIST     endpoints per Service for first-packet latency: the first with every Service
+                               count, the others with the smallest (default 10,1000)
   --connects N                 connects per target and size (default 2000)
   --changes N                  incremental syncs per kind of change and size (default 100)
   --nodes N                    nodes the endpoints are spread over (default 50, ~2% local)
@@ -86,6 +88,7 @@ function parseOptions(
       'upstream-timeout': { type: 'string', default: '600' },
       'no-upstream': { type: 'boolean', default: false },
       'latency-services': { type: 'string' },
+      'latency-endpoints': { type: 'string' },
       connects: { type: 'string' },
       changes: { type: 'string' },
       nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
@@ -137,7 +140,11 @@ function parseOptions(
       positiveInt,
       'Service count',
     ),
-    latencyEndpoints: 10,
+    latencyEndpoints: parseList(
+      values['latency-endpoints'] ?? (quick ? '10,100' : '10,1000'),
+      positiveInt,
+      'endpoint count',
+    ),
     connects: int('connects', values.connects, quick ? 300 : 2000),
     changes: int('changes', values.changes, quick ? 10 : 100),
     scenarios: known.filter((n) => (only ? only.includes(n) : true) && !skip.includes(n)),

@@ -38,10 +38,10 @@ export function ip(args: readonly string[]): string {
   return r.stdout;
 }
 
-/** `ip -batch -` with one command per line. */
-export function ipBatch(lines: readonly string[]): void {
+/** `ip [-n NETNS] -batch -` with one command per line. */
+export function ipBatch(lines: readonly string[], netns?: string): void {
   if (lines.length === 0) return;
-  const r = run('ip', ['-batch', '-'], `${lines.join('\n')}\n`);
+  const r = run('ip', [...(netns ? ['-n', netns] : []), '-batch', '-'], `${lines.join('\n')}\n`);
   if (!r.ok) throw new Error(`ip -batch: ${r.stderr.trim()}\n${lines.join('\n')}`);
 }
 

@@ -21,9 +21,12 @@ export interface BenchOptions {
   readonly upstreamTimeoutMs: number;
   /** Per `nft -f` load of kproxy's ruleset, per `kproxy sync` process, per daemon start. */
   readonly kproxyTimeoutMs: number;
-  /** Service counts of the first-packet latency measurement (each with `latencyEndpoints` endpoints). */
+  /**
+   * Service counts of the first-packet latency measurement (each with the first of
+   * `latencyEndpoints` endpoints); the other endpoint counts are measured at the smallest count.
+   */
   readonly latencyServices: readonly number[];
-  readonly latencyEndpoints: number;
+  readonly latencyEndpoints: readonly number[];
   readonly connects: number;
   /** Incremental syncs measured per kind of change (endpoint, add, delete) and size. */
   readonly changes: number;

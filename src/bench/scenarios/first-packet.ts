@@ -29,7 +29,7 @@ import {
 } from '../cluster-gen.ts';
 import { count, ms, percentile, ratio, secs } from '../format.ts';
 import { kproxySync, writeManifests } from '../kproxy-cli.ts';
-import { createNetns, deleteNetns, ip, killTracked, runForJson, spawnTracked } from '../netns.ts';
+import { createNetns, deleteNetns, ip, ipBatch, killTracked, runForJson, spawnTracked } from '../netns.ts';
 import { benchConfig, runPipeline, type BenchMode } from '../pipeline.ts';
 import type { BenchContext, Scenario, ScenarioResult, Table } from '../scenario.ts';
 import { timedInNetns } from '../timed-exec.ts';
@@ -144,6 +144,7 @@ async function runClient(
 interface Topology {
   readonly mode: BenchMode;
   readonly services: number;
+  readonly endpointsPerService: number;
   readonly label: string;
   readonly namespaces: string[];
   readonly targets: string[];
@@ -180,13 +181,13 @@ function kubeServices(ns: string, flavor: string): { rules: string[]; clusterIPs
 /** A topology whose rules could not be loaded within the time limit: skipped, with the reason. */
 class Skip extends Error {}
 
-async function setUp(ctx: BenchContext, mode: BenchMode, services: number): Promise<Topology> {
-  const size = { services, endpointsPerService: ctx.options.latencyEndpoints };
+async function setUp(ctx: BenchContext, mode: BenchMode, size: ClusterSize): Promise<Topology> {
   const label = `${sizeLabel(size)} ${mode}`;
   const { objects } = syntheticCluster(size, ctx.options.shape);
   const topo: Topology = {
     mode,
-    services,
+    services: size.services,
+    endpointsPerService: size.endpointsPerService,
     label,
     namespaces: [],
     targets: [],
@@ -300,9 +301,22 @@ async function build(
 
   const serverIps = [...new Set([...endpointsOf(first), ...endpointsOf(last)].map((e) => e.ip))];
   sh(node, ['route', 'add', `${CLIENT_IP}/32`, 'dev', `${id}c`]);
-  for (const a of serverIps) sh(node, ['route', 'add', `${a}/32`, 'dev', `${id}s`]);
+  ipBatch(
+    serverIps.map((a) => `route add ${a}/32 dev ${id}s`),
+    node,
+  );
   sh(cli, ['addr', 'add', `${CLIENT_IP}/32`, 'dev', 'eth0']);
-  for (const a of serverIps) sh(srv, ['addr', 'add', `${a}/32`, 'dev', 'eth0']);
+  ipBatch(
+    serverIps.map((a) => `addr add ${a}/32 dev eth0`),
+    srv,
+  );
+  // Static neighbours: with many endpoints, ARP for each one's first connect (and the neighbour
+  // table's default limit of 1,024) would be measured instead of the rules.
+  const serverMac = (JSON.parse(ip(['-n', srv, '-j', 'link', 'show', 'eth0'])) as { address: string }[])[0]?.address;
+  ipBatch(
+    serverIps.map((a) => `neigh replace ${a} lladdr ${serverMac} dev ${id}s nud permanent`),
+    node,
+  );
   for (const pod of [cli, srv]) {
     sh(pod, ['route', 'add', GATEWAY, 'dev', 'eth0']);
     sh(pod, ['route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0']);
@@ -338,7 +352,7 @@ function summarise(topo: Topology): LatencyRun {
     mode: topo.mode,
     ...(topo.flavor ? { flavor: topo.flavor } : {}),
     services: topo.services,
-    endpointsPerService: 0,
+    endpointsPerService: topo.endpointsPerService,
     loadS: topo.loadS,
     ...(topo.positions ? { positions: topo.positions } : {}),
     targets,
@@ -352,19 +366,29 @@ function summarise(topo: Topology): LatencyRun {
  */
 const BLOCKS = 8;
 
+/** Every Service count with the first endpoint count, and the other endpoint counts at the fewest Services. */
+function latencySizes(ctx: BenchContext): ClusterSize[] {
+  const [base = 10, ...more] = ctx.options.latencyEndpoints;
+  const fewest = Math.min(...ctx.options.latencyServices);
+  return [
+    ...ctx.options.latencyServices.map((services) => ({ services, endpointsPerService: base })),
+    ...more.map((endpointsPerService) => ({ services: fewest, endpointsPerService })),
+  ];
+}
+
 async function measureAll(ctx: BenchContext, skipped: string[]): Promise<LatencyRun[]> {
   const topos: Topology[] = [];
   try {
     for (const mode of ctx.options.modes) {
-      for (const n of ctx.options.latencyServices) {
-        const known = knownTimeout(ctx, mode, { services: n, endpointsPerService: ctx.options.latencyEndpoints });
+      for (const size of latencySizes(ctx)) {
+        const known = knownTimeout(ctx, mode, size);
         if (known) {
-          skipped.push(`${mode} ${count(n)} Services: ${known}`);
-          ctx.log(`first-packet: skipping ${mode} at ${count(n)} Services: ${known}`);
+          skipped.push(`${mode} ${sizeLabel(size)}: ${known}`);
+          ctx.log(`first-packet: skipping ${mode} at ${sizeLabel(size)}: ${known}`);
           continue;
         }
         try {
-          topos.push(await setUp(ctx, mode, n));
+          topos.push(await setUp(ctx, mode, size));
         } catch (err) {
           if (!(err instanceof Skip)) throw err;
           skipped.push(err.message);
@@ -386,7 +410,7 @@ async function measureAll(ctx: BenchContext, skipped: string[]): Promise<Latency
         });
       }
     }
-    return topos.map((t) => ({ ...summarise(t), endpointsPerService: ctx.options.latencyEndpoints }));
+    return topos.map(summarise);
   } finally {
     for (const t of topos) tearDown(ctx, t);
   }
@@ -410,7 +434,7 @@ export const firstPacket: Scenario = {
       {
         columns: [
           'mode',
-          'Services',
+          'Services x endpoints',
           'target',
           'p50 us',
           'p90 us',
@@ -423,7 +447,7 @@ export const firstPacket: Scenario = {
         rows: runs.flatMap((r) =>
           r.targets.map((t) => [
             modeLabel(r),
-            count(r.services),
+            `${count(r.services)} x ${count(r.endpointsPerService)}`,
             `${t.kind} (${t.target})${at(r, t.kind)}`,
             ms(t.p50Us),
             ms(t.p90Us),
@@ -440,7 +464,33 @@ export const firstPacket: Scenario = {
     const small = Math.min(...counts);
     const big = Math.max(...counts);
     const modesRun = [...new Set(runs.map((r) => r.mode))];
-    const find = (mode: BenchMode, services: number) => runs.find((r) => r.mode === mode && r.services === services);
+    const base = ctx.options.latencyEndpoints[0];
+    const find = (mode: BenchMode, services: number, endpoints = base) =>
+      runs.find((r) => r.mode === mode && r.services === services && r.endpointsPerService === endpoints);
+    // The same few Services with many endpoints each: a pick that walks a ladder grows with them.
+    for (const e of ctx.options.latencyEndpoints.slice(1)) {
+      const vs = `${count(e)} ÷ ${count(base ?? 0)} endpoints`;
+      tables.push({
+        columns: ['mode', 'target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
+        rows: modesRun.flatMap((mode) => {
+          const s = find(mode, small);
+          const b = find(mode, small, e);
+          if (!s || !b) return [];
+          return b.targets
+            .filter((t) => t.kind !== 'direct')
+            .map((t) => {
+              const o = stat(s, t.kind);
+              return [
+                modeLabel(b),
+                t.kind,
+                ratio(o ? t.p50Us / o.p50Us : NaN),
+                ratio(o ? t.p90Us / o.p90Us : NaN),
+                ratio(o ? t.p99Us / o.p99Us : NaN),
+              ];
+            });
+        }),
+      });
+    }
     if (small !== big) {
       const vs = `${count(big)} ÷ ${count(small)}`;
       tables.push({
@@ -485,11 +535,18 @@ export const firstPacket: Scenario = {
       });
     }
     tables.push({
-      columns: ['mode', 'Services', 'first p50 us', 'last p50 us', 'last - first us', 'last ÷ first'],
+      columns: ['mode', 'Services x endpoints', 'first p50 us', 'last p50 us', 'last - first us', 'last ÷ first'],
       rows: runs.map((r) => {
         const f = stat(r, 'first-service')?.p50Us ?? NaN;
         const l = stat(r, 'last-service')?.p50Us ?? NaN;
-        return [modeLabel(r), count(r.services), ms(f), ms(l), ms(l - f), ratio(l / f)];
+        return [
+          modeLabel(r),
+          `${count(r.services)} x ${count(r.endpointsPerService)}`,
+          ms(f),
+          ms(l),
+          ms(l - f),
+          ratio(l / f),
+        ];
       }),
     });
     return {
@@ -503,7 +560,7 @@ export const firstPacket: Scenario = {
         `rules loaded: ${runs
           .map(
             (r) =>
-              `${modeLabel(r)} ${count(r.services)} Services in ${secs(r.loadS)} s (${r.mode === 'nftables' ? 'nft -f' : 'kproxy sync'})`,
+              `${modeLabel(r)} ${count(r.services)} x ${count(r.endpointsPerService)} in ${secs(r.loadS)} s (${r.mode === 'nftables' ? 'nft -f' : 'kproxy sync'})`,
           )
           .join(', ')}.`,
         ...skipped.map((s) => `skipped: ${s}.`),
