@@ -4,7 +4,8 @@
  * those protocols) → the DNAT destinations reachable from it. The tests compare this with the endpoints the API server holds.
  *
  * nftables (`nft -j`): the `service-ips` / `service-nodeports` map elements and each chain's
- * `dnat` statements, jumps and gotos followed. iptables: KUBE-SERVICES' `-d IP/32 … --dport P -j KUBE-SVC-…` and
+ * `dnat` statements (to an address, or through the endpoint maps for that frontend), jumps and
+ * gotos followed. iptables: KUBE-SERVICES' `-d IP/32 … --dport P -j KUBE-SVC-…` and
  * KUBE-NODEPORTS' `--dport P -j KUBE-EXT-…` rules, followed through KUBE-EXT/SVC/SEP chains to
  * their `--to-destination`.
  */
@@ -49,17 +50,41 @@ export function parseNftJson(text: string): KernelView {
     const map = e['map'] as Json | undefined;
     if (map) maps.set(map['name'] as string, (map['elem'] as unknown[][] | undefined) ?? []);
   }
-  const reach = (chain: string, seen = new Set<string>()): Set<string> => {
+  // Endpoint maps (ADR 0008): `frontend . index` → address and `frontend` → port, as element text.
+  const valueText = (v: unknown): string =>
+    Array.isArray((v as Json | null)?.['concat'])
+      ? ((v as Json)['concat'] as unknown[]).map(String).join(' . ')
+      : String(v);
+  const lookup = new Map<string, Map<string, string>>();
+  for (const [name, elems] of maps) lookup.set(name, new Map(elems.map(([k, d]) => [valueText(k), valueText(d)])));
+  /** The destinations of a dnat statement, for the frontend (its key parts) the packet was sent to. */
+  const destinations = (dnat: Json, frontend: readonly unknown[]): string[] => {
+    const addr = dnat['addr'];
+    if (typeof addr === 'string') return [`${addr}:${String(dnat['port'])}`];
+    const addrMap = (addr as Json)['map'] as Json;
+    const portMap = ((dnat['port'] as Json)['map'] as Json)['data'] as string;
+    const parts = ((addrMap['key'] as Json)['concat'] as Json[]) ?? [];
+    const numgen = parts[parts.length - 1]?.['numgen'] as Json;
+    const base = frontend.map(String).join(' . ');
+    const port = lookup.get(portMap.slice(1))?.get(base);
+    const out: string[] = [];
+    for (let i = 0; i < Number(numgen['mod']); i++) {
+      const ip = lookup.get((addrMap['data'] as string).slice(1))?.get(`${base} . ${Number(numgen['offset']) + i}`);
+      out.push(`${ip}:${port}`);
+    }
+    return out;
+  };
+  const reach = (chain: string, frontend: readonly unknown[], seen = new Set<string>()): Set<string> => {
     const out = new Set<string>();
     if (seen.has(chain)) return out;
     seen.add(chain);
     for (const expr of chains.get(chain) ?? []) {
       for (const st of expr) {
         const dnat = st['dnat'] as Json | undefined;
-        if (dnat) out.add(`${String(dnat['addr'])}:${String(dnat['port'])}`);
+        if (dnat) for (const d of destinations(dnat, frontend)) out.add(d);
         const to = (st['jump'] ?? st['goto']) as Json | undefined;
         if (to && to['target'] !== 'mark-for-masquerade')
-          for (const t of reach(to['target'] as string, seen)) out.add(t);
+          for (const t of reach(to['target'] as string, frontend, seen)) out.add(t);
       }
     }
     return out;
@@ -73,12 +98,16 @@ export function parseNftJson(text: string): KernelView {
   for (const [key, value] of maps.get('service-ips') ?? []) {
     const [addr, proto, port] = ((key as Json)['concat'] as unknown[]) ?? [];
     const t = target(value);
-    if (t) view.set(`${String(addr)}:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`, reach(t));
+    if (t)
+      view.set(
+        `${String(addr)}:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`,
+        reach(t, [addr, proto, port]),
+      );
   }
   for (const [key, value] of maps.get('service-nodeports') ?? []) {
     const [proto, port] = ((key as Json)['concat'] as unknown[]) ?? [];
     const t = target(value);
-    if (t) view.set(`nodeport:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`, reach(t));
+    if (t) view.set(`nodeport:${String(port)}${proto === 'tcp' ? '' : `/${String(proto)}`}`, reach(t, [proto, port]));
   }
   return view;
 }
