@@ -1,59 +1,45 @@
 /**
  * @module config/file
- * Decoding of a KubeProxyConfiguration file (`kubeproxy.config.k8s.io/v1alpha1`, YAML or JSON).
- * Mirrors upstream's two-pass decode: every known field is type-checked like Go's JSON decoder
- * would (a type mismatch is an error naming the field path), and unknown fields are only warned
- * about (strict decode fails, lenient decode succeeds with a warning). `null` leaves a field unset,
- * as it does in Go. Semantic validation (ranges, CIDRs, modes) happens in `load.ts`.
+ * Decoding of a KubeProxyConfiguration file (`kubeproxy.config.k8s.io/v1alpha1` or `v1alpha2`,
+ * YAML or JSON). Mirrors upstream's decode: every known field is type-checked like Go's JSON
+ * decoder would (a type mismatch is an error naming the field path). Unknown and duplicate fields
+ * are errors in v1alpha2 (strict decoding) and only warnings in v1alpha1 (upstream falls back to a
+ * lenient decoder for v1alpha1 alone). `null` leaves a field unset, as it does in Go.
+ *
+ * A v1alpha2 file is converted to v1alpha1's field names (config/v1alpha2.ts), remembering each
+ * value's path in the file, so `load.ts` resolves one shape and still names the field as written.
+ * Semantic validation (ranges, CIDRs, modes) happens in `load.ts`.
  */
-import { parseDocument } from 'yaml';
+import { isMap, isScalar, parseDocument } from 'yaml';
 import { parseGoDuration } from './duration.ts';
+import {
+  bool,
+  CLIENT_CONNECTION,
+  duration,
+  int32,
+  LOGGING,
+  object,
+  str,
+  stringList,
+  type Schema,
+  type Value,
+} from './schema.ts';
+import { convertV1alpha2, V1ALPHA2_SCHEMA } from './v1alpha2.ts';
 
-export const KUBE_PROXY_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
+export const KUBE_PROXY_GROUP = 'kubeproxy.config.k8s.io';
+export const KUBE_PROXY_API_VERSION = `${KUBE_PROXY_GROUP}/v1alpha1`;
+export const KUBE_PROXY_API_VERSION_V1ALPHA2 = `${KUBE_PROXY_GROUP}/v1alpha2`;
 export const KUBE_PROXY_KIND = 'KubeProxyConfiguration';
 
-type Field =
-  | { readonly type: 'string' }
-  | { readonly type: 'bool' }
-  | { readonly type: 'int'; readonly min: number; readonly max: number }
-  | { readonly type: 'float' }
-  | { readonly type: 'duration' }
-  | { readonly type: 'stringList' }
-  | { readonly type: 'boolMap' }
-  /** Known, accepted as is, not looked into (e.g. `logging.options`). */
-  | { readonly type: 'opaque' }
-  | { readonly type: 'object'; readonly fields: Schema };
-type Schema = Readonly<Record<string, Field>>;
-
-const str: Field = { type: 'string' };
-const bool: Field = { type: 'bool' };
-const int32: Field = { type: 'int', min: -2147483648, max: 2147483647 };
-const uint32: Field = { type: 'int', min: 0, max: 4294967295 };
-const float: Field = { type: 'float' };
-const duration: Field = { type: 'duration' };
-const stringList: Field = { type: 'stringList' };
-const opaque: Field = { type: 'opaque' };
-const object = (fields: Schema): Field => ({ type: 'object', fields });
+export type ConfigVersion = 'v1alpha1' | 'v1alpha2';
 
 /** The v1alpha1 KubeProxyConfiguration fields (Linux and Windows). */
-const SCHEMA: Schema = {
+const V1ALPHA1_SCHEMA: Schema = {
   apiVersion: str,
   kind: str,
   featureGates: { type: 'boolMap' },
-  clientConnection: object({
-    kubeconfig: str,
-    acceptContentTypes: str,
-    contentType: str,
-    qps: float,
-    burst: int32,
-  }),
-  logging: object({
-    format: str,
-    flushFrequency: opaque, // a Go duration string or nanoseconds
-    verbosity: uint32,
-    vmodule: opaque,
-    options: opaque,
-  }),
+  clientConnection: CLIENT_CONNECTION,
+  logging: LOGGING,
   hostnameOverride: str,
   bindAddress: str,
   healthzBindAddress: str,
@@ -113,16 +99,30 @@ const SCHEMA: Schema = {
   portRange: str,
 };
 
-type Value = string | boolean | number | readonly string[];
-
-/** Type-checked values of the fields present in the file, by dotted path (`nftables.syncPeriod`). */
+/**
+ * Type-checked values of the fields present in the file, by v1alpha1 dotted path
+ * (`nftables.syncPeriod`), each with the path it was written at (the same in v1alpha1).
+ */
 export class FileValues {
   readonly #values: ReadonlyMap<string, Value>;
+  readonly #paths: ReadonlyMap<string, string>;
+  /** The file's apiVersion; absent for "no file". */
+  readonly version: ConfigVersion | undefined;
 
-  constructor(values: ReadonlyMap<string, Value>) {
+  constructor(
+    values: ReadonlyMap<string, Value>,
+    version?: ConfigVersion,
+    paths: ReadonlyMap<string, string> = new Map(),
+  ) {
     this.#values = values;
+    this.#paths = paths;
+    this.version = version;
   }
 
+  /** Where the value of `key` was written in the file, for messages. */
+  path(key: string): string {
+    return this.#paths.get(key) ?? key;
+  }
   has(path: string): boolean {
     return this.#values.has(path);
   }
@@ -143,16 +143,25 @@ export class FileValues {
     const v = this.#values.get(path);
     return Array.isArray(v) ? (v as readonly string[]) : undefined;
   }
+  /** `featureGates.*` as given. */
+  featureGates(): Record<string, boolean> {
+    const gates: Record<string, boolean> = {};
+    for (const [k, v] of this.#values)
+      if (k.startsWith('featureGates.') && typeof v === 'boolean') gates[k.slice(13)] = v;
+    return gates;
+  }
 }
 
 export const EMPTY_FILE_VALUES = new FileValues(new Map());
 
 /**
- * Decodes the text of a KubeProxyConfiguration. Type errors and a wrong apiVersion/kind go to
- * `problems` (as `path: message`), unknown fields to `warnings`.
+ * Decodes the text of a KubeProxyConfiguration. Type errors, a wrong apiVersion/kind, and in
+ * v1alpha2 unknown or duplicate fields go to `problems` (as `path: message`); in v1alpha1 unknown
+ * and duplicate fields go to `warnings`.
  */
 export function decodeKubeProxyConfiguration(text: string, problems: string[], warnings: string[]): FileValues {
-  const doc = parseDocument(text, { prettyErrors: false });
+  // Duplicate keys are told apart from other syntax errors: the version decides what they are.
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: false });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) problems.push(`cannot parse: ${firstLine(e.message)}`);
     return EMPTY_FILE_VALUES;
@@ -176,13 +185,52 @@ export function decodeKubeProxyConfiguration(text: string, problems: string[], w
 
   // Like upstream's codec, the type must be recognised before any field is looked at.
   const before = problems.length;
-  checkTypeMeta(root, 'apiVersion', KUBE_PROXY_API_VERSION, problems);
+  const version = checkApiVersion(root['apiVersion'], problems);
   checkTypeMeta(root, 'kind', KUBE_PROXY_KIND, problems);
-  if (problems.length > before) return EMPTY_FILE_VALUES;
+  if (version === undefined || problems.length > before) return EMPTY_FILE_VALUES;
 
+  const strict = version === 'v1alpha2';
+  // Unknown and duplicate fields: errors under strict decoding, warnings otherwise.
+  const unknown = strict ? problems : warnings;
+  for (const key of duplicateKeys(text)) unknown.push(`${key}: duplicate field`);
   const values = new Map<string, Value>();
-  walk(root, SCHEMA, '', values, problems, warnings);
-  return new FileValues(values);
+  walk(root, strict ? V1ALPHA2_SCHEMA : V1ALPHA1_SCHEMA, '', values, problems, unknown);
+  if (!strict) return new FileValues(values, version);
+  const converted = convertV1alpha2(values, problems);
+  return new FileValues(converted.values, version, converted.paths);
+}
+
+function checkApiVersion(v: unknown, problems: string[]): ConfigVersion | undefined {
+  if (v === KUBE_PROXY_API_VERSION) return 'v1alpha1';
+  if (v === KUBE_PROXY_API_VERSION_V1ALPHA2) return 'v1alpha2';
+  const expected = `${JSON.stringify(KUBE_PROXY_API_VERSION)} or ${JSON.stringify(KUBE_PROXY_API_VERSION_V1ALPHA2)}`;
+  if (v === undefined || v === null || v === '') problems.push(`apiVersion: required, must be ${expected}`);
+  else problems.push(`apiVersion: must be ${expected}, got ${describe(v)}`);
+  return undefined;
+}
+
+/** Dotted paths of the mapping keys given more than once (the last one wins, as in Go). */
+function duplicateKeys(text: string): string[] {
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  return doc.errors.filter((e) => e.code === 'DUPLICATE_KEY').map((e) => duplicatePath(text, e.pos[0]));
+}
+
+/** The duplicated key at `offset`, with its parents' names, found by re-reading the document. */
+function duplicatePath(text: string, offset: number): string {
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: false });
+  return findKeyAt(doc.contents, offset, '') ?? `(at offset ${offset})`;
+}
+
+function findKeyAt(node: unknown, offset: number, prefix: string): string | undefined {
+  if (!isMap(node)) return undefined;
+  for (const pair of node.items) {
+    const key = isScalar(pair.key) ? pair.key : undefined;
+    const name = `${prefix}${prefix === '' ? '' : '.'}${String(key?.value)}`;
+    if (key?.range && key.range[0] <= offset && offset < key.range[2]) return name;
+    const inner = findKeyAt(pair.value, offset, name);
+    if (inner !== undefined) return inner;
+  }
+  return undefined;
 }
 
 function checkTypeMeta(root: Record<string, unknown>, key: string, expected: string, problems: string[]): void {
@@ -197,13 +245,13 @@ function walk(
   prefix: string,
   out: Map<string, Value>,
   problems: string[],
-  warnings: string[],
+  unknown: string[],
 ): void {
   for (const [key, raw] of Object.entries(obj)) {
     const path = prefix === '' ? key : `${prefix}.${key}`;
     const field = Object.hasOwn(schema, key) ? schema[key] : undefined;
     if (field === undefined) {
-      warnings.push(`unknown field ${JSON.stringify(path)}`);
+      unknown.push(`unknown field ${JSON.stringify(path)}`);
       continue;
     }
     // Go's decoder leaves a field at its zero value for null.
@@ -269,7 +317,7 @@ function walk(
       case 'opaque':
         break;
       case 'object':
-        if (isPlainObject(raw)) walk(raw, field.fields, path, out, problems, warnings);
+        if (isPlainObject(raw)) walk(raw, field.fields, path, out, problems, unknown);
         else problems.push(`${path}: expected a mapping, got ${describe(raw)}`);
         break;
     }

@@ -23,7 +23,11 @@ export type CommandFlag =
   | 'against'
   // run
   | 'audit-log'
-  | 'audit-log-max-size';
+  | 'audit-log-max-size'
+  // upstream's own invocation (no subcommand): the daemon, or one of these then exit
+  | 'cleanup'
+  | 'init-only'
+  | 'write-config-to';
 
 export const COMMAND_FLAGS: readonly CommandFlag[] = [
   'manifests',
@@ -39,6 +43,9 @@ export const COMMAND_FLAGS: readonly CommandFlag[] = [
   'against',
   'audit-log',
   'audit-log-max-size',
+  'cleanup',
+  'init-only',
+  'write-config-to',
 ];
 
 const STRING_FLAGS = [
@@ -67,6 +74,27 @@ const STRING_FLAGS = [
   'ipvs-tcpfin-timeout',
   'ipvs-udp-timeout',
   'v',
+  'logging-format',
+  'log-flush-frequency',
+  'vmodule',
+  'feature-gates',
+  'bind-address',
+  'healthz-port',
+  'metrics-port',
+  'oom-score-adj',
+  'conntrack-max-per-core',
+  'conntrack-min',
+  'conntrack-tcp-timeout-established',
+  'conntrack-tcp-timeout-close-wait',
+  'conntrack-udp-timeout',
+  'conntrack-udp-timeout-stream',
+  'config-sync-period',
+  'kube-api-content-type',
+  'kube-api-qps',
+  'kube-api-burst',
+  'show-hidden-metrics-for-version',
+  'write-config-to',
+  'skip-node-setup',
   'manifests',
   'format',
   'ip-family',
@@ -82,7 +110,16 @@ const STRING_FLAGS = [
   'audit-log-max-size',
 ] as const;
 
-const BOOLEAN_FLAGS = ['masquerade-all', 'iptables-localhost-nodeports', 'ipvs-strict-arp'] as const;
+const BOOLEAN_FLAGS = [
+  'masquerade-all',
+  'iptables-localhost-nodeports',
+  'ipvs-strict-arp',
+  'bind-address-hard-fail',
+  'conntrack-tcp-be-liberal',
+  'profiling',
+  'cleanup',
+  'init-only',
+] as const;
 
 export type StringFlag = (typeof STRING_FLAGS)[number];
 export type BooleanFlag = (typeof BOOLEAN_FLAGS)[number];

@@ -9,8 +9,16 @@
 import type { Cidr, Family } from '../model/cluster.ts';
 import { cidrText, parseCidr, parseIp } from '../model/ip.ts';
 import { formatMs, parseGoDuration } from './duration.ts';
-import { decodeKubeProxyConfiguration, EMPTY_FILE_VALUES, type FileValues } from './file.ts';
+import { type ConfigVersion, decodeKubeProxyConfiguration, EMPTY_FILE_VALUES, type FileValues } from './file.ts';
 import { COMMAND_FLAGS, parseFlags, type CommandFlag, type FlagValues, type StringFlag } from './flags.ts';
+import {
+  checkUnsupported,
+  deprecatedPort,
+  resolveBindAddressHardFail,
+  resolveFeatureGates,
+  resolveLoggingFormat,
+  resolveNodeSetup,
+} from './upstream-options.ts';
 import { DEFAULT_IPVS_SCHEDULER, IPVS_SCHEDULERS, isIpvsScheduler } from '../model/ipvs-schedulers.ts';
 import type {
   DetectLocalConfig,
@@ -52,6 +60,16 @@ export interface Loaded {
   readonly configFile?: string;
   /** The command's own flags as given (explain, diff, run's audit log), checked by the command. */
   readonly commandOptions: Readonly<Partial<Record<CommandFlag, string>>>;
+  /** The config file's version (v1alpha1 without a file, as upstream's defaults). */
+  readonly configVersion: ConfigVersion;
+  /** `featureGates` and `--feature-gates`, as given (kproxy has none; each was warned about). */
+  readonly featureGates: Readonly<Record<string, boolean>>;
+  /** `--cleanup`: remove every mode's rules and exit. */
+  readonly cleanup?: true;
+  /** `--init-only`: the node setup (conntrack, oom_score_adj) and exit. */
+  readonly initOnly?: true;
+  /** `--write-config-to FILE`: write the effective configuration and exit. */
+  readonly writeConfigTo?: string;
 }
 
 export class ConfigError extends Error {
@@ -106,7 +124,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
   const { syncPeriodMs, minSyncPeriodMs } = resolveSyncPeriods(s, mode, problems);
   const iptables = resolveIptables(s, problems);
   const ipvs = resolveIpvs(s, mode, problems);
-  const healthzBindAddress = resolveBindAddress(
+  const healthzAddress = resolveBindAddress(
     s,
     'healthz-bind-address',
     'healthzBindAddress',
@@ -114,7 +132,7 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     DEFAULT_HEALTHZ_PORT,
     problems,
   );
-  const metricsBindAddress = resolveBindAddress(
+  const metricsAddress = resolveBindAddress(
     s,
     'metrics-bind-address',
     'metricsBindAddress',
@@ -122,9 +140,24 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     DEFAULT_METRICS_PORT,
     problems,
   );
+  const healthzBindAddress =
+    deprecatedPort({ flags, file, problems, warnings }, 'healthz-port', healthzAddress) ?? healthzAddress;
+  const metricsBindAddress =
+    deprecatedPort({ flags, file, problems, warnings }, 'metrics-port', metricsAddress) ?? metricsAddress;
   const verbosity = resolveVerbosity(s, problems);
   const kernelToolTimeoutMs = resolveKernelToolTimeout(flags.strings.get('kernel-tool-timeout'), problems);
-  checkOtherFileFields(file, problems);
+  const upstream = { flags, file, problems, warnings };
+  checkUnsupported(upstream);
+  const nodeSetup = resolveNodeSetup(upstream);
+  const loggingFormat = resolveLoggingFormat(upstream);
+  const bindAddressHardFail = resolveBindAddressHardFail(upstream);
+  const featureGates = resolveFeatureGates(upstream);
+  const cleanup = flags.booleans.get('cleanup') === true;
+  const initOnly = flags.booleans.get('init-only') === true;
+  const writeConfigTo = flags.strings.get('write-config-to');
+  if (writeConfigTo !== undefined && writeConfigTo.trim() === '') problems.push('--write-config-to: must name a file');
+  if ([cleanup, initOnly, writeConfigTo !== undefined].filter(Boolean).length > 1)
+    problems.push('--cleanup, --init-only and --write-config-to: give at most one');
 
   const manifests = flags.strings.get('manifests');
   if (manifests !== undefined && manifests.trim() === '') problems.push('--manifests: must name a directory');
@@ -157,11 +190,19 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     verbosity,
     iptables,
     ipvs,
+    nodeSetup,
+    bindAddressHardFail,
+    loggingFormat,
     ...(kernelToolTimeoutMs !== undefined ? { kernelToolTimeoutMs } : {}),
   };
   return {
     config,
     warnings,
+    configVersion: file.version ?? 'v1alpha1',
+    featureGates,
+    ...(cleanup ? { cleanup } : {}),
+    ...(initOnly ? { initOnly } : {}),
+    ...(writeConfigTo !== undefined ? { writeConfigTo } : {}),
     ...(manifests !== undefined ? { manifests } : {}),
     ...(format !== undefined ? { format } : {}),
     ...(ipFamily !== undefined ? { ipFamily } : {}),
@@ -170,7 +211,8 @@ export function loadProxyConfig(inputs: LoadInputs): Loaded {
     ...(configFile !== undefined ? { configFile } : {}),
     commandOptions: Object.fromEntries(
       COMMAND_FLAGS.flatMap((f) => {
-        const v = flags.strings.get(f);
+        // The boolean command flags (--cleanup, --init-only) are in Loaded itself.
+        const v = (flags.strings as ReadonlyMap<string, string>).get(f);
         return v === undefined ? [] : [[f, v]];
       }),
     ),
@@ -209,7 +251,7 @@ class Sources {
     }
     if (field !== undefined) {
       const v = this.file.string(field);
-      if (v !== undefined) return { value: v, where: field };
+      if (v !== undefined) return { value: v, where: this.file.path(field) };
     }
     return undefined;
   }
@@ -352,7 +394,7 @@ function interfaceName(
 ): string {
   const src = s.pickString(flag, field);
   if (src === undefined || src.value === '') {
-    problems.push(`${field} (--${flag}): required when detectLocalMode is ${mode}`);
+    problems.push(`${s.file.path(field)} (--${flag}): required when detectLocalMode is ${mode}`);
     return '';
   }
   if (!isSafeInterfaceName(src.value)) {
@@ -440,7 +482,7 @@ function resolveMasquerade(
   for (const field of modeSections(mode).map((section) => `${section}.masqueradeBit`)) {
     const bit = s.file.number(field);
     if (bit === undefined) continue;
-    if (bit < 0 || bit > 31) problems.push(`${field}: must be an integer 0..31, got ${bit}`);
+    if (bit < 0 || bit > 31) problems.push(`${s.file.path(field)}: must be an integer 0..31, got ${bit}`);
     else if (!chosen) {
       masqueradeBit = bit;
       chosen = true;
@@ -531,7 +573,7 @@ function resolveDuration(
   }
   for (const field of modeSections(mode).map((section) => `${section}.${name}`)) {
     const ms = s.file.number(field);
-    if (ms !== undefined && ms !== 0) return { value: ms, where: field };
+    if (ms !== undefined && ms !== 0) return { value: ms, where: s.file.path(field) };
   }
   return { value: fallback, where: `${name} (default)` };
 }
@@ -542,8 +584,11 @@ function resolveDuration(
 const IPTABLES_FLAVORS: readonly IptablesFlavor[] = ['auto', 'nft', 'legacy'];
 
 function resolveIptables(s: Sources, problems: string[]): ProxyConfig['iptables'] {
+  // Upstream's default is true in v1alpha1 (and without a file), false in v1alpha2.
   const localhostNodePorts =
-    s.flags.booleans.get('iptables-localhost-nodeports') ?? s.file.bool('iptables.localhostNodePorts') ?? true;
+    s.flags.booleans.get('iptables-localhost-nodeports') ??
+    s.file.bool('iptables.localhostNodePorts') ??
+    s.file.version !== 'v1alpha2';
   const flavorText = s.flags.strings.get('iptables-flavor') ?? 'auto';
   let flavor: IptablesFlavor = 'auto';
   if ((IPTABLES_FLAVORS as readonly string[]).includes(flavorText)) flavor = flavorText as IptablesFlavor;
@@ -607,7 +652,7 @@ function resolveIpvs(s: Sources, mode: ProxyMode, modeProblems: string[]): IpvsC
         return 0;
       }
     } else {
-      where = field;
+      where = s.file.path(field);
       ms = s.file.number(field);
       if (ms === undefined) return 0;
     }
@@ -685,7 +730,7 @@ function resolveBindAddress(
     flagValue !== undefined
       ? { value: flagValue, where: `--${flag}` }
       : fileValue !== undefined && fileValue !== ''
-        ? { value: fileValue, where: field }
+        ? { value: fileValue, where: s.file.path(field) }
         : undefined;
   if (src === undefined) return fallback;
   const parsed = parseBindAddress(src.value, defaultPort);
@@ -718,17 +763,4 @@ function resolveVerbosity(s: Sources, problems: string[]): number {
     return 0;
   }
   return v;
-}
-
-// ---------------------------------------------------------------------------------------------
-// fields kproxy does not use but upstream validates
-
-function checkOtherFileFields(file: FileValues, problems: string[]): void {
-  const bind = file.string('bindAddress');
-  if (bind !== undefined && bind !== '' && (parseIp(bind) === undefined || bind !== bind.trim())) {
-    problems.push(`bindAddress: must be an IP address, got ${JSON.stringify(bind)}`);
-  }
-  const oom = file.number('oomScoreAdj');
-  if (oom !== undefined && (oom < -1000 || oom > 1000))
-    problems.push(`oomScoreAdj: must be within -1000..1000, got ${oom}`);
 }

@@ -61,6 +61,37 @@ export interface ProxyConfig {
   };
   /** IPVS mode only (the `ipvs:` section and the `--ipvs-*` flags). */
   readonly ipvs: IpvsConfig;
+  /** What is done to the node at start (`--init-only` does only this): conntrack sysctls, oom_score_adj. */
+  readonly nodeSetup: NodeSetupConfig;
+  /** A health or metrics server that cannot bind stops kproxy (else it is logged and retried). */
+  readonly bindAddressHardFail: boolean;
+  /** `--logging-format` / `logging.format`: JSON lines, or pino-pretty text. */
+  readonly loggingFormat: LoggingFormat;
+}
+
+export type LoggingFormat = 'text' | 'json';
+
+/** Upstream's `conntrack` section; a 0 leaves the kernel's value. */
+export interface ConntrackConfig {
+  /** nf_conntrack_max = max(maxPerCore × CPUs, min); 0 leaves it (and ignores min). */
+  readonly maxPerCore: number;
+  readonly min: number;
+  readonly tcpEstablishedTimeoutSeconds: number;
+  readonly tcpCloseWaitTimeoutSeconds: number;
+  /** nf_conntrack_tcp_be_liberal=1 when true; false leaves it. */
+  readonly tcpBeLiberal: boolean;
+  readonly udpTimeoutSeconds: number;
+  readonly udpStreamTimeoutSeconds: number;
+}
+
+/** Node setup steps `--skip-node-setup` can leave out (kproxy's own flag). */
+export type NodeSetupStep = 'oom-score-adj' | 'conntrack' | 'route-localnet';
+
+export interface NodeSetupConfig {
+  readonly skip: readonly NodeSetupStep[];
+  readonly conntrack: ConntrackConfig;
+  /** Written to /proc/self/oom_score_adj at start (upstream default -999). */
+  readonly oomScoreAdj: number;
 }
 
 export interface IpvsConfig {

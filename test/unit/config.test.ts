@@ -4,6 +4,24 @@ import { ConfigError, loadProxyConfig, parseBindAddress, type LoadInputs, type L
 
 const HEADER = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
 
+/** Upstream's defaults for what kproxy does besides rules (node setup, bind failures). */
+const UPSTREAM_DEFAULTS = {
+  nodeSetup: {
+    skip: [],
+    oomScoreAdj: -999,
+    conntrack: {
+      maxPerCore: 32768,
+      min: 131072,
+      tcpEstablishedTimeoutSeconds: 86400,
+      tcpCloseWaitTimeoutSeconds: 3600,
+      tcpBeLiberal: false,
+      udpTimeoutSeconds: 0,
+      udpStreamTimeoutSeconds: 0,
+    },
+  },
+  bindAddressHardFail: false,
+};
+
 function load(
   argv: string[],
   opts: { file?: string; hostname?: string; commandFlags?: LoadInputs['commandFlags'] } = {},
@@ -59,6 +77,8 @@ describe('defaults', () => {
         tcpFinTimeoutSeconds: 0,
         udpTimeoutSeconds: 0,
       },
+      ...UPSTREAM_DEFAULTS,
+      loggingFormat: 'json',
     });
     expect(r.warnings).toEqual([]);
     expect(r.manifests).toBeUndefined();
@@ -139,6 +159,8 @@ describe('flags', () => {
         tcpFinTimeoutSeconds: 0,
         udpTimeoutSeconds: 0,
       },
+      ...UPSTREAM_DEFAULTS,
+      loggingFormat: 'json',
     });
   });
 
@@ -545,7 +567,9 @@ bindAddressHardFail: false
 
   it('reads a full upstream-style file', () => {
     const r = withFile(FULL);
-    expect(r.warnings).toEqual([]);
+    expect(r.warnings).toEqual([
+      'feature gate SomeGate=true: kproxy has no feature gates; it behaves as kube-proxy with every gate at its default',
+    ]);
     expect(r.kubeconfig).toBe('/var/lib/kube-proxy/kubeconfig.conf');
     expect(r.configFile).toBe('/etc/kp.yaml');
     expect(r.config).toEqual({
@@ -573,6 +597,8 @@ bindAddressHardFail: false
         tcpFinTimeoutSeconds: 0,
         udpTimeoutSeconds: 0,
       },
+      ...UPSTREAM_DEFAULTS,
+      loggingFormat: 'text',
     });
   });
 
@@ -778,13 +804,13 @@ detectLocal: "x"
   it('checks apiVersion and kind', () => {
     const f = (text: string): string[] => problems(() => load(['--config', '/etc/kp.yaml'], { file: text }));
     expect(f('apiVersion: kubeproxy.config.k8s.io/v1beta1\nkind: KubeProxyConfiguration\nmode: bogus\n')).toEqual([
-      'apiVersion: must be "kubeproxy.config.k8s.io/v1alpha1", got string "kubeproxy.config.k8s.io/v1beta1"',
+      'apiVersion: must be "kubeproxy.config.k8s.io/v1alpha1" or "kubeproxy.config.k8s.io/v1alpha2", got string "kubeproxy.config.k8s.io/v1beta1"',
     ]);
     expect(f('apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n')).toEqual([
       'kind: must be "KubeProxyConfiguration", got string "KubeletConfiguration"',
     ]);
     expect(f('mode: nftables\n')).toEqual([
-      'apiVersion: required, must be "kubeproxy.config.k8s.io/v1alpha1"',
+      'apiVersion: required, must be "kubeproxy.config.k8s.io/v1alpha1" or "kubeproxy.config.k8s.io/v1alpha2"',
       'kind: required, must be "KubeProxyConfiguration"',
     ]);
   });
@@ -802,7 +828,8 @@ detectLocal: "x"
     const p = problems(() => load(['--config', '/etc/kp.yaml'], { file: `${HEADER}mode: [\n` }));
     expect(p).toHaveLength(1);
     expect(p[0]).toMatch(/^cannot parse: /);
-    expect(problems(() => withFile('mode: a\nmode: b\n'))[0]).toMatch(/^cannot parse: .*unique/);
+    // A duplicate field is a warning in v1alpha1 (config-versions.test.ts: an error in v1alpha2).
+    expect(withFile('mode: iptables\nmode: ipvs\n').warnings).toEqual(['mode: duplicate field']);
     expect(problems(() => load(['--config='], {}))).toEqual(['--config: must name a file']);
   });
 
