@@ -11,8 +11,11 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { CommandFlag, Loaded } from '../config/load.ts';
 import type { ProxyModeDefinition } from '../proxy/backend.ts';
+import { packageVersion } from './version.ts';
 
 const USAGE = `Usage: kproxy <command> [flags]
+       kproxy [flags]            as kube-proxy: the daemon (kubeadm: --config=FILE --hostname-override=NODE),
+                                 or with --cleanup, --init-only or --write-config-to FILE that, then exit
        kproxy --version | --help
 
 Commands:
@@ -39,24 +42,32 @@ Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|ipta
   --ipvs-scheduler, --ipvs-sync-period, --ipvs-min-sync-period, --ipvs-exclude-cidrs, --ipvs-strict-arp,
   --ipvs-tcp-timeout, --ipvs-tcpfin-timeout, --ipvs-udp-timeout.
   kproxy's own: --iptables-flavor auto|nft|legacy (which iptables; default: detect as upstream's image does)
+  Daemon (run, or no command) also: --logging-format text|json, --oom-score-adj, --conntrack-max-per-core,
+  --conntrack-min, --conntrack-tcp-timeout-established, --conntrack-tcp-timeout-close-wait,
+  --conntrack-tcp-be-liberal, --conntrack-udp-timeout, --conntrack-udp-timeout-stream, --bind-address-hard-fail,
+  --feature-gates, --healthz-port, --metrics-port; kproxy's own --skip-node-setup oom-score-adj,conntrack,route-localnet.
 `;
 
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
 export async function main(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  const [command, ...rest] = argv;
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
+  // No command (flags only, or nothing): kube-proxy's own invocation, the daemon.
+  const upstream =
+    argv[0] === undefined || (argv[0].startsWith('-') && !['--help', '-h', '--version'].includes(argv[0]));
+  const [command = 'run', ...rest] = upstream ? ['run', ...argv] : argv;
+  if (command === '--help' || command === '-h' || command === 'help') {
     out.write(USAGE);
-    return command ? 0 : 2;
+    return 0;
   }
-  if (command === '--version' || command === 'version') {
+  if (command === '--version' || command === 'version' || (upstream && rest.some(isVersionFlag))) {
     out.write(`kproxy ${packageVersion()}\n`);
     return 0;
   }
+  const runFlags: readonly CommandFlag[] = ['manifests', 'audit-log', 'audit-log-max-size'];
   const flags: Record<string, readonly CommandFlag[]> = {
     sync: ['manifests'],
     dump: ['manifests', 'format', 'ip-family'],
     cleanup: [],
-    run: ['manifests', 'audit-log', 'audit-log-max-size'],
+    run: upstream ? [...runFlags, 'cleanup', 'init-only', 'write-config-to'] : runFlags,
     explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
     diff: ['manifests', 'against', 'output'],
   };
@@ -88,8 +99,10 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     }
     throw err;
   }
-  const log = createLogger(loaded.config.verbosity);
+  const log = createLogger(loaded.config.verbosity, undefined, loaded.config.loggingFormat);
   for (const w of loaded.warnings) log.warn({ warning: w }, 'configuration warning');
+  if (loaded.writeConfigTo !== undefined || loaded.initOnly || loaded.cleanup)
+    return (await import('./commands/upstream-actions.ts')).runUpstreamAction(loaded, log);
   const loadMode = async (): Promise<ProxyModeDefinition | undefined> => {
     try {
       return await loadProxyMode(loaded.config.mode);
@@ -102,7 +115,11 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
   try {
     // Each command loads only its own modules (the daemon's, the Kubernetes client's) when run. The
     // daemon loads its mode itself, after its first list requests went out (docs/adr/0007).
-    if (command === 'run') return await (await import('./commands/run.ts')).runDaemon(loaded, log, loadMode);
+    if (command === 'run') {
+      const reload = (fileText: string): Loaded =>
+        loadProxyConfig({ argv: rest, hostname: hostname(), readFile: () => fileText, commandFlags });
+      return await (await import('./commands/run.ts')).runDaemon(loaded, log, loadMode, reload);
+    }
     const mode = await loadMode();
     if (!mode) return 1;
     if (command === 'explain') return await (await import('./commands/explain.ts')).explain(loaded, log, out);
@@ -137,10 +154,9 @@ if (import.meta.main) {
   );
 }
 
-/** package.json's version (the repository's, or the image's copy beside src/). */
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+/** `--version`, `--version=true|raw` (pflag's forms); `--version=false` is no request. */
+function isVersionFlag(arg: string): boolean {
+  return arg === '--version' || (arg.startsWith('--version=') && arg !== '--version=false');
 }
 
 function errorText(err: unknown): string {

@@ -3,12 +3,18 @@
  * `kproxy run`: the daemon against an API server or a watched directory, until SIGTERM/SIGINT.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { Loaded } from '../../config/load.ts';
 import { DEFAULT_AUDIT_LOG_MAX_BYTES, parseByteSize } from '../../daemon/audit-log.ts';
 import { logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
 import { manifestSource } from '../../source/manifest-source.ts';
 import type { Logger } from '../../util/log.ts';
+import { ConfigError, type Loaded } from '../../config/load.ts';
+import { nonDefaultSettings } from '../../config/non-default.ts';
+import { reloadPlan, watchConfigFile } from '../../daemon/config-reload.ts';
+import type { Daemon } from '../../daemon/daemon.ts';
+import { procFiles, setUpNode } from '../../kernel/node-setup.ts';
+import { levelForVerbosity } from '../../util/log.ts';
+import { packageVersion } from '../version.ts';
 import { loadKubeConfig } from './kube-config.ts';
 
 /** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
@@ -16,8 +22,9 @@ export async function runDaemon(
   loaded: Loaded,
   log: Logger,
   loadMode: () => Promise<unknown> = async () => true,
+  /** Loads the configuration again from the config file's new text (the same flags); throws ConfigError. */
+  reloadConfig?: (fileText: string) => Loaded,
 ): Promise<number> {
-  const { config } = loaded;
   const auditPath = loaded.commandOptions['audit-log'];
   const auditSize = loaded.commandOptions['audit-log-max-size'];
   const maxBytes = auditSize === undefined ? DEFAULT_AUDIT_LOG_MAX_BYTES : parseByteSize(auditSize);
@@ -30,6 +37,102 @@ export async function runDaemon(
     return 2;
   }
   const audit = auditPath !== undefined ? { auditLog: { path: auditPath, maxBytes } } : {};
+  setUpNode(loaded.config, procFiles, log);
+  logStartup(loaded, log);
+  let daemon = await startOnce(loaded, log, loadMode, audit);
+  if (!daemon) return 1;
+
+  // Config reload (docs/adr/0008): one at a time; a failed restart of the daemon stops kproxy.
+  let running = loaded;
+  let reloading = Promise.resolve();
+  let failed = false;
+  const stopWatching =
+    loaded.configFile !== undefined && reloadConfig
+      ? watchConfigFile(
+          loaded.configFile,
+          (text) => {
+            reloading = reloading.then(async () => {
+              const next = nextConfig(text, reloadConfig, running, log);
+              if (!next || !daemon) return;
+              await daemon.stop();
+              daemon = await startOnce(next, log, loadMode, audit);
+              if (!daemon) {
+                failed = true;
+                process.kill(process.pid, 'SIGTERM');
+                return;
+              }
+              running = next;
+              log.info({ config: loaded.configFile }, 'configuration reloaded; the new rules were synced in full');
+            });
+          },
+          log,
+        )
+      : undefined;
+  const signal = await untilSignal(['SIGTERM', 'SIGINT']);
+  log.info({ signal }, 'stopping');
+  stopWatching?.();
+  await reloading;
+  await daemon?.stop();
+  return failed ? 1 : 0;
+}
+
+/**
+ * The configuration to apply from the file's new text, or undefined when there is none: invalid,
+ * unchanged, or changing a setting that needs a restart (then nothing of it is applied). Settings
+ * that need no new daemon (verbosity, node setup) are applied here.
+ */
+function nextConfig(text: string, reload: (text: string) => Loaded, running: Loaded, log: Logger): Loaded | undefined {
+  let next: Loaded;
+  try {
+    next = reload(text);
+  } catch (err) {
+    log.error(
+      { config: running.configFile, problems: err instanceof ConfigError ? err.problems : [String(err)] },
+      'the changed config file is invalid; keeping the running configuration',
+    );
+    return undefined;
+  }
+  const plan = reloadPlan(running, next);
+  if (plan.restartNeeded.length > 0) {
+    log.error(
+      { config: running.configFile, restartNeeded: plan.restartNeeded, live: plan.live },
+      `the config file changed ${plan.restartNeeded.join(', ')}, which only a restart applies; keeping the running configuration (restart kproxy to apply the file)`,
+    );
+    return undefined;
+  }
+  if (plan.live.length === 0) {
+    log.info({ config: running.configFile }, 'the config file changed; the effective configuration did not');
+    return undefined;
+  }
+  log.info({ config: running.configFile, changed: plan.live }, 'the config file changed; applying it live');
+  if (plan.live.includes('verbosity')) log.level = levelForVerbosity(next.config.verbosity);
+  if (plan.live.includes('nodeSetup')) setUpNode(next.config, procFiles, log);
+  return next;
+}
+
+/** One line at start: what runs, from where, and every setting that is not the default. */
+function logStartup(loaded: Loaded, log: Logger): void {
+  log.info(
+    {
+      version: packageVersion(),
+      mode: loaded.config.mode,
+      node: loaded.config.nodeName,
+      configSource: loaded.configFile ?? 'flags and defaults',
+      configVersion: loaded.configFile !== undefined ? loaded.configVersion : undefined,
+      nonDefault: nonDefaultSettings(loaded.config),
+    },
+    'kproxy starting',
+  );
+}
+
+/** The daemon and its cluster source, started; undefined when the mode cannot load. */
+async function startOnce(
+  loaded: Loaded,
+  log: Logger,
+  loadMode: () => Promise<unknown>,
+  audit: { auditLog?: { path: string; maxBytes: number } },
+): Promise<Daemon | undefined> {
+  const { config } = loaded;
   const firstSync = Promise.withResolvers<void>();
   let source: ClusterSource;
   let events: EventRecorder;
@@ -67,10 +170,10 @@ export async function runDaemon(
   if (!loaded.manifests) await sourceStarted.catch(() => undefined);
   if ((await loadMode()) === undefined) {
     await source.stop();
-    return 1;
+    return undefined;
   }
   const { startDaemon } = await import('../../daemon/daemon.ts');
-  const daemon = await startDaemon({
+  return await startDaemon({
     ...audit,
     config,
     source,
@@ -79,10 +182,6 @@ export async function runDaemon(
     log,
     onFirstSync: firstSync.resolve,
   });
-  const signal = await untilSignal(['SIGTERM', 'SIGINT']);
-  log.info({ signal }, 'stopping');
-  await daemon.stop();
-  return 0;
 }
 
 /** Records events through the recorder `make` builds, once `after` has settled (it is made then). */
