@@ -132,6 +132,8 @@ export interface ApiSourceOptions {
   readonly requestTimeoutMs?: number;
   /** [0, 1) source for jitter (tests). */
   readonly random?: () => number;
+  /** Told of every invalid object after it is logged (the daemon turns a Service's into a Warning event). */
+  readonly onProblem?: (problem: Problem) => void;
 }
 
 /** Objects with more JSON than this are kept only as a stub (identity) and skipped with a problem. */
@@ -257,6 +259,7 @@ class ApiSource implements ClusterSource {
   readonly #synced = new Set<CacheName>();
   readonly #nodeName: string;
   readonly #log: Logger;
+  readonly #onProblem: ((problem: Problem) => void) | undefined;
   readonly #backoff: Backoff;
   readonly #random: () => number;
   readonly #watchIdleTimeoutMs: number;
@@ -280,6 +283,7 @@ class ApiSource implements ClusterSource {
     this.#informersAfter = opts.informersAfter;
     this.#nodeName = opts.nodeName;
     this.#log = opts.log.child({ component: 'api-source' });
+    this.#onProblem = opts.onProblem;
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.#random = opts.random ?? Math.random;
     this.#watchIdleTimeoutMs = opts.watchIdleTimeoutMs ?? 120_000;
@@ -657,6 +661,7 @@ class ApiSource implements ClusterSource {
 
   #report(p: Problem): void {
     this.#log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `invalid input: ${formatProblem(p)}`);
+    this.#onProblem?.(p);
   }
 
   #noteChange<K extends ObjectKind>(kind: K, prev: KindValues[K] | undefined, next: KindValues[K] | undefined): void {

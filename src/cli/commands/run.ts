@@ -4,7 +4,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_AUDIT_LOG_MAX_BYTES, parseByteSize } from '../../daemon/audit-log.ts';
-import { logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
+import { invalidServiceEvents, logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
 import { manifestSource } from '../../source/manifest-source.ts';
 import type { Logger } from '../../util/log.ts';
@@ -154,15 +154,16 @@ async function startOnce(
       (kubeConfig ??= import('@kubernetes/client-node').then((k) => loadKubeConfig(new k.KubeConfig(), loaded)));
     // Loaded now when there is no bootstrap endpoint (a broken kubeconfig fails the start, as before).
     if (!bootstrap) await loadKubeConfigOnce();
+    events = deferredRecorder(firstSync.promise, async () =>
+      (await import('../../daemon/events-api.ts')).apiEventRecorder(await loadKubeConfigOnce(), config.nodeName, log),
+    );
     source = apiSource({
       kubeConfig: loadKubeConfigOnce,
       ...(bootstrap ? { bootstrap, informersAfter: firstSync.promise } : {}),
       nodeName: config.nodeName,
       log,
+      onProblem: invalidServiceEvents(events),
     });
-    events = deferredRecorder(firstSync.promise, async () =>
-      (await import('../../daemon/events-api.ts')).apiEventRecorder(await loadKubeConfigOnce(), config.nodeName, log),
-    );
   }
   // The source first: its first lists are on the wire while the mode and the daemon's modules load.
   const sourceStarted = source.start();
