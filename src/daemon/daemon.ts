@@ -72,19 +72,28 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs),
     nodeEligible: false,
   });
-  const healthz = await startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log });
+  const healthz = await orWithout(
+    () => startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log }),
+    config.bindAddressHardFail,
+    log,
+  );
   const audit = o.auditLog
     ? new AuditLogWriter({ ...o.auditLog, mode: config.mode, failures: metrics.auditLogWriteFailuresTotal, log })
     : undefined;
   // `/rules` serves what the proxier last applied (nothing before it exists and has synced).
   let lastApplied = (): readonly FamilyState[] => [];
-  const metricsServer = await startMetricsServer({
-    bindAddress: config.metricsBindAddress,
-    registry: metrics.registry,
-    proxyMode: config.mode,
-    rules: { mode, config, lastApplied: () => lastApplied() },
-    logger: log,
-  });
+  const metricsServer = await orWithout(
+    () =>
+      startMetricsServer({
+        bindAddress: config.metricsBindAddress,
+        registry: metrics.registry,
+        proxyMode: config.mode,
+        rules: { mode, config, lastApplied: () => lastApplied() },
+        logger: log,
+      }),
+    config.bindAddressHardFail,
+    log,
+  );
   const serviceHealth = new ServiceHealthServer({
     nodeName: config.nodeName,
     ...(o.serviceHealthAddresses ? { addresses: o.serviceHealthAddresses } : {}),
@@ -200,4 +209,23 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       return stopping;
     },
   };
+}
+
+/**
+ * A health or metrics server that cannot bind (the port taken, the address not on this host)
+ * stops kproxy only with bindAddressHardFail; otherwise kproxy proxies without it, as upstream
+ * does by default, and says so.
+ */
+async function orWithout(
+  start: () => Promise<RunningServer | null>,
+  hardFail: boolean,
+  log: Logger,
+): Promise<RunningServer | null> {
+  try {
+    return await start();
+  } catch (err) {
+    if (hardFail) throw err;
+    log.error(`${(err as Error).message}; running without it (bindAddressHardFail is false)`);
+    return null;
+  }
 }
