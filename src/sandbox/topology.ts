@@ -81,6 +81,8 @@ export interface TopologyOptions {
   probeConcurrency?: number;
   /** Extra sysctls for the node namespace, applied before links exist. */
   nodeSysctls?: Record<string, string | number>;
+  /** Start of every namespace name (default `kpt`), so a suite's namespaces are recognisable. */
+  namePrefix?: string;
 }
 
 export interface Member {
@@ -312,7 +314,7 @@ export async function sweepLeftovers(): Promise<string[]> {
 // ---------------------------------------------------------------- topology
 
 export class Topology {
-  /** `kpt<pid>s<seq><rand>`: every namespace name starts with `${prefix}-`. */
+  /** `kpt<pid>s<seq><rand>` (`kpt` or namePrefix): every namespace name starts with `${prefix}-`. */
   readonly prefix: string;
   /** Short id used in interface names (`kp<id>p<i>`, `kp<id>c<j>`, `kp<id>u`). */
   readonly id: string;
@@ -340,7 +342,7 @@ export class Topology {
     const rand = Math.floor(Math.random() * 36 * 36)
       .toString(36)
       .padStart(2, '0');
-    this.prefix = `${NS_PREFIX}${process.pid}s${n.toString(36)}${rand}`;
+    this.prefix = `${opts.namePrefix ?? NS_PREFIX}${process.pid}s${n.toString(36)}${rand}`;
     this.id = `${process.pid % 1000}${n.toString(36)}`;
     this.podCidr = opts.podCidr ?? { v4: '10.244.0.0/24', v6: 'fd00:244::/64' };
     this.outsideCidr = opts.outsideCidr ?? { v4: '192.0.2.0/24', v6: '2001:db8:1::/64' };
