@@ -164,6 +164,7 @@ function safeRead(files: NodeFiles, path: string): string | undefined {
 
 /** Why a write is refused, where the kernel's reason is known. */
 function hint(path: string): string {
+  if (path === PATHS.oomScoreAdj) return ' (lowering it needs CAP_SYS_RESOURCE)';
   if (path === PATHS.conntrackMax)
     return ' (outside the host network namespace the kernel keeps nf_conntrack_max read-only: set it on the host, or run with hostNetwork)';
   if (path === PATHS.conntrackHashsize)
