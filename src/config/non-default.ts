@@ -4,16 +4,19 @@
  * operator changed, in one place, whichever way (flag or file) it came.
  */
 import { isDeepStrictEqual } from 'node:util';
+import { KUBE_PROXY_GROUP, KUBE_PROXY_KIND, type ConfigVersion } from './file.ts';
 import { loadProxyConfig } from './load.ts';
 import type { ProxyConfig } from './proxy-config.ts';
 
-/** Dotted paths and values (`nodeSetup.conntrack.maxPerCore: 0`) of every non-default setting. */
-export function nonDefaultSettings(config: ProxyConfig): Record<string, unknown> {
-  // The defaults for this mode and node: defaults differ by mode (nodePortAddresses, localhost NodePorts).
+/**
+ * Dotted paths and values (`nodeSetup.conntrack.maxPerCore: 0`) of every setting that differs from
+ * the defaults of this mode, node and config version (defaults differ by mode and by version).
+ */
+export function nonDefaultSettings(config: ProxyConfig, version: ConfigVersion): Record<string, unknown> {
   const defaults = loadProxyConfig({
-    argv: ['--proxy-mode', config.mode, '--hostname-override', config.nodeName],
+    argv: ['--config', 'defaults', '--proxy-mode', config.mode, '--hostname-override', config.nodeName],
     hostname: config.nodeName,
-    readFile: () => '',
+    readFile: () => `apiVersion: ${KUBE_PROXY_GROUP}/${version}\nkind: ${KUBE_PROXY_KIND}\n`,
   }).config;
   const out: Record<string, unknown> = {};
   const walk = (a: unknown, b: unknown, path: string): void => {

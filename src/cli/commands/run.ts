@@ -92,6 +92,7 @@ function nextConfig(text: string, reload: (text: string) => Loaded, running: Loa
     );
     return undefined;
   }
+  for (const w of next.warnings) log.warn({ warning: w }, 'configuration warning');
   const plan = reloadPlan(running, next);
   if (plan.restartNeeded.length > 0) {
     log.error(
@@ -119,7 +120,7 @@ function logStartup(loaded: Loaded, log: Logger): void {
       node: loaded.config.nodeName,
       configSource: loaded.configFile ?? 'flags and defaults',
       configVersion: loaded.configFile !== undefined ? loaded.configVersion : undefined,
-      nonDefault: nonDefaultSettings(loaded.config),
+      nonDefault: nonDefaultSettings(loaded.config, loaded.configVersion),
     },
     'kproxy starting',
   );
