@@ -1,6 +1,6 @@
 /**
  * @module daemon/config-reload
- * Config file reload without a restart (docs/adr/0008). The file is watched through its directory:
+ * Config file reload without a restart (docs/adr/0009). The file is watched through its directory:
  * a ConfigMap update never writes the file, it swaps the `..data` symlink the file points through
  * (a rename in the directory), and editors replace files by rename too. Any event in the directory
  * re-reads the file; only a change of its text counts.

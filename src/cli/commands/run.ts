@@ -42,7 +42,7 @@ export async function runDaemon(
   let daemon = await startOnce(loaded, log, loadMode, audit);
   if (!daemon) return 1;
 
-  // Config reload (docs/adr/0008): one at a time; a failed restart of the daemon stops kproxy.
+  // Config reload (docs/adr/0009): one at a time; a failed restart of the daemon stops kproxy.
   let running = loaded;
   let reloading = Promise.resolve();
   let failed = false;
