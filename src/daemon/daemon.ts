@@ -12,6 +12,7 @@ import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, execProgram, withTimeout, type Exec } f
 import type { ClusterSource } from '../source/api-source.ts';
 import type { Logger } from '../util/log.ts';
 import type { EventRecorder } from './events.ts';
+import { bindServer } from './bound-server.ts';
 import { startHealthzServer } from './healthz-server.ts';
 import type { RunningServer } from './http-listen.ts';
 import { startMetricsServer } from './metrics-server.ts';
@@ -72,17 +73,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     healthTimeoutMs: healthTimeoutForSyncPeriod(config.syncPeriodMs),
     nodeEligible: false,
   });
-  const healthz = await orWithout(
+  const bind = { hardFail: config.bindAddressHardFail, log };
+  const healthz = await bindServer(
     () => startHealthzServer({ bindAddress: config.healthzBindAddress, health, metrics, logger: log }),
-    config.bindAddressHardFail,
-    log,
+    bind,
   );
   const audit = o.auditLog
     ? new AuditLogWriter({ ...o.auditLog, mode: config.mode, failures: metrics.auditLogWriteFailuresTotal, log })
     : undefined;
   // `/rules` serves what the proxier last applied (nothing before it exists and has synced).
   let lastApplied = (): readonly FamilyState[] => [];
-  const metricsServer = await orWithout(
+  const metricsServer = await bindServer(
     () =>
       startMetricsServer({
         bindAddress: config.metricsBindAddress,
@@ -91,8 +92,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         rules: { mode, config, lastApplied: () => lastApplied() },
         logger: log,
       }),
-    config.bindAddressHardFail,
-    log,
+    bind,
   );
   const serviceHealth = new ServiceHealthServer({
     nodeName: config.nodeName,
@@ -183,14 +183,18 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     'Starting kube-proxy.',
   );
   log.info(
-    { mode: config.mode, node: config.nodeName, healthz: healthz?.url, metrics: metricsServer?.url },
+    { mode: config.mode, node: config.nodeName, healthz: healthz.current?.url, metrics: metricsServer.current?.url },
     'kproxy started',
   );
 
   let stopping: Promise<void> | undefined;
   return {
-    healthz,
-    metricsServer,
+    get healthz() {
+      return healthz.current;
+    },
+    get metricsServer() {
+      return metricsServer.current;
+    },
     metrics,
     health,
     proxier,
@@ -201,31 +205,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         conntrack?.close();
         await source.stop();
         await serviceHealth.close();
-        await healthz?.close();
-        await metricsServer?.close();
+        await healthz.close();
+        await metricsServer.close();
         await audit?.flush();
         log.info('kproxy stopped; rules left in place');
       })();
       return stopping;
     },
   };
-}
-
-/**
- * A health or metrics server that cannot bind (the port taken, the address not on this host)
- * stops kproxy only with bindAddressHardFail; otherwise kproxy proxies without it, as upstream
- * does by default, and says so.
- */
-async function orWithout(
-  start: () => Promise<RunningServer | null>,
-  hardFail: boolean,
-  log: Logger,
-): Promise<RunningServer | null> {
-  try {
-    return await start();
-  } catch (err) {
-    if (hardFail) throw err;
-    log.error(`${(err as Error).message}; running without it (bindAddressHardFail is false)`);
-    return null;
-  }
 }
