@@ -316,6 +316,16 @@ function walk(
         break;
       case 'opaque':
         break;
+      case 'presence':
+        if (
+          !(
+            raw === '' ||
+            (Array.isArray(raw) && raw.length === 0) ||
+            (isPlainObject(raw) && Object.keys(raw).length === 0)
+          )
+        )
+          out.set(path, true);
+        break;
       case 'object':
         if (isPlainObject(raw)) walk(raw, field.fields, path, out, problems, unknown);
         else problems.push(`${path}: expected a mapping, got ${describe(raw)}`);

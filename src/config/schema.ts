@@ -14,6 +14,8 @@ export type Field =
   | { readonly type: 'boolMap' }
   /** Known, accepted as is, not looked into (e.g. `logging.options`). */
   | { readonly type: 'opaque' }
+  /** Known, not looked into; recorded as `true` when given non-empty (for "not supported" checks). */
+  | { readonly type: 'presence' }
   | { readonly type: 'object'; readonly fields: Schema };
 export type Schema = Readonly<Record<string, Field>>;
 
@@ -25,6 +27,7 @@ export const float: Field = { type: 'float' };
 export const duration: Field = { type: 'duration' };
 export const stringList: Field = { type: 'stringList' };
 const opaque: Field = { type: 'opaque' };
+const presence: Field = { type: 'presence' };
 export const object = (fields: Schema): Field => ({ type: 'object', fields });
 
 /** `clientConnection` (component-base), the same in both versions. */
@@ -41,7 +44,7 @@ export const LOGGING = object({
   format: str,
   flushFrequency: opaque, // a Go duration string or nanoseconds
   verbosity: uint32,
-  vmodule: opaque,
+  vmodule: presence,
   options: opaque,
 });
 

@@ -143,6 +143,13 @@ nftables:
     ).toEqual(['syncPeriod: duplicate field', 'unknown field "linux.masqueradeAl"', 'unknown field "clusterCIDR"']);
   });
 
+  it('logging.vmodule is refused when given, accepted empty', () => {
+    expect(problems(() => load(`${V2}logging:\n  vmodule:\n  - filePattern: proxier\n    verbosity: 4\n`))).toEqual([
+      'logging.vmodule: not supported: kproxy logs at one verbosity (-v)',
+    ]);
+    expect(load(`${V2}logging:\n  vmodule: []\n`).warnings).toEqual([]);
+  });
+
   it('refuses what kproxy cannot do, by name', () => {
     expect(
       problems(() => load(`${V2}nodeIPOverride: [192.0.2.1]\nenableProfiling: true\nconfigHardFail: false\n`)),
