@@ -155,6 +155,11 @@ async function expectServed(ip: string, pods: readonly string[], timeoutMs = 15_
   );
 }
 
+async function udpTimeoutInNode(): Promise<string> {
+  return (await execa('ip', ['netns', 'exec', topo.node.ns, 'cat', '/proc/sys/net/netfilter/nf_conntrack_udp_timeout']))
+    .stdout;
+}
+
 async function stop(proc: ResultPromise, lines: readonly LogLine[]): Promise<void> {
   proc.kill('SIGTERM');
   const r = await proc;
@@ -186,7 +191,7 @@ describe("kubeadm's kube-proxy DaemonSet, image swapped", () => {
     });
   }
 
-  it('a ConfigMap update is applied live (full resync, traffic uninterrupted); a restart-only change is refused', async () => {
+  it('a ConfigMap update is applied live (full resync, traffic uninterrupted; the node setup in place); a restart-only change and an invalid file are refused', async () => {
     const dir = join(work, 'cm-reload');
     const base = fixture('kubeadm-v1alpha1.yaml');
     writeConfigMap(dir, base);
@@ -202,7 +207,8 @@ describe("kubeadm's kube-proxy DaemonSet, image swapped", () => {
       while (probing) tallies.push(await topo.probeMany(cli(), { proto: 'tcp', host: clusterIP(10), port: 80 }, 4));
     })();
 
-    writeConfigMap(dir, base.replace('nftables:\n  masqueradeAll: false', 'nftables:\n  masqueradeAll: true'));
+    const masqueradeAll = base.replace('nftables:\n  masqueradeAll: false', 'nftables:\n  masqueradeAll: true');
+    writeConfigMap(dir, masqueradeAll);
     await waitFor('the reload', () => lines.some((l) => l.msg.startsWith('configuration reloaded')), 10_000, {
       describe: () => showLog(lines),
     });
@@ -211,14 +217,28 @@ describe("kubeadm's kube-proxy DaemonSet, image swapped", () => {
     ]);
     await waitFor('the rules of masqueradeAll', async () => (await kproxyTable(topo)) !== before, 5000);
 
+    // The node setup alone: applied in place, no new daemon.
+    const udpTimeout = masqueradeAll.replace(
+      '  udpStreamTimeout: 0s\n  udpTimeout: 0s',
+      '  udpStreamTimeout: 0s\n  udpTimeout: 33s',
+    );
+    writeConfigMap(dir, udpTimeout);
+    await waitFor('the conntrack UDP timeout', async () => (await udpTimeoutInNode()) === '33', 10_000, {
+      describe: () => showLog(lines),
+    });
+    expect(lines.filter((l) => l.msg.startsWith('configuration reloaded'))).toHaveLength(1);
+    expect(lines.findLast((l) => l.msg.startsWith('the config file changed; applying it live'))?.['changed']).toEqual([
+      'nodeSetup',
+    ]);
+
     // A restart-only change (the mode): logged, and the running configuration kept.
-    writeConfigMap(dir, base.replace('mode: ""', 'mode: iptables'));
+    writeConfigMap(dir, udpTimeout.replace('mode: ""', 'mode: iptables'));
     await waitFor('the refusal', () => lines.some((l) => l.msg.includes('which only a restart applies')), 10_000, {
       describe: () => showLog(lines),
     });
     expect(lines.find((l) => l.msg.includes('which only a restart applies'))?.['restartNeeded']).toEqual(['mode']);
     // An invalid file: logged, kept.
-    writeConfigMap(dir, base.replace('clusterCIDR: 10.244.0.0/16', 'clusterCIDR: 10.244.0.0/99'));
+    writeConfigMap(dir, udpTimeout.replace('clusterCIDR: 10.244.0.0/16', 'clusterCIDR: 10.244.0.0/99'));
     await waitFor(
       'the invalid file',
       () => lines.some((l) => l.msg.startsWith('the changed config file is invalid')),

@@ -54,14 +54,18 @@ export async function runDaemon(
             reloading = reloading.then(async () => {
               const next = nextConfig(text, reloadConfig, running, log);
               if (!next || !daemon) return;
+              if (!next.restartDaemon) {
+                running = next.loaded;
+                return;
+              }
               await daemon.stop();
-              daemon = await startOnce(next, log, loadMode, audit);
+              daemon = await startOnce(next.loaded, log, loadMode, audit);
               if (!daemon) {
                 failed = true;
                 process.kill(process.pid, 'SIGTERM');
                 return;
               }
-              running = next;
+              running = next.loaded;
               log.info({ config: loaded.configFile }, 'configuration reloaded; the new rules were synced in full');
             });
           },
@@ -77,11 +81,23 @@ export async function runDaemon(
 }
 
 /**
- * The configuration to apply from the file's new text, or undefined when there is none: invalid,
- * unchanged, or changing a setting that needs a restart (then nothing of it is applied). Settings
- * that need no new daemon (verbosity, node setup) are applied here.
+ * Settings applied without a new daemon. (Not verbosity: pino's child loggers keep the level they
+ * were made with, so the daemon's modules see a new one only when made again.)
  */
-function nextConfig(text: string, reload: (text: string) => Loaded, running: Loaded, log: Logger): Loaded | undefined {
+const APPLIED_IN_PLACE: readonly string[] = ['nodeSetup'];
+
+/**
+ * The configuration to apply from the file's new text, or undefined when there is none: invalid,
+ * unchanged, or changing a setting that needs a restart (then nothing of it is applied). The node
+ * setup is applied here; `restartDaemon` says whether anything else changed, which a new daemon
+ * (and its full sync) applies.
+ */
+function nextConfig(
+  text: string,
+  reload: (text: string) => Loaded,
+  running: Loaded,
+  log: Logger,
+): { loaded: Loaded; restartDaemon: boolean } | undefined {
   let next: Loaded;
   try {
     next = reload(text);
@@ -108,7 +124,7 @@ function nextConfig(text: string, reload: (text: string) => Loaded, running: Loa
   log.info({ config: running.configFile, changed: plan.live }, 'the config file changed; applying it live');
   if (plan.live.includes('verbosity')) log.level = levelForVerbosity(next.config.verbosity);
   if (plan.live.includes('nodeSetup')) setUpNode(next.config, procFiles, log);
-  return next;
+  return { loaded: next, restartDaemon: plan.live.some((f) => !APPLIED_IN_PLACE.includes(f)) };
 }
 
 /** One line at start: what runs, from where, and every setting that is not the default. */
