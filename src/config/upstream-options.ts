@@ -233,6 +233,14 @@ export function checkUnsupported(i: Inputs): void {
       );
   }
 
+  // Upstream's validation of the settings kproxy needs none of (validation.go).
+  const fileConfigSync = i.file.number('configSyncPeriod');
+  if (fileConfigSync !== undefined && fileConfigSync < 0)
+    i.problems.push(`configSyncPeriod: must be greater than 0, got ${formatMs(fileConfigSync)}`);
+  const fileBurst = i.file.number('clientConnection.burst');
+  if (fileBurst !== undefined && fileBurst < 0)
+    i.problems.push(`clientConnection.burst: must be greater than or equal to 0, got ${fileBurst}`);
+
   const logFlush = i.flags.strings.get('log-flush-frequency');
   if (logFlush !== undefined && parseGoDuration(logFlush) === undefined)
     i.problems.push(`--log-flush-frequency: invalid duration ${JSON.stringify(logFlush)}`);

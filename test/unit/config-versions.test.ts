@@ -143,6 +143,13 @@ nftables:
     ).toEqual(['syncPeriod: duplicate field', 'unknown field "linux.masqueradeAl"', 'unknown field "clusterCIDR"']);
   });
 
+  it("upstream's checks of the settings kproxy does not use", () => {
+    expect(problems(() => load(`${V2}configSyncPeriod: -1s\nclientConnection:\n  burst: -1\n`))).toEqual([
+      'configSyncPeriod: must be greater than 0, got -1s',
+      'clientConnection.burst: must be greater than or equal to 0, got -1',
+    ]);
+  });
+
   it('logging.vmodule is refused when given, accepted empty', () => {
     expect(problems(() => load(`${V2}logging:\n  vmodule:\n  - filePattern: proxier\n    verbosity: 4\n`))).toEqual([
       'logging.vmodule: not supported: kproxy logs at one verbosity (-v)',
