@@ -20,7 +20,8 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { startDaemon } from '../daemon/daemon.ts';
 import { logEventRecorder } from '../daemon/events.ts';
-import { execProgram, inNetns, type Exec, type ExecResult } from '../kernel/exec.ts';
+import type { Exec, ExecResult } from '../kernel/exec.ts';
+import { startSpawner } from '../kernel/spawner.ts';
 import type { EndpointSlice, Service } from '../model/cluster.ts';
 import { buildSnapshot } from '../source/normalize.ts';
 import { BENCH_NODE, syntheticCluster } from './cluster-gen.ts';
@@ -73,7 +74,8 @@ async function main(): Promise<void> {
   let inFlight = 0;
   /** The tool of the last commit (iptables mode: which flavor kproxy chose). */
   let commitTool = '';
-  const base = inNetns(String(values.netns), execProgram);
+  // As `kproxy run` runs tools: through the spawner (here inside the namespace).
+  const base = startSpawner(['ip', 'netns', 'exec', String(values.netns)]).exec;
   const exec: Exec = async (file, args, stdin) => {
     if (!isCommit(mode, file, args)) return base(file, args, stdin);
     const seen = source.readGeneration;

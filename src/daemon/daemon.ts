@@ -8,7 +8,8 @@
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
 import { ConntrackChannel } from '../kernel/conntrack-channel.ts';
-import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, execProgram, withTimeout, type Exec } from '../kernel/exec.ts';
+import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, withTimeout, type Exec } from '../kernel/exec.ts';
+import { startSpawner, type Spawner } from '../kernel/spawner.ts';
 import type { ClusterSource } from '../source/api-source.ts';
 import type { Logger } from '../util/log.ts';
 import type { EventRecorder } from './events.ts';
@@ -108,7 +109,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     o.onFirstSync?.();
   };
   // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
-  const exec = withTimeout(o.exec ?? execProgram, config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS);
+  // Tools are started by a small helper process: forking the daemon itself costs ~25 ms at 10k Services.
+  const spawner = o.exec ? undefined : startSpawner();
+  const exec = withTimeout(
+    o.exec ?? (spawner as Spawner).exec,
+    config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS,
+  );
   const syncFailures = new FailureLog({ log, what: 'sync' });
   const helperPrefix = o.conntrackHelperPrefix ?? (o.exec ? undefined : []);
   // Warm before the first sync: a stale UDP flow is deleted right after the commit that made it stale.
@@ -203,6 +209,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         stopWatching?.();
         await runner.stop();
         conntrack?.close();
+        spawner?.stop();
         await source.stop();
         await serviceHealth.close();
         await healthz.close();

@@ -45,10 +45,13 @@ export const DEFAULT_KERNEL_TOOL_TIMEOUT_MS = 60_000;
 /** util-linux's setpriv, when the system has it (Debian's util-linux is essential: always). */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
+/** The command line that runs a tool: one fed on stdin must not outlive kproxy (see the module comment). */
+export function toolCommand(file: string, args: readonly string[], stdin?: string): [string, readonly string[]] {
+  return stdin !== undefined && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
+}
+
 export const execProgram: Exec = async (file, args, stdin, options) => {
-  // A tool that reads a transaction from stdin must not outlive kproxy (see the module comment).
-  const [cmd, argv] =
-    stdin !== undefined && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
+  const [cmd, argv] = toolCommand(file, args, stdin);
   try {
     const r = await execa(cmd, argv, {
       input: stdin ?? '',
@@ -99,7 +102,7 @@ export function withTimeout(exec: Exec, timeoutMs: number): Exec {
   };
 }
 
-function timedOut(file: string, args: readonly string[], why: string): ExecResult {
+export function timedOut(file: string, args: readonly string[], why: string): ExecResult {
   // The tool's own name, not `ip netns exec NS`'s.
   const tool = file === 'ip' && args[0] === 'netns' && args[1] === 'exec' ? (args[3] ?? file) : file;
   return { exitCode: EXIT_TIMED_OUT, stdout: '', stderr: `${tool} ${why}` };

@@ -16,7 +16,8 @@ import { loadProxyConfig } from '../../src/config/load.ts';
 import type { ProxyConfig } from '../../src/config/proxy-config.ts';
 import { apiEventRecorder } from '../../src/daemon/events-api.ts';
 import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
-import { inNetns, type Exec } from '../../src/kernel/exec.ts';
+import { startSpawner } from '../../src/kernel/spawner.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
 import { apiSource, type Backoff, type ClusterSource } from '../../src/source/api-source.ts';
 import type { Topology } from '../../src/sandbox/topology.ts';
 import type { Logger } from '../../src/util/log.ts';
@@ -329,7 +330,9 @@ export async function startInProcess(o: InProcessOptions): Promise<InProcessDaem
   const config = daemonConfig(o.flags);
   const kubeConfig = o.kubeConfig ?? kubeconfigFor(o.server);
   const source = apiSource({ kubeConfig, nodeName: config.nodeName, log, backoff: o.backoff ?? TEST_BACKOFF });
-  const inner = inNetns(o.topo.node.ns);
+  // Tools run as `kproxy run` runs them, through the spawner, here inside the node namespace.
+  const spawner = startSpawner(['ip', 'netns', 'exec', o.topo.node.ns]);
+  const inner = spawner.exec;
   const daemon = await startDaemon({
     config,
     source,
@@ -348,7 +351,7 @@ export async function startInProcess(o: InProcessOptions): Promise<InProcessDaem
     healthzUrl,
     metricsUrl,
     metrics: async () => (await httpGet(`${metricsUrl}/metrics`)).body,
-    stop: () => daemon.stop(),
+    stop: () => daemon.stop().finally(() => spawner.stop()),
   };
 }
 
