@@ -6,9 +6,14 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Cidr, Family, IpAddress } from './cluster.ts';
 
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const CANONICAL_V4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
+
 /** Parse an IP address; returns undefined for anything that is not exactly one address. */
 export function parseIp(input: string): IpAddress | undefined {
   const s = input.trim();
+  // Already canonical dotted-quad (almost every address): no re-formatting.
+  if (CANONICAL_V4.test(s)) return { family: 'ipv4', text: s };
   if (isIPv4(s)) {
     // node:net accepts only dotted-quad without leading zeros; keep it canonical anyway.
     return {
@@ -79,9 +84,14 @@ export function compareIp(a: IpAddress, b: IpAddress): number {
 /** IPv4 CIDRs' network numbers (address / block size), computed once per CIDR object. */
 const networks = new WeakMap<Cidr, number>();
 
+/** The last address converted: one address is usually checked against several CIDRs in a row. */
+let lastV4 = { text: '', n: 0 };
+
 function ipv4ToNumber(text: string): number {
+  if (lastV4.text === text) return lastV4.n;
   let n = 0;
   for (const octet of text.split('.')) n = n * 256 + Number(octet);
+  lastV4 = { text, n };
   return n;
 }
 

@@ -156,11 +156,17 @@ const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 class Field {
   readonly value: unknown;
-  readonly path: string;
+  /** The path, or how to make it: most fields are valid, and only problems need their path. */
+  #path: string | (() => string);
 
-  constructor(value: unknown, path: string) {
+  constructor(value: unknown, path: string | (() => string)) {
     this.value = value;
-    this.path = path;
+    this.#path = path;
+  }
+
+  get path(): string {
+    if (typeof this.#path !== 'string') this.#path = this.#path();
+    return this.#path;
   }
 
   /** Absent: missing or null (JSON null and a missing key mean the same to the API). */
@@ -179,8 +185,8 @@ class Field {
 
   /** A member; own properties only. Reading from an absent object gives absent; from a non-object, an error. */
   get(key: string): Field {
-    const step = PLAIN_KEY.test(key) ? `${this.path ? '.' : ''}${key}` : `[${JSON.stringify(key)}]`;
-    const path = this.path + step;
+    const path = (): string =>
+      this.path + (PLAIN_KEY.test(key) ? `${this.path ? '.' : ''}${key}` : `[${JSON.stringify(key)}]`);
     if (this.absent) return new Field(undefined, path);
     const o = this.record();
     return new Field(Object.hasOwn(o, key) ? o[key] : undefined, path);
@@ -198,7 +204,7 @@ class Field {
     if (this.value.length > limit) {
       throw this.invalid(`has ${this.value.length} elements, more than the limit of ${limit}`);
     }
-    return this.value.map((v: unknown, i) => new Field(v, `${this.path}[${i}]`));
+    return this.value.map((v: unknown, i) => new Field(v, () => `${this.path}[${i}]`));
   }
 
   optString(): string | undefined {
