@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { IptablesFlavor } from '../config/proxy-config.ts';
 import { sizeLabel, syntheticCluster, type ClusterShape, type ClusterSize } from './cluster-gen.ts';
-import { benchFlags, type BenchMode } from './pipeline.ts';
+import { benchFlags, type SyncMode } from './pipeline.ts';
 import { timedInNetns, type TimedResult } from './timed-exec.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -46,7 +46,7 @@ export interface SyncLogLine {
 }
 
 export interface KproxySyncRun {
-  readonly mode: BenchMode;
+  readonly mode: SyncMode;
   readonly process: TimedResult;
   /** Peak RSS of kproxy's Node process alone, KiB (null: the probe wrote nothing). */
   readonly kproxyRssKiB: number | null;
@@ -84,7 +84,7 @@ function lastSyncLine(stderr: string): SyncLogLine | undefined {
  */
 export async function kproxySync(
   ns: string,
-  mode: BenchMode,
+  mode: SyncMode,
   manifests: Manifests,
   options: { workDir: string; timeoutMs: number; iptablesFlavor: IptablesFlavor },
 ): Promise<KproxySyncRun> {

@@ -38,6 +38,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --upstream-timeout SECONDS   kill an upstream-layout load after this long, report "timeout" (default 600)
   --no-upstream                skip the upstream-layout comparison
   --latency-services LIST      Service counts for first-packet latency (default 10,10000)
+  --ipvs-sizes LIST            sizes for the ipvs scenario, run inside the emulated IPVS VM (default 300x10)
   --latency-endpoints LIST     endpoints per Service for first-packet latency: the first with every Service
                                count, the others with the smallest (default 10,1000)
   --connects N                 connects per target and size (default 2000)
@@ -89,6 +90,7 @@ function parseOptions(
       'no-upstream': { type: 'boolean', default: false },
       'latency-services': { type: 'string' },
       'latency-endpoints': { type: 'string' },
+      'ipvs-sizes': { type: 'string' },
       connects: { type: 'string' },
       changes: { type: 'string' },
       nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
@@ -145,6 +147,7 @@ function parseOptions(
       positiveInt,
       'endpoint count',
     ),
+    ipvsSizes: parseList(values['ipvs-sizes'] ?? (quick ? '100x10' : '300x10'), parseSize, 'size').map(sizeLabel),
     connects: int('connects', values.connects, quick ? 300 : 2000),
     changes: int('changes', values.changes, quick ? 10 : 100),
     scenarios: known.filter((n) => (only ? only.includes(n) : true) && !skip.includes(n)),

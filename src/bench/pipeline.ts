@@ -18,6 +18,8 @@ import { BENCH_CLUSTER_CIDR, BENCH_NODE } from './cluster-gen.ts';
 /** The proxy modes the bench compares (`--modes`). */
 export const BENCH_MODES = ['nftables', 'iptables'] as const;
 export type BenchMode = (typeof BENCH_MODES)[number];
+/** What `kproxy sync` can be timed in: the host's modes, and IPVS inside the IPVS VM (scenario `ipvs`). */
+export type SyncMode = BenchMode | 'ipvs';
 
 export const IPTABLES_FLAVORS: readonly IptablesFlavor[] = ['auto', 'nft', 'legacy'];
 
@@ -26,7 +28,7 @@ export const IPTABLES_FLAVORS: readonly IptablesFlavor[] = ['auto', 'nft', 'lega
  * network as cluster CIDR; in iptables mode the flavor (`auto`: kproxy's own choice, iptables-nft
  * in a fresh namespace).
  */
-export function benchFlags(mode: BenchMode, flavor: IptablesFlavor = 'auto'): string[] {
+export function benchFlags(mode: SyncMode, flavor: IptablesFlavor = 'auto'): string[] {
   return [
     '--proxy-mode',
     mode,

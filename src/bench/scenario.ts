@@ -27,6 +27,8 @@ export interface BenchOptions {
    */
   readonly latencyServices: readonly number[];
   readonly latencyEndpoints: readonly number[];
+  /** Sizes of the `ipvs` scenario (inside the emulated IPVS VM: keep them small). */
+  readonly ipvsSizes: readonly string[];
   readonly connects: number;
   /** Incremental syncs measured per kind of change (endpoint, add, delete) and size. */
   readonly changes: number;

@@ -6,8 +6,9 @@
 import type { Scenario } from '../scenario.ts';
 import { coldSync } from './cold-sync.ts';
 import { firstPacket } from './first-packet.ts';
+import { ipvs } from './ipvs.ts';
 import { incremental } from './incremental.ts';
 import { modes } from './modes.ts';
 import { upstreamColdSync } from './upstream-cold-sync.ts';
 
-export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, modes, incremental, firstPacket];
+export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, modes, incremental, firstPacket, ipvs];
