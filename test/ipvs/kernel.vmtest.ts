@@ -288,7 +288,7 @@ describe('ipvs: in a real IPVS kernel', () => {
     await stopPods();
   }, 120_000);
 
-  it('a sync programs virtual servers, kube-ipvs0 and the helper tables; a restarted kproxy adopts them; drift is repaired', async () => {
+  it('a sync programs virtual servers, kube-ipvs0 and the helper tables; a restarted kproxy adopts them; drift is described and repaired', async () => {
     const first = await syncOnce([], WEB, DNS);
     expect(first.changes).toBeGreaterThan(0);
     expect((await ipvsSave()).split('\n').sort()).toEqual([
@@ -314,11 +314,20 @@ describe('ipvs: in a real IPVS kernel', () => {
     await execa('ipvsadm', ['-d', '-t', '10.96.9.10:80', '-r', '10.244.9.12:8080']);
     await execa('ip', ['addr', 'del', '10.96.9.53/32', 'dev', 'kube-ipvs0']);
     await execa('nft', ['delete', 'element', 'ip', 'kproxy-ipvs', 'virtual-servers', '{ 10.96.9.10 . tcp . 80 }']);
+    // `kproxy diff` names each of the three, and changes nothing.
+    const drift = [
+      'IPVS virtual server -t 10.96.9.10:80 lacks real server 10.244.9.12:8080',
+      'kube-ipvs0 lacks the address 10.96.9.53',
+      'table ip kproxy-ipvs: set virtual-servers lacks 10.96.9.10 . tcp . 80',
+    ];
+    expect(await b.describeDrift(families)).toEqual(drift);
+    expect(await backendFor(config).describeDrift(families)).toEqual(drift);
     const repair = await b.sync({ families, full: true, changed: new Set() });
     expect(repair.drift).toBe(true);
     // The real server, the address, the ownership record.
     expect(repair.changes).toBe(3);
     expect(await b.matches(families)).toBe(true);
+    expect(await b.describeDrift(families)).toEqual([]);
     expect(await udpAsk(DNS.ip)).toBe('p1');
   });
 

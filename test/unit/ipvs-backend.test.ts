@@ -147,4 +147,27 @@ describe('IpvsProxyBackend (fake kernel)', () => {
       'the kernel offers no IPVS scheduler "rr" (module ip_vs_rr); choose another with --ipvs-scheduler / ipvs.scheduler',
     );
   });
+
+  it('describeDrift (kproxy diff) reads only: it names what a sync would write, and writes nothing, not even a probe', async () => {
+    const { exec, calls } = fake({
+      save: '-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.9:8080 -m -w 1\n',
+      dummy: true,
+      addresses: `${ADDRESSES}\n3: kube-ipvs0    inet 10.96.0.99/32 scope global kube-ipvs0\\       valid_lft forever`,
+    });
+    const b = new IpvsProxyBackend({ config, exec, log: quiet }, { drainCheckMs: 0 });
+    const drift = await b.describeDrift(families(true));
+    expect(drift).toEqual([
+      'sysctl net.ipv4.vs.conntrack is 0; IPVS mode sets 1 so that conntrack sees IPVS flows and nat postrouting can masquerade them',
+      'sysctl net.ipv4.vs.expire_nodest_conn is 0; IPVS mode sets 1 so that connections to a deleted real server end on their next packet',
+      'sysctl net.ipv4.vs.expire_quiescent_template is 0; IPVS mode sets 1 so that ClientIP affinity leaves a real server with weight 0',
+      'IPVS virtual server -t 10.96.0.10:80 lacks real server 10.244.1.2:8080',
+      'IPVS virtual server -t 10.96.0.10:80: real server 10.244.1.9:8080 is not desired',
+      'kube-ipvs0 lacks the address 10.96.0.10',
+      'kube-ipvs0 also holds 10.96.0.99, which no virtual server uses',
+      'table ip kproxy-ipvs: missing from the kernel',
+      'table ip6 kproxy-ipvs: missing from the kernel',
+    ]);
+    expect(changes(calls)).toEqual([]);
+    expect(calls.filter((c) => c.includes('4294967295'))).toEqual([]);
+  });
 });

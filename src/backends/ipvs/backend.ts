@@ -36,6 +36,7 @@ import type { Fragment } from '../nftables/render/syntax.ts';
 import { nftFamily } from '../nftables/render/syntax.ts';
 import { Ipvsadm } from './kernel/ipvsadm.ts';
 import { Links } from './kernel/links.ts';
+import { describeIpvsDrift } from './render/drift.ts';
 import { renderFamily, type KernelFacts } from './render/families.ts';
 import { ownershipOf, planHelper } from './render/helper-plan.ts';
 import type { DesiredVirtualServer, IpvsFamilyState } from './render/layout.ts';
@@ -65,6 +66,7 @@ interface Observed {
 }
 
 interface Planned {
+  readonly observed: Observed;
   readonly rendered: readonly IpvsFamilyState[];
   readonly before: readonly Fragment[];
   readonly after: readonly Fragment[];
@@ -153,6 +155,30 @@ export class IpvsProxyBackend implements ProxyBackend {
   }
 
   /**
+   * Reads only: none of the sysctls, timeouts or scheduler probes a sync's preparation writes (a
+   * scheduler this process never probed counts as offered). Sysctls IPVS mode would set are listed too.
+   */
+  describeDrift(families: readonly FamilyState[]): Promise<string[]> {
+    return this.serial(async () => {
+      const p = await this.plan(families, { readOnly: true });
+      const out: string[] = [];
+      for (const [name, value, why] of this.sysctls()) {
+        const current = await this.links.sysctl(name);
+        if (current !== undefined && current !== value)
+          out.push(`sysctl ${name} is ${current}; IPVS mode sets ${value} ${why}`);
+      }
+      out.push(
+        ...describeIpvsDrift({
+          helper: p.rendered.map((r) => ({ desired: r.ruleset, observed: p.observed.helper.get(r.family) })),
+          ipvsLines: p.ipvs.lines.filter((l) => !(l.startsWith('-d ') && wasDrained(l, p.observed.ipvs))),
+          addresses: p.addresses,
+        }),
+      );
+      return out;
+    });
+  }
+
+  /**
    * Re-checks draining real servers now: those without connections (or past the drain timeout)
    * are deleted. The timer calls this; tests call it with their clock.
    */
@@ -235,11 +261,11 @@ export class IpvsProxyBackend implements ProxyBackend {
     return this.config.ipvs.excludeCIDRs.some((c) => c.family === ip.family && cidrContains(c, ip));
   }
 
-  /** Reads the kernel and plans the whole sync (no change made). */
-  private async plan(families: readonly FamilyState[]): Promise<Planned> {
-    await this.prepare();
+  /** Reads the kernel and plans the whole sync (no change made; `readOnly`: no preparation either). */
+  private async plan(families: readonly FamilyState[], { readOnly = false } = {}): Promise<Planned> {
+    if (!readOnly) await this.prepare();
     const observed = await this.observe();
-    const available = await this.availableSchedulers(families);
+    const available = readOnly ? this.schedulersNotRefused(families) : await this.availableSchedulers(families);
     const owned = new Set<string>();
     const priorMarks = new Map<Family, Map<string, number>>();
     for (const fam of ['ipv4', 'ipv6'] as const) {
@@ -288,7 +314,7 @@ export class IpvsProxyBackend implements ProxyBackend {
     };
     let ipvs = planIpvs(input);
     if (ipvs.needsConnections) ipvs = planIpvs({ ...input, connections: parseIpvsList(await this.ipvsadm.list()) });
-    for (const k of ipvs.adopted)
+    for (const k of readOnly ? [] : ipvs.adopted)
       this.log.warn(
         { virtualServer: k },
         'IPVS virtual server kproxy did not create is now managed by kproxy (a Service uses it)',
@@ -298,7 +324,7 @@ export class IpvsProxyBackend implements ProxyBackend {
     const wanted = new Set(rendered.flatMap((r) => r.addresses));
     const addresses = planAddresses(wanted, onDummy, observed.ipvs, new Set(ipvs.deleted));
     const drainProgress = ipvs.lines.filter((l) => l.startsWith('-d ') && wasDrained(l, observed.ipvs)).length;
-    return { rendered, before, after, ipvs, addresses, problems, drainProgress };
+    return { observed, rendered, before, after, ipvs, addresses, problems, drainProgress };
   }
 
   private async apply(p: Planned): Promise<void> {
@@ -339,7 +365,7 @@ export class IpvsProxyBackend implements ProxyBackend {
         throw err;
       await this.ipvsadm.save();
     }
-    for (const [name, value, why] of [...SYSCTLS, ...(this.config.ipvs.strictARP ? STRICT_ARP : [])]) {
+    for (const [name, value, why] of this.sysctls()) {
       const current = await this.links.sysctl(name);
       if (current === value) continue;
       if (current === undefined) {
@@ -376,6 +402,10 @@ export class IpvsProxyBackend implements ProxyBackend {
     this.prepared = true;
   }
 
+  private sysctls(): readonly (readonly [string, string, string])[] {
+    return [...SYSCTLS, ...(this.config.ipvs.strictARP ? STRICT_ARP : [])];
+  }
+
   private async offers(s: IpvsScheduler): Promise<boolean> {
     let known = this.schedulers.get(s);
     if (known === undefined) {
@@ -388,13 +418,22 @@ export class IpvsProxyBackend implements ProxyBackend {
 
   /** The schedulers the Services ask for that the kernel offers (each probed once per process). */
   private async availableSchedulers(families: readonly FamilyState[]): Promise<Set<IpvsScheduler>> {
+    const out = new Set<IpvsScheduler>();
+    for (const s of this.wantedSchedulers(families)) if (await this.offers(s)) out.add(s);
+    return out;
+  }
+
+  /** Without probing (a probe writes a throw-away virtual server): all but those a probe refused. */
+  private schedulersNotRefused(families: readonly FamilyState[]): Set<IpvsScheduler> {
+    return new Set([...this.wantedSchedulers(families)].filter((s) => this.schedulers.get(s) !== false));
+  }
+
+  private wantedSchedulers(families: readonly FamilyState[]): Set<IpvsScheduler> {
     const wanted = new Set<IpvsScheduler>([this.config.ipvs.scheduler]);
     for (const f of families)
       for (const ports of f.services.values())
         for (const sp of ports) if (sp.ipvsScheduler) wanted.add(sp.ipvsScheduler);
-    const out = new Set<IpvsScheduler>();
-    for (const s of wanted) if (await this.offers(s)) out.add(s);
-    return out;
+    return wanted;
   }
 }
 
