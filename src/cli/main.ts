@@ -48,6 +48,16 @@ Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|ipta
   --feature-gates, --healthz-port, --metrics-port; kproxy's own --skip-node-setup oom-score-adj,conntrack,route-localnet.
 `;
 
+/** Each command's own flags (besides the configuration flags every command takes). */
+export const COMMAND_FLAGS: Readonly<Record<string, readonly CommandFlag[]>> = {
+  sync: ['manifests'],
+  dump: ['manifests', 'format', 'ip-family'],
+  cleanup: [],
+  run: ['manifests', 'audit-log', 'audit-log-max-size'],
+  explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
+  diff: ['manifests', 'against', 'output'],
+};
+
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
 export async function main(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
   // No command (flags only, or nothing): kube-proxy's own invocation, the daemon.
@@ -62,16 +72,10 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     out.write(`kproxy ${packageVersion()}\n`);
     return 0;
   }
-  const runFlags: readonly CommandFlag[] = ['manifests', 'audit-log', 'audit-log-max-size'];
-  const flags: Record<string, readonly CommandFlag[]> = {
-    sync: ['manifests'],
-    dump: ['manifests', 'format', 'ip-family'],
-    cleanup: [],
-    run: upstream ? [...runFlags, 'cleanup', 'init-only', 'write-config-to'] : runFlags,
-    explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
-    diff: ['manifests', 'against', 'output'],
-  };
-  const commandFlags = flags[command];
+  const own = COMMAND_FLAGS[command];
+  // kube-proxy's own invocation (no command) also takes its one-shot flags.
+  const upstreamOnly: readonly CommandFlag[] = ['cleanup', 'init-only', 'write-config-to'];
+  const commandFlags = own && upstream ? [...own, ...upstreamOnly] : own;
   if (!commandFlags) {
     process.stderr.write(`kproxy: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
     return 2;

@@ -132,7 +132,7 @@ export function explainPacket(input: ExplainInput): Explanation {
   const nodeAddresses = snapshot.node?.addresses ?? [];
   const isLocal = (ip: IpAddress) =>
     isLoopback(ip) || [...nodeAddresses, ...extra].some((a) => a.family === ip.family && a.text === ip.text);
-  const { from, fromReason } = origin(packet, config, snapshot, isLocal);
+  const { from, fromReason } = origin(packet, config, snapshot, isLocal, serviceAddressOf(state, traits, packet.src));
   const dst = packet.dst.text;
   const proto = packet.protocol;
   const port = packet.dstPort;
@@ -418,14 +418,27 @@ function traceOf(snapshot: ClusterSnapshot, sp: ServicePortState, family: Family
   return t;
 }
 
+/** When the mode puts Service addresses on an interface of the node and `ip` is one: which, for a person. */
+function serviceAddressOf(state: NodeState, traits: ModeTraits, ip: IpAddress): string | undefined {
+  if (traits.serviceAddressesOn === undefined) return undefined;
+  const sp = state.servicePorts.find(
+    (x) => x.clusterIP === ip.text || x.externalIPs.includes(ip.text) || x.loadBalancerIPs.includes(ip.text),
+  );
+  return (
+    sp && `${ip.text} is an address of ${sp.ref.namespace}/${sp.ref.name} on this node's ${traits.serviceAddressesOn}`
+  );
+}
+
 function origin(
   packet: Packet,
   config: ExplainConfig,
   snapshot: ClusterSnapshot,
   isLocal: (ip: IpAddress) => boolean,
+  onNode: string | undefined,
 ): { from: PacketOrigin; fromReason: string } {
   if (packet.from) return { from: packet.from, fromReason: 'given with --from' };
   if (isLocal(packet.src)) return { from: 'node', fromReason: `${packet.src.text} is an address of this node` };
+  if (onNode) return { from: 'node', fromReason: onNode };
   const podRanges = [...config.clusterCIDRs, ...(snapshot.node?.podCIDRs ?? [])];
   const range = podRanges.find((c) => cidrContains(c, packet.src));
   if (range) return { from: 'pod', fromReason: `${packet.src.text} is in the pod range ${cidrText(range)}` };

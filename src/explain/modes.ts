@@ -5,8 +5,8 @@
  * `explain.ts` reads only these facts, never the mode's name; a new mode adds one entry (the
  * Record makes it a type error to forget). Each value is what the mode's rules say:
  * nftables `rules-templates/nftables.nft` + `render/service-port.ts`; iptables
- * `rules-templates/iptables.rules` + `render/service-port.ts`; IPVS as its packet-flow
- * expectations in test/flows/backends.ts state it.
+ * `rules-templates/iptables.rules` + `render/service-port.ts`; IPVS `render/layout.ts` and its
+ * helper table (`render/helper-rules.ts`). The packet-flow suite checks all three.
  */
 import type { ProxyMode } from '../config/proxy-config.ts';
 
@@ -33,6 +33,12 @@ export interface ModeTraits {
   readonly sourceRangesWithoutEndpoints: boolean;
   /** A CIDR local-traffic detector with several CIDRs of a family: every one matches, or only the first (upstream iptables). */
   readonly detectorCidrs: 'all' | 'first';
+  /**
+   * The interface the mode puts Service addresses on (IPVS: kube-ipvs0), or none. The node's own
+   * connection to such an address leaves with that address as its source, so a packet from one
+   * comes from the node. (NodePorts never answer on them: they are no nodePortAddresses.)
+   */
+  readonly serviceAddressesOn: string | undefined;
 }
 
 export const MODE_TRAITS: Readonly<Record<ProxyMode, ModeTraits>> = {
@@ -45,6 +51,7 @@ export const MODE_TRAITS: Readonly<Record<ProxyMode, ModeTraits>> = {
     allowFromNode: 'anyNodeIP',
     sourceRangesWithoutEndpoints: true,
     detectorCidrs: 'all',
+    serviceAddressesOn: undefined,
   },
   iptables: {
     unusedClusterIpPort: 'none',
@@ -55,6 +62,7 @@ export const MODE_TRAITS: Readonly<Record<ProxyMode, ModeTraits>> = {
     allowFromNode: 'primaryNodeIP',
     sourceRangesWithoutEndpoints: false,
     detectorCidrs: 'first',
+    serviceAddressesOn: undefined,
   },
   ipvs: {
     // KUBE-IPVS-FILTER rejects other ports of kube-ipvs0 addresses; kproxy's helper table drops the rest.
@@ -66,5 +74,7 @@ export const MODE_TRAITS: Readonly<Record<ProxyMode, ModeTraits>> = {
     allowFromNode: 'anyNodeIP',
     sourceRangesWithoutEndpoints: true,
     detectorCidrs: 'all',
+    // ClusterIPs, externalIPs and LB IPs, so that the kernel accepts them (README "IPVS mode").
+    serviceAddressesOn: 'kube-ipvs0',
   },
 };

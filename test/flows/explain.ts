@@ -2,67 +2,125 @@
  * The packet-flow suite's cross-check of `kproxy explain`: every flow's packets are also explained,
  * and what explain says (verdict, the endpoints it may land on, masquerade) must be what the
  * packets did. Explain runs as the real CLI with the same manifests and flags the backend synced
- * (one `kproxy explain --packets -` process per synced state, answering one line per packet), so
- * a mismatch between what kproxy programs and what it explains fails the flow.
+ * (one `kproxy explain --packets -` process per synced state, answering one line per packet; in the
+ * IPVS VM the same command in this process), so a mismatch between what kproxy programs and what it
+ * explains fails the flow, in every mode.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import { loadProxyConfig } from '../../src/config/load.ts';
 import type { Explanation } from '../../src/explain/explain.ts';
 import { canonical, unmapV4 } from '../../src/sandbox/addr.ts';
 import type { Member, ProbeResult, ProbeSpec, Tally, Topology } from '../../src/sandbox/topology.ts';
+import { createLogger } from '../../src/util/log.ts';
 
 const KPROXY = fileURLToPath(new URL('../../bin/kproxy', import.meta.url));
 
-/** One `kproxy explain --packets -` process over one directory of manifests. */
+/** A running `kproxy explain --packets -`: packet lines in, one JSON answer line out per packet. */
+interface ExplainRun {
+  readonly stdin: NodeJS.WritableStream;
+  readonly stdout: NodeJS.ReadableStream;
+  /** Settles when it ended, with how (`exit code 2`). */
+  readonly ended: Promise<string>;
+  /** The end of its error output, for messages. */
+  tail(): string;
+}
+
+/** The real CLI, as a process. */
+function cliRun(args: readonly string[]): ExplainRun {
+  const child = spawn(KPROXY, ['explain', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return {
+    stdin: child.stdin as NodeJS.WritableStream,
+    stdout: child.stdout as NodeJS.ReadableStream,
+    ended: new Promise((resolve) => child.on('exit', (code) => resolve(`exit code ${code}`))),
+    tail: () => stderr.split('\n').slice(-5).join('\n'),
+  };
+}
+
+/**
+ * The CLI's own explain command (configuration parsed as `kproxy explain ARGS` parses it), run in
+ * this process: inside the IPVS VM a Node start costs tens of seconds under emulation.
+ */
+function inProcessRun(args: readonly string[]): ExplainRun {
+  const stdin = new PassThrough();
+  const stdout = new PassThrough();
+  let log = '';
+  const ended = (async () => {
+    const [{ explain }, { COMMAND_FLAGS }] = await Promise.all([
+      import('../../src/cli/commands/explain.ts'),
+      import('../../src/cli/main.ts'),
+    ]);
+    const loaded = loadProxyConfig({
+      argv: args,
+      hostname: hostname(),
+      readFile: (path) => readFileSync(path, 'utf8'),
+      commandFlags: COMMAND_FLAGS['explain'],
+    });
+    const logger = createLogger(0, {
+      write: (line: string) => {
+        log += line;
+      },
+    });
+    return `exit code ${await explain(loaded, logger, stdout, stdin)}`;
+  })()
+    .catch((err: unknown) => `threw ${err instanceof Error ? err.message : String(err)}`)
+    .finally(() => stdout.end());
+  return { stdin, stdout, ended, tail: () => log.split('\n').slice(-5).join('\n') };
+}
+
+/** One explain run over one directory of manifests. */
 class ExplainProcess {
-  readonly #child: ChildProcess;
+  readonly #run: ExplainRun;
   readonly #dir: string;
   readonly #waiting: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
-  #stderr = '';
   #exited = false;
 
-  constructor(mode: string, objects: readonly object[], flags: readonly string[], localAddresses: readonly string[]) {
+  constructor(
+    mode: string,
+    objects: readonly object[],
+    flags: readonly string[],
+    localAddresses: readonly string[],
+    inProcess: boolean,
+  ) {
     this.#dir = mkdtempSync(join(tmpdir(), 'kproxy-explain-'));
     writeFileSync(join(this.#dir, 'cluster.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }));
-    this.#child = spawn(
-      KPROXY,
-      [
-        'explain',
-        '--proxy-mode',
-        mode,
-        '--manifests',
-        this.#dir,
-        '--packets',
-        '-',
-        '--output',
-        'json',
-        `--local-addresses=${localAddresses.join(',')}`,
-        ...flags,
-      ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    this.#child.stderr?.on('data', (d: Buffer) => {
-      this.#stderr += d.toString();
-    });
-    const lines = createInterface({ input: this.#child.stdout as NodeJS.ReadableStream });
+    const args = [
+      '--proxy-mode',
+      mode,
+      '--manifests',
+      this.#dir,
+      '--packets',
+      '-',
+      '--output',
+      'json',
+      `--local-addresses=${localAddresses.join(',')}`,
+      ...flags,
+    ];
+    this.#run = inProcess ? inProcessRun(args) : cliRun(args);
+    const lines = createInterface({ input: this.#run.stdout });
     lines.on('line', (line) => this.#waiting.shift()?.resolve(line));
-    this.#child.on('exit', (code) => {
+    void this.#run.ended.then((how) => {
       this.#exited = true;
       for (const w of this.#waiting.splice(0))
-        w.reject(new Error(`kproxy explain exited (${code}) without an answer: ${this.#tail()}`));
+        w.reject(new Error(`kproxy explain ended (${how}) without an answer: ${this.#run.tail()}`));
     });
   }
 
   ask(line: string): Promise<Explanation> {
-    if (this.#exited) return Promise.reject(new Error(`kproxy explain is not running: ${this.#tail()}`));
+    if (this.#exited) return Promise.reject(new Error(`kproxy explain is not running: ${this.#run.tail()}`));
     return new Promise<string>((resolve, reject) => {
       this.#waiting.push({ resolve, reject });
-      this.#child.stdin?.write(`${line}\n`);
+      this.#run.stdin.write(`${line}\n`);
     }).then((text) => {
       const parsed = JSON.parse(text) as Explanation | { error: string };
       if ('error' in parsed) throw new Error(`kproxy explain ${line}: ${parsed.error}`);
@@ -71,16 +129,9 @@ class ExplainProcess {
   }
 
   async close(): Promise<void> {
-    if (!this.#exited) {
-      const exited = new Promise((resolve) => this.#child.once('exit', resolve));
-      this.#child.stdin?.end();
-      await exited;
-    }
+    this.#run.stdin.end();
+    await this.#run.ended;
     rmSync(this.#dir, { recursive: true, force: true });
-  }
-
-  #tail(): string {
-    return this.#stderr.split('\n').slice(-5).join('\n');
   }
 }
 
@@ -88,12 +139,12 @@ export interface ExplainChecker {
   /** The backend synced these objects with these flags: later questions are about this state. */
   synced(objects: readonly object[], flags: readonly string[]): Promise<void>;
   /** Explains `spec` sent by `from` and expects what `outcome` (one probe, or a tally) shows. */
-  expectExplained(from: Member, spec: ProbeSpec, outcome: ProbeResult | Tally): Promise<Explanation | undefined>;
+  expectExplained(from: Member, spec: ProbeSpec, outcome: ProbeResult | Tally): Promise<Explanation>;
   close(): Promise<void>;
 }
 
-/** A checker for one backend's suite; `enabled` false makes every call a no-op. */
-export function explainChecker(mode: string, topology: () => Topology, enabled = true): ExplainChecker {
+/** A checker for one backend's suite; `inProcess`: explain runs in this process (see inProcessRun). */
+export function explainChecker(mode: string, topology: () => Topology, inProcess = false): ExplainChecker {
   let state: { objects: readonly object[]; flags: readonly string[] } | undefined;
   let proc: ExplainProcess | undefined;
   const routeSources = new Map<string, string>();
@@ -118,10 +169,9 @@ export function explainChecker(mode: string, topology: () => Topology, enabled =
       state = { objects, flags };
     },
     async expectExplained(from, spec, outcome) {
-      if (!enabled) return undefined;
       const topo = topology();
       if (!state) throw new Error('expectExplained before any sync');
-      proc ??= new ExplainProcess(mode, state.objects, state.flags, topo.nodeAddresses());
+      proc ??= new ExplainProcess(mode, state.objects, state.flags, topo.nodeAddresses(), inProcess);
       const src = await sourceOf(topo, from, spec.host);
       const dst = spec.host.includes(':') ? `[${spec.host}]:${spec.port}` : `${spec.host}:${spec.port}`;
       const e = await proc.ask(`${src} ${dst} ${spec.proto}`);

@@ -313,6 +313,17 @@ describe('explain: external traffic', () => {
     });
   });
 
+  it("IPVS mode: the node's own connection to an LB IP leaves from that kube-ipvs0 address: from the node", () => {
+    // `ip route get` answers a local route with the address itself as source; nftables mode has no such address.
+    const own = explain(lb(), packet('198.51.100.7', '198.51.100.7', 80), 'ipvs');
+    expect(own).toMatchObject({ endpoints: ['10.244.0.2:8080', '10.244.1.2:8080'], masquerade: true });
+    expect(own.packet).toMatchObject({
+      from: 'node',
+      fromReason: "198.51.100.7 is an address of default/web on this node's kube-ipvs0",
+    });
+    expect(explain(lb(), packet('198.51.100.7', '198.51.100.7', 80), 'nftables').packet.from).toBe('outside');
+  });
+
   it('externalTrafficPolicy Local without a local endpoint: outside traffic DROPped', () => {
     const e = explain(lb({}, [remote('10.244.1.2')]), packet(OUTSIDE, NODE_IP, 30080));
     expect(e).toMatchObject({ verdict: 'drop', frontend: { kind: 'NodePort' } });

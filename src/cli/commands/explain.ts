@@ -25,7 +25,13 @@ interface PacketFields {
   readonly from?: string | undefined;
 }
 
-export async function explain(loaded: Loaded, log: Logger, out: NodeJS.WritableStream): Promise<number> {
+/** `stdin`: what `--packets -` reads (the IPVS VM's flow suite answers in-process through it). */
+export async function explain(
+  loaded: Loaded,
+  log: Logger,
+  out: NodeJS.WritableStream,
+  stdin: NodeJS.ReadableStream = process.stdin,
+): Promise<number> {
   const o = loaded.commandOptions;
   const problems: string[] = [];
   const output = o.output ?? 'text';
@@ -74,7 +80,7 @@ export async function explain(loaded: Loaded, log: Logger, out: NodeJS.WritableS
     }
   }
   let failed = false;
-  const lines = createInterface({ input: batch === '-' ? process.stdin : createReadStream(batch as string) });
+  const lines = createInterface({ input: batch === '-' ? stdin : createReadStream(batch as string) });
   for await (const raw of lines) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) continue;
