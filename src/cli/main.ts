@@ -33,6 +33,10 @@ Commands:
                              --packets FILE|-: one packet per line, "SRC DST [PROTO] [FROM]"
   diff                       what differs between the kernel and the desired rules (needs root);
                              --manifests DIR --against DIR2: what changes from DIR to DIR2, and why
+  trace    --service NS/NAME [--count N] [--timeout D (30s, 2m)]
+                             nftables mode: trace new connections to the Service through this node's
+                             rules (meta nftrace), each packet with its Service port, frontend, endpoint
+                             and verdict; --output text|json (needs root)
 
 Flags (upstream kube-proxy names): --config FILE, --proxy-mode nftables|nft|iptables|ipvs,
   --hostname-override, --cluster-cidr, --detect-local-mode, --pod-bridge-interface,
@@ -56,6 +60,7 @@ export const COMMAND_FLAGS: Readonly<Record<string, readonly CommandFlag[]>> = {
   run: ['manifests', 'audit-log', 'audit-log-max-size'],
   explain: ['manifests', 'src', 'dst', 'proto', 'from', 'local-addresses', 'packets', 'output'],
   diff: ['manifests', 'against', 'output'],
+  trace: ['manifests', 'service', 'count', 'timeout', 'output'],
 };
 
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
@@ -127,6 +132,7 @@ export async function main(argv: readonly string[], out: NodeJS.WritableStream =
     const mode = await loadMode();
     if (!mode) return 1;
     if (command === 'explain') return await (await import('./commands/explain.ts')).explain(loaded, log, out);
+    if (command === 'trace') return await (await import('./commands/trace.ts')).trace(loaded, log, out);
     if (command === 'diff') return await (await import('./commands/diff.ts')).diff(loaded, mode, log, out);
     const oneShot = await import('./commands/one-shot.ts');
     switch (command) {

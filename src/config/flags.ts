@@ -27,7 +27,11 @@ export type CommandFlag =
   // upstream's own invocation (no subcommand): the daemon, or one of these then exit
   | 'cleanup'
   | 'init-only'
-  | 'write-config-to';
+  | 'write-config-to'
+  // trace
+  | 'service'
+  | 'count'
+  | 'timeout';
 
 export const COMMAND_FLAGS: readonly CommandFlag[] = [
   'manifests',
@@ -46,6 +50,9 @@ export const COMMAND_FLAGS: readonly CommandFlag[] = [
   'cleanup',
   'init-only',
   'write-config-to',
+  'service',
+  'count',
+  'timeout',
 ];
 
 const STRING_FLAGS = [
@@ -108,6 +115,9 @@ const STRING_FLAGS = [
   'against',
   'audit-log',
   'audit-log-max-size',
+  'service',
+  'count',
+  'timeout',
 ] as const;
 
 const BOOLEAN_FLAGS = [

@@ -45,9 +45,14 @@ export const DEFAULT_KERNEL_TOOL_TIMEOUT_MS = 60_000;
 /** util-linux's setpriv, when the system has it (Debian's util-linux is essential: always). */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
+/** `file args`, run so that it is killed when kproxy dies (where setpriv exists). */
+export function diesWithKproxy(file: string, args: readonly string[]): [string, readonly string[]] {
+  return SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
+}
+
 /** The command line that runs a tool: one fed on stdin must not outlive kproxy (see the module comment). */
 export function toolCommand(file: string, args: readonly string[], stdin?: string): [string, readonly string[]] {
-  return stdin !== undefined && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
+  return stdin !== undefined ? diesWithKproxy(file, args) : [file, args];
 }
 
 export const execProgram: Exec = async (file, args, stdin, options) => {

@@ -85,6 +85,11 @@ export const value = {
     if (values.length === 1 && values[0]) return values[0];
     return { text: `{ ${values.map((v) => v.text).join(', ')} }`, json: { set: values.map((v) => v.json) } };
   },
+  /** An anonymous set `{ a }` even of one value (nft refuses a concatenation matched against a bare value). */
+  set: (values: readonly Value[]): Value => ({
+    text: `{ ${values.map((v) => v.text).join(', ')} }`,
+    json: { set: values.map((v) => v.json) },
+  }),
   concat: (parts: readonly Value[]): Value => {
     if (parts.length === 1 && parts[0]) return parts[0];
     return { text: parts.map((p) => p.text).join(' . '), json: { concat: parts.map((p) => p.json) } };
@@ -196,6 +201,11 @@ export const stmt = {
   markSet: (op: '|' | '^', bits: number): Fragment => ({
     text: `meta mark set meta mark ${op} ${value.hex(bits).text}`,
     json: { mangle: { key: { meta: { key: 'mark' } }, value: { [op]: [{ meta: { key: 'mark' } }, bits] } } },
+  }),
+  /** meta nftrace set 1: the kernel reports this packet's path through every later chain (`nft monitor trace`). */
+  nftrace: (): Fragment => ({
+    text: 'meta nftrace set 1',
+    json: { mangle: { key: { meta: { key: 'nftrace' } }, value: 1 } },
   }),
   /** update @set { key } — adds the key or refreshes its timeout. */
   updateSet: (set: string, key: Expr): Fragment => ({
