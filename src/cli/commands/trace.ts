@@ -15,7 +15,7 @@ import type { Loaded } from '../../config/load.ts';
 import { parseGoDuration } from '../../config/duration.ts';
 import { Nft } from '../../backends/nftables/kernel/nft.ts';
 import { startNftMonitor } from '../../backends/nftables/kernel/monitor.ts';
-import { describeTrace, tracedPacketText } from '../../backends/nftables/trace/describe.ts';
+import { describeTrace, frontendsText, tracedPacketText } from '../../backends/nftables/trace/describe.ts';
 import { parseTraceLine, TraceGrouper } from '../../backends/nftables/trace/events.ts';
 import { TRACE_TABLE, traceTableCommands } from '../../backends/nftables/trace/table.ts';
 import { execProgram } from '../../kernel/exec.ts';
@@ -92,6 +92,13 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
   const onSignal = (signal: NodeJS.Signals) => done(signal);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  /** 0 at the end of --count or a --timeout without one, 130/143 on a signal; else 1, saying why. */
+  const exitFor = (why: string): number => {
+    const signal = SIGNAL_EXIT[why];
+    if (signal !== undefined) return signal;
+    if (why !== 'timeout') return fail(why, 1);
+    return count === undefined ? 0 : fail(`timeout after ${o.timeout}: ${traced} of ${count} packet(s) traced`, 1);
+  };
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const commands = traceTableCommands(states, service);
@@ -103,38 +110,25 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
         await until(() => ready || ended !== undefined, READY_WAIT_MS);
       }
     }
-    if (ended !== undefined) return fail(ended, 1);
-    const frontends = [
-      ...new Set(
-        ports.flatMap((sp) =>
-          [sp.clusterIP, ...sp.externalIPs, ...sp.loadBalancerIPs].map((ip) => hostPort(ip, sp.port)),
-        ),
-      ),
-      ...new Set(ports.flatMap((sp) => (sp.nodePort === undefined ? [] : [`NodePort ${sp.nodePort}`]))),
-    ];
+    if (ended !== undefined) return exitFor(ended);
     process.stderr.write(
-      `kproxy trace: tracing new connections to ${service} (${frontends.join(', ')})` +
+      `kproxy trace: tracing new connections to ${service} (${frontendsText(ports)})` +
         `${count !== undefined ? `, ${count} packet(s)` : ''}${o.timeout !== undefined ? `, at most ${o.timeout}` : ''}; Ctrl-C ends\n`,
     );
     if (timeoutMs !== undefined) timer = setTimeout(() => done('timeout'), timeoutMs);
     const why = await finished;
     grouper.flush();
-    if (why in SIGNAL_EXIT) return SIGNAL_EXIT[why] ?? 1;
-    if (count !== undefined && traced >= count) return 0;
-    if (why === 'timeout')
-      return count === undefined ? 0 : fail(`timeout after ${o.timeout}: ${traced} of ${count} packet(s) traced`, 1);
-    return fail(why, 1);
+    return count !== undefined && traced >= count ? 0 : exitFor(why);
   } finally {
     clearTimeout(timer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     monitor.stop();
-    for (const f of ['ip', 'ip6'] as const) await nft.deleteTable(f, TRACE_TABLE);
+    for (const f of ['ip', 'ip6'] as const)
+      await nft.deleteTable(f, TRACE_TABLE).catch((err: unknown) => {
+        log.error(`cannot delete table ${f} ${TRACE_TABLE}: ${err instanceof Error ? err.message : String(err)}`);
+      });
   }
-}
-
-function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 /** Resolves once `condition` holds (checked every 20 ms) or after `ms`. */

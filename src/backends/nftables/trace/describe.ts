@@ -172,8 +172,7 @@ export function agreesWith(t: TracedPacket, e: Pick<Explanation, 'verdict' | 'en
 /** For a person: the packet, what kproxy made of it, and the rules it met. */
 export function tracedPacketText(t: TracedPacket): string {
   const p = t.packet;
-  const hp = (ip: string, port?: number) =>
-    port === undefined ? ip : ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+  const hp = hostPort;
   const out = [
     `packet     ${hp(p.src, p.srcPort)} → ${hp(p.dst, p.dstPort)}/${p.protocol ?? '?'}${p.iif ? ` in on ${p.iif}` : ' from this node'} (trace ${t.id})`,
     `service    ${t.service ?? '(none)'}${t.frontend ? `, ${t.frontend.kind} ${hp(t.frontend.address, t.frontend.port)}` : ''}`,
@@ -186,7 +185,23 @@ export function tracedPacketText(t: TracedPacket): string {
   );
   out.push(`masquerade ${t.masquerade ? 'yes' : 'no'}`);
   out.push('rules:');
-  for (const s of t.steps)
-    out.push(`  ${s.table} ${s.chain}: ${s.kind === 'rule' ? `${s.rule} → ` : `${s.kind} `}${s.verdict}`);
+  for (const s of t.steps) {
+    // The chain fingerprints kproxy keeps in first rules' comments say nothing to a person.
+    const rule = s.rule?.replace(/ comment "sum:[^"]*"$/, '');
+    out.push(`  ${s.table} ${s.chain}: ${s.kind === 'rule' ? `${rule} → ` : `${s.kind} `}${s.verdict}`);
+  }
   return `${out.join('\n')}\n`;
+}
+
+/** The frontends a trace of `ports` covers, for a person: `10.96.0.10:80, [fd00::a]:80, NodePort 30080`. */
+export function frontendsText(ports: readonly ServicePortState[]): string {
+  const addresses = ports.flatMap((sp) =>
+    [sp.clusterIP, ...sp.externalIPs, ...sp.loadBalancerIPs].map((ip) => hostPort(ip, sp.port)),
+  );
+  const nodePorts = ports.flatMap((sp) => (sp.nodePort === undefined ? [] : [`NodePort ${sp.nodePort}`]));
+  return [...new Set([...addresses, ...nodePorts])].join(', ');
+}
+
+function hostPort(ip: string, port?: number): string {
+  return port === undefined ? ip : ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }

@@ -36,8 +36,13 @@ export function parseTraceLine(text: string): TraceLine | undefined {
   const base = { id, family, table, chain };
   if (packet !== undefined) return { ...base, kind: 'packet', packet: packet.trim() };
   if (rule !== undefined) return { ...base, kind: 'rule', rule, verdict: ruleVerdict ?? '' };
-  if (verdict !== undefined) return { ...base, kind: 'verdict', verdict: verdict.trim() };
-  return { ...base, kind: 'policy', verdict: (policy ?? '').trim() };
+  if (verdict !== undefined) return { ...base, kind: 'verdict', verdict: firstVerdict(verdict) };
+  return { ...base, kind: 'policy', verdict: firstVerdict(policy ?? '') };
+}
+
+/** nft follows a verdict or policy with the packet's meta data (`policy accept meta mark 0x00004000`). */
+function firstVerdict(text: string): string {
+  return /^(?:(?:jump|goto) \S+|\S+)/.exec(text.trim())?.[0] ?? '';
 }
 
 /**
