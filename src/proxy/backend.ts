@@ -64,7 +64,7 @@ export interface ProxyBackend {
    * What differs between the kernel and the desired state, one line per difference, for a person
    * (`kproxy diff`); empty when the kernel holds exactly the desired state. Reads, never writes.
    */
-  describeDrift?(families: readonly FamilyState[]): Promise<string[]>;
+  describeDrift(families: readonly FamilyState[]): Promise<string[]>;
   /**
    * Engines other software can flush under us (iptables): polls every `intervalMs` and calls
    * `onLost` when kproxy's rules are gone, so the reconciler forces a full sync. Returns a stop.

@@ -48,10 +48,6 @@ export async function diff(
   const snapshot = await clusterSnapshot(loaded, log, loaded.manifests);
   if (!snapshot) return 1;
   const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log });
-  if (!backend.describeDrift) {
-    log.error(`kproxy diff: ${mode.mode} mode cannot describe what differs in the kernel yet`);
-    return 1;
-  }
   const drift = await backend.describeDrift(nodeStates(snapshot, loaded.config).map(familyStateOf));
   if (output === 'json') out.write(`${JSON.stringify({ mode: mode.mode, drift }, null, 2)}\n`);
   else
