@@ -40,6 +40,11 @@ const DNAT = [
   trace('kproxy filter-prerouting policy accept meta mark 0x00004000 '),
   trace('kproxy services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict goto SVC)'),
   trace('kproxy SVC rule meta l4proto tcp dnat to 10.244.0.2:8080 comment "sum:abc" (verdict accept)'),
+  // The next base chain shows the rewritten headers: the endpoint, whether the rule named it or a map did.
+  trace(
+    'kproxy filter-forward packet: iif "eth0" oif "veth1" ip saddr 10.244.0.7 ip daddr 10.244.0.2 tcp sport 40000 tcp dport 8080',
+  ),
+  trace('kproxy filter-forward policy accept'),
 ].map((l) => l.replaceAll('SVC', SVC));
 
 function lines(texts: readonly string[]): TraceLine[] {
@@ -73,6 +78,7 @@ describe('kproxy trace (pure)', () => {
     expect(policy).toMatchObject({ kind: 'policy', verdict: 'accept' });
     expect(lines(DNAT)[4]).toMatchObject({ kind: 'policy', verdict: 'accept' });
     expect(lines(DNAT)[5]).toMatchObject({ verdict: `goto ${SVC}` });
+    expect(lines(DNAT)[7]).toMatchObject({ kind: 'packet', chain: 'filter-forward' });
     expect(parseTraceLine('add table ip kproxy-trace')).toBeUndefined();
   });
 
@@ -103,7 +109,7 @@ describe('kproxy trace (pure)', () => {
       masquerade: false,
     });
     // The trace table's own lines are left out of the steps; the fingerprint comment out of the text.
-    expect(t.steps.map((s) => s.chain)).toEqual(['filter-prerouting', 'services', SVC]);
+    expect(t.steps.map((s) => s.chain)).toEqual(['filter-prerouting', 'services', SVC, 'filter-forward']);
     expect(tracedPacketText(t)).toContain(`kproxy ${SVC}: meta l4proto tcp dnat to 10.244.0.2:8080 → accept`);
   });
 

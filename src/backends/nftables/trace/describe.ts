@@ -58,20 +58,7 @@ export function describeTrace(
 ): TracedPacket {
   const first = lines[0];
   if (!first) throw new Error('describeTrace: no lines');
-  const headers = lines.find((l) => l.kind === 'packet')?.packet ?? '';
-  const field = (re: RegExp) => re.exec(headers)?.[1];
-  const l4 = field(/\b(tcp|udp|sctp) dport \d+/);
-  const srcPort = field(/\b(?:tcp|udp|sctp) sport (\d+)/);
-  const dstPort = field(/\b(?:tcp|udp|sctp) dport (\d+)/);
-  const iif = field(/\biif "([^"]*)"/);
-  const packet = {
-    src: field(/\bip6? saddr (\S+)/) ?? '',
-    dst: field(/\bip6? daddr (\S+)/) ?? '',
-    protocol: (l4 === undefined ? undefined : PROTOCOLS[l4]) ?? null,
-    ...(srcPort !== undefined ? { srcPort: Number(srcPort) } : {}),
-    ...(dstPort !== undefined ? { dstPort: Number(dstPort) } : {}),
-    ...(iif !== undefined ? { iif } : {}),
-  };
+  const packet = headersOf(lines.find((l) => l.kind === 'packet')?.packet ?? '');
 
   const steps: TraceStep[] = lines
     .filter((l) => l.table !== TRACE_TABLE && l.kind !== 'packet')
@@ -90,16 +77,17 @@ export function describeTrace(
   const frontend = frontendOf(packet, ports);
   const owner = viaChain ?? frontend?.sp;
 
-  const dnat = ours.find((s) => s.verdict === 'accept' && s.rule !== undefined && DNAT.test(s.rule));
-  const endpoint = dnat?.rule ? endpointOf(dnat.rule) : null;
+  // A DNAT rule may name the endpoint (a ladder) or pick it from a map: the packet's headers in the
+  // next base chain it meets (nft prints them once per base chain) show where it went either way.
+  const dnatAt = lines.findIndex(
+    (l) => l.table === TABLE && l.kind === 'rule' && l.verdict === 'accept' && /(^|\s)dnat /.test(l.rule ?? ''),
+  );
+  const rewritten = dnatAt < 0 ? undefined : lines.slice(dnatAt + 1).find((l) => l.kind === 'packet')?.packet;
+  const after = rewritten === undefined ? undefined : headersOf(rewritten);
+  const endpoint = after?.dstPort === undefined ? null : hostPort(after.dst, after.dstPort);
   const dropped = steps.find((s) => s.verdict === 'drop');
-  const verdict: Verdict = endpoint
-    ? 'dnat'
-    : dropped
-      ? /(^|\s)reject(\s|$)/.test(dropped.rule ?? '')
-        ? 'reject'
-        : 'drop'
-      : 'none';
+  const verdict: Verdict =
+    dnatAt >= 0 ? 'dnat' : dropped ? (/(^|\s)reject(\s|$)/.test(dropped.rule ?? '') ? 'reject' : 'drop') : 'none';
   const listed = endpoint && owner ? sliceOf(endpoint, owner, snapshot) : undefined;
   return {
     id: first.id,
@@ -116,11 +104,21 @@ export function describeTrace(
   };
 }
 
-const DNAT = /\bdnat (?:ip6? )?to (\[[^\]]+\]|[0-9.]+):(\d+)/;
-
-function endpointOf(rule: string): string | null {
-  const m = DNAT.exec(rule);
-  return m ? `${m[1]}:${m[2]}` : null;
+/** A `packet:` line's headers (`iif "eth0" ip saddr … ip daddr … tcp sport … tcp dport …`). */
+function headersOf(text: string): TracedPacket['packet'] {
+  const field = (re: RegExp) => re.exec(text)?.[1];
+  const l4 = field(/\b(tcp|udp|sctp) dport \d+/);
+  const srcPort = field(/\b(?:tcp|udp|sctp) sport (\d+)/);
+  const dstPort = field(/\b(?:tcp|udp|sctp) dport (\d+)/);
+  const iif = field(/\biif "([^"]*)"/);
+  return {
+    src: field(/\bip6? saddr (\S+)/) ?? '',
+    dst: field(/\bip6? daddr (\S+)/) ?? '',
+    protocol: (l4 === undefined ? undefined : PROTOCOLS[l4]) ?? null,
+    ...(srcPort !== undefined ? { srcPort: Number(srcPort) } : {}),
+    ...(dstPort !== undefined ? { dstPort: Number(dstPort) } : {}),
+    ...(iif !== undefined ? { iif } : {}),
+  };
 }
 
 function frontendOf(
