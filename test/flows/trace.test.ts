@@ -4,8 +4,9 @@
  * trace runs in the node's namespace (nftrace events are per namespace) while one connection is
  * made; the packet it prints must name the Service port, the frontend and the endpoint that
  * actually answered, and `kproxy explain` about the same packet must give the same verdict and
- * list that endpoint. Also: the trace tables go when the trace ends (count, SIGTERM), a sync while
- * tracing neither sees nor touches them, and other modes are refused.
+ * list that endpoint. Also: the trace tables go when the trace ends (count, SIGTERM, kill -9), a
+ * sync while tracing neither sees nor touches them, one trace runs per namespace, and other modes
+ * are refused.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -185,6 +186,18 @@ describe('kproxy trace (nftables mode) against live packets', () => {
     t.child.kill('SIGTERM');
     expect((await t.done).code).toBe(143);
     expect(await traceTables()).toEqual([]);
+  });
+
+  it('one trace per namespace; a trace killed with -9 leaves no table (the kernel drops what its session owned)', async () => {
+    const t = startTrace(['--service', 'flows/web']);
+    await t.ready;
+    const second = await inNode(['trace', '--service', 'flows/empty', '--timeout', '5s']);
+    expect(second.exitCode).toBe(1);
+    expect(second.stderr).toContain('one trace per network namespace runs at a time');
+    expect(await traceTables()).toHaveLength(2);
+    t.child.kill('SIGKILL');
+    await t.done;
+    await expect.poll(traceTables, { timeout: 5000 }).toEqual([]);
   });
 
   it('other modes are refused with a clear error; an unknown Service is an error', async () => {

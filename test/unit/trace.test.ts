@@ -61,11 +61,11 @@ describe('kproxy trace (pure)', () => {
     expect(text).toContain(
       'add rule ip kproxy-trace output ct state new fib daddr type local meta l4proto . th dport { tcp . 30080 } meta nftrace set 1 comment "kproxy trace default/web"',
     );
-    // A table a killed trace left is replaced in the same transaction; other Services are not traced.
+    // Owned by the session that adds it, emptied when applied again; other Services are not traced.
     expect(text.split('\n').slice(0, 3)).toEqual([
-      'add table ip kproxy-trace',
+      'add table ip kproxy-trace { flags owner ; }',
       'delete table ip kproxy-trace',
-      'add table ip kproxy-trace',
+      'add table ip kproxy-trace { flags owner ; }',
     ]);
     expect(text).not.toContain('10.96.0.11');
     expect(text).toContain('add table ip6 kproxy-trace');

@@ -6,19 +6,16 @@
  * port, frontend and endpoint (src/backends/nftables/trace/). Reads the cluster like `explain`.
  *
  * It adds the tables `ip kproxy-trace` / `ip6 kproxy-trace` (never a rule in kproxy's own, which a
- * sync would repair away: see trace/table.ts) and deletes them when it ends — after N packets, at
- * the timeout, on SIGINT or SIGTERM, or on an error. After a kill -9 they stay until the next
- * `kproxy trace` replaces them or `nft delete table ip kproxy-trace` removes them; meanwhile they
- * only set a flag that costs nothing while no monitor listens.
+ * sync would repair away: see trace/table.ts) through an `nft -i` session that owns them, so the
+ * kernel deletes them when the trace ends, however it ends: after N packets, at the timeout, on
+ * SIGINT or SIGTERM, on an error, or killed (kernel/trace-tools.ts).
  */
 import type { Loaded } from '../../config/load.ts';
 import { parseGoDuration } from '../../config/duration.ts';
-import { Nft } from '../../backends/nftables/kernel/nft.ts';
-import { startNftMonitor } from '../../backends/nftables/kernel/monitor.ts';
+import { startNftMonitor, startNftSession } from '../../backends/nftables/kernel/trace-tools.ts';
 import { describeTrace, frontendsText, tracedPacketText } from '../../backends/nftables/trace/describe.ts';
 import { parseTraceLine, TraceGrouper } from '../../backends/nftables/trace/events.ts';
 import { TRACE_TABLE, traceTableCommands } from '../../backends/nftables/trace/table.ts';
-import { execProgram } from '../../kernel/exec.ts';
 import { nodeStates } from '../../proxy/desired.ts';
 import type { Logger } from '../../util/log.ts';
 import { clusterSnapshot } from './cluster-input.ts';
@@ -64,7 +61,6 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
       1,
     );
 
-  const nft = new Nft(execProgram);
   let ready = false;
   let traced = 0;
   /** Why tracing ends (the first reason wins); `finished` settles with it. */
@@ -89,6 +85,14 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
     if (t) grouper.add(t);
   });
   void monitor.ended.then(done);
+  const session = startNftSession((complaint) =>
+    done(
+      /Operation not permitted/.test(complaint)
+        ? `nft may not add the ${TRACE_TABLE} tables: kproxy trace needs root (CAP_NET_ADMIN), and one trace per network namespace runs at a time`
+        : `nft refused the ${TRACE_TABLE} tables: ${complaint}`,
+    ),
+  );
+  void session.ended.then(done);
   const onSignal = (signal: NodeJS.Signals) => done(signal);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -106,7 +110,7 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
     for (let attempt = 0; !ready && ended === undefined; attempt++) {
       if (attempt === READY_ATTEMPTS) done(`nft monitor showed no event within ${READY_ATTEMPTS} s`);
       else {
-        await nft.apply(commands);
+        session.run(commands);
         await until(() => ready || ended !== undefined, READY_WAIT_MS);
       }
     }
@@ -124,10 +128,9 @@ export async function trace(loaded: Loaded, log: Logger, out: NodeJS.WritableStr
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     monitor.stop();
-    for (const f of ['ip', 'ip6'] as const)
-      await nft.deleteTable(f, TRACE_TABLE).catch((err: unknown) => {
-        log.error(`cannot delete table ${f} ${TRACE_TABLE}: ${err instanceof Error ? err.message : String(err)}`);
-      });
+    // The kernel deletes the tables the session owns as it ends.
+    session.stop();
+    await session.ended;
   }
 }
 

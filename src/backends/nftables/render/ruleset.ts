@@ -116,8 +116,15 @@ export class Commands {
     return { family: this.family, table: this.table, ...extra };
   }
 
-  addTable(): Fragment {
-    return { text: `add table ${this.where()}`, json: { add: { table: { family: this.family, name: this.table } } } };
+  /** `owner`: the table belongs to the netlink socket that adds it; the kernel deletes it when that closes. */
+  addTable({ owner = false } = {}): Fragment {
+    const table = { family: this.family, name: this.table };
+    return owner
+      ? {
+          text: `add table ${this.where()} { flags owner ; }`,
+          json: { add: { table: { ...table, flags: ['owner'] } } },
+        }
+      : { text: `add table ${this.where()}`, json: { add: { table } } };
   }
 
   deleteTable(): Fragment {

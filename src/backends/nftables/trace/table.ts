@@ -7,8 +7,8 @@
  * Why a table of its own, not a rule in kproxy's: a sync compares kproxy's tables with what it
  * wants, so a rule added there is drift — the daemon's next full sync (or its periodic check)
  * would delete it and the trace would go quiet. kproxy never reads or writes another table, so
- * syncs leave this one alone, and removing it is one `delete table` that cannot touch a rule
- * kproxy programs.
+ * syncs leave this one alone. The tables are owned (`flags owner`) by the trace's nft session:
+ * the kernel deletes them when it ends, and a rule kproxy programs is never touched.
  *
  * Priority -150: after conntrack (-200), so `ct state new` is known (later packets of a connection
  * skip the NAT chains and would say little), and before kproxy's firewall check (-110) and DNAT
@@ -54,8 +54,8 @@ export function traceTableCommands(states: readonly NodeState[], service: string
         comment,
       });
     }
-    // Add-then-delete clears a table a killed trace left behind, in the same atomic transaction.
-    out.push(c.addTable(), c.deleteTable(), c.addTable());
+    // Add-then-delete starts from an empty table when the session applies this again (a retry).
+    out.push(c.addTable({ owner: true }), c.deleteTable(), c.addTable({ owner: true }));
     for (const hook of ['prerouting', 'output'] as const) {
       const chain: Chain = { name: hook, base: { type: 'filter', hook, priority: PRIORITY }, rules };
       out.push(c.addChain(chain));
