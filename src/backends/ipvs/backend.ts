@@ -74,7 +74,7 @@ interface Planned {
   readonly addresses: { readonly add: readonly string[]; readonly remove: readonly string[] };
   readonly problems: readonly Problem[];
   /** Deletions of real servers that had drained: progress, not a difference. */
-  readonly drainProgress: number;
+  readonly drained: ReadonlySet<string>;
 }
 
 /** The sysctls IPVS mode needs (upstream's NewProxier), set only where they differ. */
@@ -133,7 +133,7 @@ export class IpvsProxyBackend implements ProxyBackend {
       return {
         kind: 'full',
         changes,
-        drift: sameInput && request.changed.size === 0 && changes - planned.drainProgress > 0,
+        drift: sameInput && request.changed.size === 0 && changes - planned.drained.size > 0,
         problems: planned.problems,
         detail: {
           virtualServers: planned.rendered.map((r) => r.virtualServers.size),
@@ -150,7 +150,7 @@ export class IpvsProxyBackend implements ProxyBackend {
   matches(families: readonly FamilyState[]): Promise<boolean> {
     return this.serial(async () => {
       const p = await this.plan(families);
-      return changeCount(p) - p.drainProgress === 0;
+      return changeCount(p) - p.drained.size === 0;
     });
   }
 
@@ -170,7 +170,7 @@ export class IpvsProxyBackend implements ProxyBackend {
       out.push(
         ...describeIpvsDrift({
           helper: p.rendered.map((r) => ({ desired: r.ruleset, observed: p.observed.helper.get(r.family) })),
-          ipvsLines: p.ipvs.lines.filter((l) => !(l.startsWith('-d ') && wasDrained(l, p.observed.ipvs))),
+          ipvsLines: p.ipvs.lines.filter((l) => !p.drained.has(l)),
           addresses: p.addresses,
         }),
       );
@@ -323,8 +323,8 @@ export class IpvsProxyBackend implements ProxyBackend {
     const onDummy = new Set(observed.addresses.filter((a) => a.ifname === DUMMY_INTERFACE).map((a) => a.ip));
     const wanted = new Set(rendered.flatMap((r) => r.addresses));
     const addresses = planAddresses(wanted, onDummy, observed.ipvs, new Set(ipvs.deleted));
-    const drainProgress = ipvs.lines.filter((l) => l.startsWith('-d ') && wasDrained(l, observed.ipvs)).length;
-    return { observed, rendered, before, after, ipvs, addresses, problems, drainProgress };
+    const drained = new Set(ipvs.lines.filter((l) => l.startsWith('-d ') && wasDrained(l, observed.ipvs)));
+    return { observed, rendered, before, after, ipvs, addresses, problems, drained };
   }
 
   private async apply(p: Planned): Promise<void> {
