@@ -177,25 +177,31 @@ describe('kproxy trace (nftables mode) against live packets', () => {
 
   it('a sync while tracing writes nothing and keeps the trace tables; SIGTERM ends the trace and removes them', async () => {
     const t = startTrace(['--service', 'flows/web']);
-    await t.ready;
-    expect(await traceTables()).toEqual(['table ip kproxy-trace', 'table ip6 kproxy-trace']);
-    const sync = await inNode(['sync']);
-    expect(sync.exitCode, sync.stderr).toBe(0);
-    expect(sync.stderr).toContain('kernel already up to date');
-    expect(await traceTables()).toHaveLength(2);
-    t.child.kill('SIGTERM');
+    try {
+      await t.ready;
+      expect(await traceTables()).toEqual(['table ip kproxy-trace', 'table ip6 kproxy-trace']);
+      const sync = await inNode(['sync']);
+      expect(sync.exitCode, sync.stderr).toBe(0);
+      expect(sync.stderr).toContain('kernel already up to date');
+      expect(await traceTables()).toHaveLength(2);
+    } finally {
+      t.child.kill('SIGTERM');
+    }
     expect((await t.done).code).toBe(143);
     expect(await traceTables()).toEqual([]);
   });
 
   it('one trace per namespace; a trace killed with -9 leaves no table (the kernel drops what its session owned)', async () => {
     const t = startTrace(['--service', 'flows/web']);
-    await t.ready;
-    const second = await inNode(['trace', '--service', 'flows/empty', '--timeout', '5s']);
-    expect(second.exitCode).toBe(1);
-    expect(second.stderr).toContain('one trace per network namespace runs at a time');
-    expect(await traceTables()).toHaveLength(2);
-    t.child.kill('SIGKILL');
+    try {
+      await t.ready;
+      const second = await inNode(['trace', '--service', 'flows/empty', '--timeout', '5s']);
+      expect(second.exitCode).toBe(1);
+      expect(second.stderr).toContain('one trace per network namespace runs at a time');
+      expect(await traceTables()).toHaveLength(2);
+    } finally {
+      t.child.kill('SIGKILL');
+    }
     await t.done;
     await expect.poll(traceTables, { timeout: 5000 }).toEqual([]);
   });

@@ -29,10 +29,11 @@ export function startNftMonitor(onLine: (line: string) => void): NftProcess {
   return { ended: p.ended, stop: p.stop };
 }
 
-/** `onError`: whatever nft says on stderr (a refused command), as it arrives. */
+/** `onError`: each line nft says on stderr (a refused command: `Error: …` first). */
 export function startNftSession(onError: (text: string) => void): NftSession {
   const p = startNft(['-i']);
-  p.child.stderr.on('data', (d: Buffer) => onError(d.toString().trim()));
+  // By lines: nft's message is its first line, and stderr may arrive cut anywhere.
+  createInterface({ input: p.child.stderr }).on('line', onError);
   return {
     ended: p.ended,
     run: (tx) => {
