@@ -107,7 +107,7 @@ export function withTimeout(exec: Exec, timeoutMs: number): Exec {
   };
 }
 
-export function timedOut(file: string, args: readonly string[], why: string): ExecResult {
+function timedOut(file: string, args: readonly string[], why: string): ExecResult {
   // The tool's own name, not `ip netns exec NS`'s.
   const tool = file === 'ip' && args[0] === 'netns' && args[1] === 'exec' ? (args[3] ?? file) : file;
   return { exitCode: EXIT_TIMED_OUT, stdout: '', stderr: `${tool} ${why}` };

@@ -14,7 +14,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { toolCommand, type Exec, type ExecResult } from './exec.ts';
+import { diesWithKproxy, toolCommand, type Exec, type ExecResult } from './exec.ts';
 
 const CHILD = fileURLToPath(new URL('./spawner-child.ts', import.meta.url));
 
@@ -33,7 +33,7 @@ export function startSpawner(prefix: readonly string[] = []): Spawner {
   const start = (): NonNullable<typeof current> => {
     if (current && current.process.exitCode === null && current.process.signalCode === null) return current;
     const [first = process.execPath, ...rest] = [...prefix, process.execPath, CHILD];
-    const [cmd, argv] = toolCommand(first, rest, '');
+    const [cmd, argv] = diesWithKproxy(first, rest);
     const c = spawn(cmd, [...argv], { stdio: ['pipe', 'pipe', 'inherit'] });
     const pending = new Map<number, (r: ExecResult) => void>();
     const failAll = (why: string): void => {
