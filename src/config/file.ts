@@ -15,6 +15,7 @@ import { parseGoDuration } from './duration.ts';
 import {
   bool,
   CLIENT_CONNECTION,
+  CONNTRACK,
   duration,
   int32,
   LOGGING,
@@ -86,15 +87,7 @@ const V1ALPHA1_SCHEMA: Schema = {
   clusterCIDR: str,
   nodePortAddresses: stringList,
   oomScoreAdj: int32,
-  conntrack: object({
-    maxPerCore: int32,
-    min: int32,
-    tcpEstablishedTimeout: duration,
-    tcpCloseWaitTimeout: duration,
-    tcpBeLiberal: bool,
-    udpTimeout: duration,
-    udpStreamTimeout: duration,
-  }),
+  conntrack: CONNTRACK,
   configSyncPeriod: duration,
   portRange: str,
 };

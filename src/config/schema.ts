@@ -40,6 +40,17 @@ export const CLIENT_CONNECTION = object({
 });
 
 /** `logging` (component-base LoggingConfiguration), the same in both versions. */
+/** `conntrack` (v1alpha1) and `linux.conntrack` (v1alpha2): the same fields. */
+export const CONNTRACK = object({
+  maxPerCore: int32,
+  min: int32,
+  tcpEstablishedTimeout: duration,
+  tcpCloseWaitTimeout: duration,
+  tcpBeLiberal: bool,
+  udpTimeout: duration,
+  udpStreamTimeout: duration,
+});
+
 export const LOGGING = object({
   format: str,
   flushFrequency: opaque, // a Go duration string or nanoseconds

@@ -14,6 +14,7 @@ import type { Cidr } from '../model/cluster.ts';
 import {
   bool,
   CLIENT_CONNECTION,
+  CONNTRACK,
   duration,
   int32,
   LOGGING,
@@ -46,15 +47,7 @@ export const V1ALPHA2_SCHEMA: Schema = {
   linux: object({
     oomScoreAdj: int32,
     masqueradeAll: bool,
-    conntrack: object({
-      maxPerCore: int32,
-      min: int32,
-      tcpEstablishedTimeout: duration,
-      tcpCloseWaitTimeout: duration,
-      tcpBeLiberal: bool,
-      udpTimeout: duration,
-      udpStreamTimeout: duration,
-    }),
+    conntrack: CONNTRACK,
   }),
   windows: object({ runAsService: bool }),
   iptables: object({ masqueradeBit, localhostNodePorts: bool }),

@@ -467,17 +467,15 @@ export const firstPacket: Scenario = {
     const base = ctx.options.latencyEndpoints[0];
     const find = (mode: BenchMode, services: number, endpoints = base) =>
       runs.find((r) => r.mode === mode && r.services === services && r.endpointsPerService === endpoints);
-    // The same few Services with many endpoints each: a pick that walks a ladder grows with them.
-    for (const e of ctx.options.latencyEndpoints.slice(1)) {
-      const vs = `${count(e)} ÷ ${count(base ?? 0)} endpoints`;
+    /** Per mode and target, a bigger topology's percentiles ÷ a smaller one's. */
+    const growth = (vs: string, pair: (mode: BenchMode) => [LatencyRun?, LatencyRun?], kinds: LatencyStats['kind'][]) =>
       tables.push({
         columns: ['mode', 'target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
         rows: modesRun.flatMap((mode) => {
-          const s = find(mode, small);
-          const b = find(mode, small, e);
+          const [s, b] = pair(mode);
           if (!s || !b) return [];
           return b.targets
-            .filter((t) => t.kind !== 'direct')
+            .filter((t) => kinds.includes(t.kind))
             .map((t) => {
               const o = stat(s, t.kind);
               return [
@@ -490,27 +488,19 @@ export const firstPacket: Scenario = {
             });
         }),
       });
+    // The same few Services with many endpoints each: a pick that walks a ladder grows with them.
+    for (const e of ctx.options.latencyEndpoints.slice(1)) {
+      growth(`${count(e)} ÷ ${count(base ?? 0)} endpoints`, (m) => [find(m, small), find(m, small, e)], [
+        'first-service',
+        'last-service',
+      ]);
     }
     if (small !== big) {
-      const vs = `${count(big)} ÷ ${count(small)}`;
-      tables.push({
-        columns: ['mode', 'target', `p50 ${vs}`, `p90 ${vs}`, `p99 ${vs}`],
-        rows: modesRun.flatMap((mode) => {
-          const s = find(mode, small);
-          const b = find(mode, big);
-          if (!s || !b) return [];
-          return b.targets.map((t) => {
-            const o = stat(s, t.kind);
-            return [
-              modeLabel(b),
-              t.kind,
-              ratio(o ? t.p50Us / o.p50Us : NaN),
-              ratio(o ? t.p90Us / o.p90Us : NaN),
-              ratio(o ? t.p99Us / o.p99Us : NaN),
-            ];
-          });
-        }),
-      });
+      growth(`${count(big)} ÷ ${count(small)}`, (m) => [find(m, small), find(m, big)], [
+        'first-service',
+        'last-service',
+        'direct',
+      ]);
     }
     if (modesRun.includes('nftables') && modesRun.includes('iptables')) {
       tables.push({
