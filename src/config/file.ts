@@ -16,6 +16,7 @@ import {
   bool,
   CLIENT_CONNECTION,
   CONNTRACK,
+  WINKERNEL,
   duration,
   int32,
   LOGGING,
@@ -72,13 +73,7 @@ const V1ALPHA1_SCHEMA: Schema = {
     syncPeriod: duration,
     minSyncPeriod: duration,
   }),
-  winkernel: object({
-    networkName: str,
-    sourceVip: str,
-    enableDSR: bool,
-    rootHnsEndpointName: str,
-    forwardHealthCheckVip: bool,
-  }),
+  winkernel: WINKERNEL,
   detectLocalMode: str,
   detectLocal: object({
     bridgeInterface: str,

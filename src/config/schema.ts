@@ -51,6 +51,15 @@ export const CONNTRACK = object({
   udpStreamTimeout: duration,
 });
 
+/** `winkernel`: Windows settings, read (and validated) as upstream does, unused on Linux. */
+export const WINKERNEL = object({
+  networkName: str,
+  sourceVip: str,
+  enableDSR: bool,
+  rootHnsEndpointName: str,
+  forwardHealthCheckVip: bool,
+});
+
 export const LOGGING = object({
   format: str,
   flushFrequency: opaque, // a Go duration string or nanoseconds

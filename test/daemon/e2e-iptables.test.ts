@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ProbeSpec, Tally, Topology } from '../../src/sandbox/topology.ts';
-import { createTopology, formatTally } from '../../src/sandbox/topology.ts';
+import { formatTally } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   clusterIP,
@@ -22,6 +22,7 @@ import {
   waitFor,
   type InProcessDaemon,
   flushIptables,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 
 const FLAGS = ['--proxy-mode=iptables'];
@@ -31,12 +32,7 @@ let topo: Topology;
 const cleanups: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }, { name: 'c' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a', 'b', 'c']);
 }, 60_000);
 
 afterAll(async () => {

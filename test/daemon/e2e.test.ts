@@ -19,7 +19,6 @@ import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Exec } from '../../src/kernel/exec.ts';
 import {
-  createTopology,
   formatTally,
   type ProbeResult,
   type ProbeSpec,
@@ -53,6 +52,7 @@ import {
   waitFor,
   type InProcessDaemon,
   type LogLine,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 
 const KPROXY = fileURLToPath(new URL('../../bin/kproxy', import.meta.url));
@@ -64,12 +64,7 @@ const cleanups: (() => Promise<void>)[] = [];
 const defer = (fn: () => Promise<void>): void => void cleanups.push(fn);
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }, { name: 'c' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a', 'b', 'c']);
 }, 60_000);
 
 afterAll(async () => {

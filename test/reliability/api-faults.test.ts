@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProxyMode } from '../../src/config/proxy-config.ts';
-import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
+import type { Topology } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   endpointSlice,
@@ -24,6 +24,7 @@ import {
   startInProcess,
   waitFor,
   type InProcessDaemon,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 import { FULL, MODES, pick, report } from './support/env.ts';
 import { kernelView, plainView } from './support/kernel-view.ts';
@@ -53,12 +54,7 @@ const sides: Side[] = [];
 
 beforeAll(async () => {
   for (const mode of MODES) {
-    const topo = await createTopology({
-      pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }],
-      clients: [{ name: 'ext' }],
-      tcpPorts: [8080],
-      udpPorts: [],
-    });
+    const topo = await daemonTopology(['a', 'b']);
     await resetNode(topo);
     const server = await FakeApiServer.start();
     sides.push({ mode, topo, server, bad: [], samples: 0 });

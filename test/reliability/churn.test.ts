@@ -13,7 +13,7 @@
  * connections, converged ≤ 1 s. Short: 10 s of churn; full (`npm run reliability`): 60 s.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
+import type { Topology } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   nodeObject,
@@ -25,6 +25,7 @@ import {
   startInProcess,
   syncLines,
   waitFor,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 import { addVirtualPods, removeVirtualPods, sliceOf, type Condition } from './support/cluster.ts';
 import { MODES, pick, report } from './support/env.ts';
@@ -44,12 +45,7 @@ const ip = (i: number): string => `10.96.0.${10 + i}`;
 let topo: Topology;
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }, { name: 'c' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a', 'b', 'c']);
 }, 60_000);
 
 afterAll(async () => {

@@ -13,7 +13,7 @@
  * start: the nftables table keeps its handle across every restart). Short: 4 rounds; full: 100.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
+import type { Topology } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   endpointSlice,
@@ -29,6 +29,7 @@ import {
   waitFor,
   type ChildDaemon,
   flushIptables,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 import { sliceOf } from './support/cluster.ts';
 import { MODES, pick, report } from './support/env.ts';
@@ -43,12 +44,7 @@ const MOVING = '10.96.0.11:80';
 let topo: Topology;
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a']);
 }, 60_000);
 
 afterAll(async () => {

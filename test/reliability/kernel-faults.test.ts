@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Exec } from '../../src/kernel/exec.ts';
-import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
+import type { Topology } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   endpointSlice,
@@ -27,6 +27,7 @@ import {
   waitFor,
   type LogLine,
   flushIptables,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 import { MODES, report } from './support/env.ts';
 import { kernelView, plainView } from './support/kernel-view.ts';
@@ -41,12 +42,7 @@ type Fault = 'missing' | 'refusing' | 'hanging' | 'slow';
 let topo: Topology;
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a', 'b']);
 }, 60_000);
 
 afterAll(async () => {

@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProxyMode } from '../../src/config/proxy-config.ts';
-import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
+import type { Topology } from '../../src/sandbox/topology.ts';
 import { FakeApiServer } from '../support/fake-apiserver.ts';
 import {
   nodeObject,
@@ -26,6 +26,7 @@ import {
   waitFor,
   type InProcessDaemon,
   flushIptables,
+  daemonTopology,
 } from '../support/daemon-harness.ts';
 import { sliceOf } from './support/cluster.ts';
 import { MODES, report } from './support/env.ts';
@@ -40,12 +41,7 @@ const FRONTEND = `${CIP}:${PORT}/udp`;
 let topo: Topology;
 
 beforeAll(async () => {
-  topo = await createTopology({
-    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, { name: 'a' }, { name: 'b' }],
-    clients: [{ name: 'ext' }],
-    tcpPorts: [8080],
-    udpPorts: [],
-  });
+  topo = await daemonTopology(['a', 'b']);
 }, 60_000);
 
 afterAll(async () => {

@@ -19,7 +19,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
 import { startSpawner } from '../../src/kernel/spawner.ts';
 import type { Exec } from '../../src/kernel/exec.ts';
 import { apiSource, type Backoff, type ClusterSource } from '../../src/source/api-source.ts';
-import type { Topology } from '../../src/sandbox/topology.ts';
+import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
 import type { Logger } from '../../src/util/log.ts';
 import { kubeconfigFor, type FakeApiServer } from './fake-apiserver.ts';
 
@@ -395,4 +395,17 @@ export function spawnChild(server: FakeApiServer, topo: Topology, flags: readonl
   );
   if (proc.pid === undefined) throw new Error('the daemon child did not start');
   return { proc, pid: proc.pid, lines, exited };
+}
+
+/**
+ * The sandbox the daemon tests drive: a client pod `cli`, endpoint pods serving TCP 8080 (named as
+ * given: `a`, `b`, …) and one outside client `ext`.
+ */
+export function daemonTopology(endpointPods: readonly string[]): Promise<Topology> {
+  return createTopology({
+    pods: [{ name: 'cli', tcpPorts: [], udpPorts: [] }, ...endpointPods.map((name) => ({ name }))],
+    clients: [{ name: 'ext' }],
+    tcpPorts: [8080],
+    udpPorts: [],
+  });
 }
