@@ -209,6 +209,39 @@ describe('kproxy run against an API server', () => {
     ).toEqual([]);
   });
 
+  it('endpoints on different target ports (a named port resolved per pod) are each reached on their own port, before and after they agree', async () => {
+    // The endpoint maps hold one target port per frontend, so such a service port keeps a ladder
+    // (ADR 0008); b listens on 9090 only while its slice says so, so a wrong port goes unanswered.
+    const b = topo.pod('b');
+    await topo.unserve(b, { tcp: [8080] });
+    await topo.serve(b, { tcp: [9090] });
+    defer(async () => {
+      await topo.unserve(b, { tcp: [9090] });
+      await topo.serve(b, { tcp: [8080] });
+    });
+    const server = await fakeServer();
+    await firstSync((await daemon(server)).lines);
+    const ip = clusterIP(11);
+    const onPort = (slice: Record<string, unknown>, port: number) => ({
+      ...slice,
+      ports: [{ name: 'http', protocol: 'TCP', port }],
+    });
+    server.create(
+      'Service',
+      service('mixed', 11, { spec: { ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' }] } }),
+    );
+    server.create('EndpointSlice', endpointSlice(topo, 'mixed-a', 'mixed', ['a']));
+    server.create('EndpointSlice', onPort(endpointSlice(topo, 'mixed-b', 'mixed', ['b']), 9090));
+    await expectPods(ip, ['a', 'b']);
+    expect(await kproxyTable(topo)).toMatch(/chain svc-[0-9a-f]+-e2e\/mixed\/tcp\/80/);
+
+    await topo.serve(b, { tcp: [8080] });
+    await topo.unserve(b, { tcp: [9090] });
+    server.update('EndpointSlice', endpointSlice(topo, 'mixed-b', 'mixed', ['b']));
+    await expectPods(ip, ['a', 'b']);
+    expect(await kproxyTable(topo)).not.toMatch(/chain svc-[0-9a-f]+-e2e\/mixed/);
+  });
+
   it('programs nothing before the caches sync; a dropped watch or a 410 never wipes rules and changes made meanwhile converge', async () => {
     const LIST_FAILURES = 8;
     const server = await fakeServer((s) => {
