@@ -109,8 +109,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     o.onFirstSync?.();
   };
   // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
-  // Tools are started by a small helper process: forking the daemon itself costs ~25 ms at 10k Services.
-  const spawner = o.exec ? undefined : startSpawner();
+  // Tools are started by a small helper process (forking the daemon itself costs ~25 ms at 10k
+  // Services), which serves nft through libnftables where it can.
+  const spawner = o.exec
+    ? undefined
+    : startSpawner([], (channel) =>
+        channel === 'libnftables'
+          ? log.info('nft commands run in-process through libnftables')
+          : log.warn({ reason: channel }, 'nft commands run through the nft tool (slower: a process per commit)'),
+      );
   const exec = withTimeout(
     o.exec ?? (spawner as Spawner).exec,
     config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS,

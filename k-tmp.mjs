@@ -1,0 +1,15 @@
+import koffi from 'koffi';
+const lib = koffi.load('libnftables.so.1');
+const ctx_new = lib.func('void *nft_ctx_new(uint32_t flags)');
+const setf = lib.func('void nft_ctx_output_set_flags(void *ctx, uint32_t flags)');
+const buffer_output = lib.func('int nft_ctx_buffer_output(void *ctx)');
+const buffer_error = lib.func('int nft_ctx_buffer_error(void *ctx)');
+const get_out = lib.func('const char *nft_ctx_get_output_buffer(void *ctx)');
+const run = lib.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)');
+const ctx = ctx_new(0);
+buffer_output(ctx); buffer_error(ctx);
+setf(ctx, (1<<4)|(1<<11));
+let a=performance.now(); console.log(run(ctx, 'list maps ip'), get_out(ctx).length, performance.now()-a);
+setf(ctx, (1<<4));
+a=performance.now(); console.log(run(ctx, 'list table ip kproxy'), get_out(ctx).length, performance.now()-a);
+console.log(process.memoryUsage().rss/1048576);
