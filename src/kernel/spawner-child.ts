@@ -57,7 +57,9 @@ async function runInProcess(req: Run, nft: NftRun): Promise<void> {
   // libnftables does not say which line of a buffer it refused (its context line is the first
   // one): a refused transaction is checked again by the nft tool, whose message names the line.
   if (r.exitCode !== 0 && !nft.listing && req.stdin !== undefined) {
-    const check = await new Promise<ToolResult>((resolve) => spawnTool({ ...req, args: ['--check', ...req.args] }, resolve));
+    const check = await new Promise<ToolResult>((resolve) =>
+      spawnTool({ ...req, args: ['--check', ...req.args] }, resolve),
+    );
     if (check.exitCode !== 0 && check.exitCode !== 127) r = { ...r, stderr: check.stderr };
   }
   inProcess.delete(req.id);

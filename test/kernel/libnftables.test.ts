@@ -36,7 +36,15 @@ describe('parseNftArgv: the argument vectors served in-process', () => {
   });
 
   it('leaves everything else to the nft tool', () => {
-    for (const args of [['-i'], ['monitor', 'trace'], ['--version'], ['-f', 'file.nft'], ['list', 'table', 'ip', 'a b'], ['-a', 'list', 'ruleset'], ['add', 'table', 'ip', 'x']]) {
+    for (const args of [
+      ['-i'],
+      ['monitor', 'trace'],
+      ['--version'],
+      ['-f', 'file.nft'],
+      ['list', 'table', 'ip', 'a b'],
+      ['-a', 'list', 'ruleset'],
+      ['add', 'table', 'ip', 'x'],
+    ]) {
       expect(parseNftArgv(args, undefined), args.join(' ')).toBeUndefined();
     }
     expect(parseNftArgv(['-f', '-'], undefined)).toBeUndefined();
@@ -71,7 +79,11 @@ describe.skipIf(!isRoot)('nft through libnftables in the spawner child', () => {
     const terse = await spawner.exec('nft', ['-j', '-t', 'list', 'maps', 'ip']);
     expect(terse.stdout).toContain('"addrs"');
     expect(terse.stdout).not.toContain('10.1.0.1');
-    const checked = await spawner.exec('nft', ['--check', '-f', '-'], 'add element ip kplib addrs { 10.0.0.3 : 10.1.0.3 }\n');
+    const checked = await spawner.exec(
+      'nft',
+      ['--check', '-f', '-'],
+      'add element ip kplib addrs { 10.0.0.3 : 10.1.0.3 }\n',
+    );
     expect(checked.exitCode).toBe(0);
     expect((await cli(['list', 'map', 'ip', 'kplib', 'addrs'])).stdout).not.toContain('10.0.0.3');
   });
