@@ -75,7 +75,8 @@ async function main(): Promise<void> {
   /** The tool of the last commit (iptables mode: which flavor kproxy chose). */
   let commitTool = '';
   // As `kproxy run` runs tools: through the spawner (here inside the namespace).
-  const base = startSpawner(['ip', 'netns', 'exec', String(values.netns)]).exec;
+  const spawner = startSpawner(['ip', 'netns', 'exec', String(values.netns)]);
+  const base = spawner.exec;
   const exec: Exec = async (file, args, stdin) => {
     if (!isCommit(mode, file, args)) return base(file, args, stdin);
     const seen = source.readGeneration;
@@ -101,7 +102,14 @@ async function main(): Promise<void> {
     return r;
   };
   const log = pino({ level: 'warn' }, pino.destination(2));
-  const daemon = await startDaemon({ config, source, events: logEventRecorder(log), log, exec });
+  const daemon = await startDaemon({
+    config,
+    source,
+    events: logEventRecorder(log),
+    log,
+    exec,
+    kernelCall: spawner.call,
+  });
   await new Promise((resolve) => waiting.push({ generation: 0, resolve }));
 
   const added = new Map<number, { service: Service; slices: EndpointSlice[] }>();

@@ -7,6 +7,7 @@
  *   out: {"nft":"libnftables"} or {"nft":"WHY NOT"}            first, once: how `nft` runs are served
  *   in:  {"id":1,"file":"nft","args":["-f","-"],"stdin":"…"}   run a program (never a shell)
  *        {"id":1,"kill":true}                                  stop it (SIGTERM, SIGKILL 2 s later)
+ *        {"id":1,"call":"readNftTable","args":{…}}             a kernel read done here (kernel-calls.ts)
  *   out: {"id":1,"exitCode":0,"stdout":"…","stderr":"…"}       127 when it could not be started
  * A request is acted on only once its whole line has arrived, so a daemon killed while writing a
  * transaction leaves nothing half-sent. When stdin closes (the daemon is gone) the tools still
@@ -19,6 +20,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { loadNftLibrary, parseNftArgv, type NftRun } from './libnftables.ts';
+import { runKernelCall } from './kernel-calls.ts';
 import { toolCommand } from './tool-command.ts';
 
 interface Run {
@@ -26,6 +28,14 @@ interface Run {
   readonly file: string;
   readonly args: readonly string[];
   readonly stdin?: string;
+}
+
+async function call(id: number, name: string, args: unknown): Promise<void> {
+  try {
+    reply({ id, exitCode: 0, stdout: JSON.stringify(await runKernelCall(name, args)), stderr: '' });
+  } catch (e) {
+    reply({ id, exitCode: 1, stdout: '', stderr: e instanceof Error ? e.message : String(e) });
+  }
 }
 
 const running = new Map<number, ChildProcess>();
@@ -107,13 +117,14 @@ function kill(id: number): void {
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Number.POSITIVE_INFINITY });
 lines.on('line', (line) => {
-  let req: Run & { kill?: boolean };
+  let req: Run & { kill?: boolean; call?: string; args?: unknown };
   try {
-    req = JSON.parse(line) as Run & { kill?: boolean };
+    req = JSON.parse(line) as typeof req;
   } catch {
     return;
   }
   if (req.kill) kill(req.id);
+  else if (req.call !== undefined) void call(req.id, req.call, req.args);
   else run(req);
 });
 lines.on('close', () => {

@@ -26,6 +26,8 @@ export interface Spawner {
   readonly exec: Exec;
   /** How the child serves `nft` runs: 'libnftables', or why not (then the `nft` tool); undefined until it has said. */
   readonly nftChannel: () => string | undefined;
+  /** A kernel read served inside the child (its network namespace): `name` as spawner-child.ts lists them. */
+  call<T>(name: string, args: unknown): Promise<T>;
   /** Ends the child (its tools in flight are killed). */
   stop(): void;
 }
@@ -88,8 +90,20 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     });
   };
 
+  const call = async <T>(name: string, args: unknown): Promise<T> => {
+    const { process: c, pending } = start();
+    const id = nextId++;
+    const r = await new Promise<ExecResult>((resolve) => {
+      pending.set(id, resolve);
+      c.stdin?.write(`${JSON.stringify({ id, call: name, args })}\n`);
+    });
+    if (r.exitCode !== 0) throw new Error(`${name} failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  };
+
   return {
     exec,
+    call,
     nftChannel: () => nftChannel,
     stop() {
       current?.process.stdin?.end();

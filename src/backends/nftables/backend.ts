@@ -51,9 +51,9 @@ export class NftablesProxyBackend implements ProxyBackend {
 
   private readonly exec: Exec;
 
-  constructor(deps: Pick<BackendDependencies, 'exec'>) {
+  constructor(deps: Pick<BackendDependencies, 'exec' | 'kernelCall'>) {
     this.exec = deps.exec;
-    this.applier = new NftablesApplier(new Nft(deps.exec));
+    this.applier = new NftablesApplier(new Nft(deps.exec), deps.kernelCall);
   }
 
   async sync(request: SyncRequest): Promise<SyncReport> {

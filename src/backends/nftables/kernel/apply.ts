@@ -8,8 +8,17 @@ import type { Nft } from './nft.ts';
 import type { Ruleset, Transaction } from '../render/ruleset.ts';
 import type { NftFamily } from '../render/syntax.ts';
 import type { Fragment } from '../render/syntax.ts';
-import { lightObservedTable, parseObservedTable, sameSetSpec, type ObservedTable } from '../render/observed.ts';
-import { chainFingerprint } from '../render/ruleset.ts';
+import {
+  lightObservedTable,
+  parseObservedTable,
+  sameSetSpec,
+  type ObservedChain,
+  type ObservedSet,
+  type ObservedTable,
+} from '../render/observed.ts';
+import { chainFingerprint, isDynamic } from '../render/ruleset.ts';
+import type { KernelCall } from '../../../proxy/backend.ts';
+import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
 import { appendAll } from '../../../util/arrays.ts';
@@ -30,8 +39,11 @@ export interface SyncReport {
 
 export class NftablesApplier {
   private readonly nft: Nft;
-  constructor(nft: Nft) {
+  private readonly kernelCall: KernelCall | undefined;
+  /** `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`. */
+  constructor(nft: Nft, kernelCall?: KernelCall) {
     this.nft = nft;
+    this.kernelCall = kernelCall;
   }
 
   /** Plans every family against what the kernel holds now and commits the difference atomically. */
@@ -60,8 +72,53 @@ export class NftablesApplier {
 
   /** What the kernel holds in kproxy's table for this ruleset's family, or undefined if nothing. */
   async observe(rs: Ruleset): Promise<ObservedTable | undefined> {
+    const read = this.kernelCall ? await this.observeByNetlink(rs, this.kernelCall) : undefined;
+    if (read) return read;
     const listing = await this.nft.listTable(rs.family, rs.table);
     return listing === undefined ? undefined : parseObservedTable(listing);
+  }
+
+  /**
+   * The same reading from the declarations (`nft -t`: no rules, no elements) and a netlink dump of
+   * the rules' fingerprints and the elements. Undefined, so that nft reads instead, when the table
+   * declares nothing (absent or empty: nft tells them apart) or holds what the dump cannot decode.
+   */
+  private async observeByNetlink(rs: Ruleset, kernelCall: KernelCall): Promise<ObservedTable | undefined> {
+    const listings = await Promise.all(
+      (['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, rs.family, true)),
+    );
+    const declared = parseObservedTable({ nftables: listings.flatMap(itemsOf) }, rs.table);
+    if (declared.chains.size === 0 && declared.sets.size === 0) return undefined;
+    // Sets the packet path fills (affinity: nft lists `timeout`, not `dynamic`) are never compared.
+    const withElements = [...declared.sets.values()].filter(
+      (s) => !isDynamic(s.spec) && !s.spec.flags.includes('timeout'),
+    );
+    const request: DumpRequest = {
+      family: rs.family,
+      table: rs.table,
+      sets: withElements.map(({ spec }) => ({
+        name: spec.name,
+        keyType: spec.keyType,
+        ...(spec.dataType ? { dataType: spec.dataType } : {}),
+        verdictMap: spec.verdictMap,
+        interval: spec.flags.includes('interval'),
+      })),
+    };
+    const dump = await kernelCall<DumpResult>('readNftTable', request);
+    if ('undecodable' in dump) return undefined;
+    const chains = new Map<string, ObservedChain>();
+    for (const [name, chain] of declared.chains) {
+      const rules = dump.chains[name];
+      chains.set(name, {
+        ...(chain.base ? { base: chain.base } : {}),
+        ruleCount: rules?.ruleCount ?? 0,
+        ...(rules?.fingerprint !== undefined ? { fingerprint: rules.fingerprint } : {}),
+      });
+    }
+    const sets = new Map<string, ObservedSet>();
+    for (const [name, set] of declared.sets)
+      sets.set(name, { spec: set.spec, elements: new Set(dump.elements[name] ?? []) });
+    return { chains, sets };
   }
 
   /** What the kernel holds, without reading its rules; chains' contents are assumed to be `committed`. */
