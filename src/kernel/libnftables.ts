@@ -11,13 +11,18 @@
  * options this module does not know) goes to the real `nft`, as do all runs when the library
  * cannot be loaded.
  *
- * Commits share one context, kept open for the process's life: its cache of declarations is
- * refreshed by libnftables only when the kernel's generation moved. Listings get a fresh context
- * each, freed at once: a listing of the whole table caches every element (~370 MiB at 10k × 10).
+ * Commits share one context: creating one costs ~25 ms (what made the `nft` process slow), and its
+ * cache of declarations is refreshed by libnftables only when the kernel's generation moved.
+ * Listings get a fresh context each. A context that handled a large input or output is freed
+ * and the C heap trimmed: its cache and buffers hold every element it saw (at 10k × 10: the cold
+ * transaction left the child at 335 MiB, a complete listing at 680 MiB; trimmed: see below).
  * Calls run on koffi's worker thread, one at a time, so the child keeps answering meanwhile.
  */
 import { createRequire } from 'node:module';
 import type { ExecResult } from './exec.ts';
+
+/** Input or output past this many characters: the context is freed and the C heap trimmed after. */
+const LARGE = 256 * 1024;
 
 /** libnftables' output flags (nftables/libnftables.h). */
 const OUTPUT_JSON = 1 << 4;
@@ -78,6 +83,8 @@ interface Bindings {
   outputBuffer(ctx: Ctx): string;
   errorBuffer(ctx: Ctx): string;
   runAsync(ctx: Ctx, commands: string): Promise<number>;
+  /** glibc's malloc_trim(0): gives freed heap back to the system. */
+  trimHeap(): void;
 }
 
 /** The library, or why it cannot be used (then every run goes to the `nft` tool). */
@@ -99,13 +106,20 @@ export function loadNftLibrary(): NftLibrary | string {
   let queue: Promise<unknown> = Promise.resolve();
   const runOne = async (r: NftRun): Promise<ExecResult> => {
     const ctx = r.listing ? open() : (commitCtx ??= open());
+    let large = r.commands.length > LARGE;
     try {
       b.setOutputFlags(ctx, (r.json ? OUTPUT_JSON : 0) | (r.terse ? OUTPUT_TERSE : 0));
       b.setDryRun(ctx, r.check);
       const rc = await b.runAsync(ctx, r.commands);
-      return { exitCode: rc === 0 ? 0 : 1, stdout: b.outputBuffer(ctx) ?? '', stderr: b.errorBuffer(ctx) ?? '' };
+      const stdout = b.outputBuffer(ctx) ?? '';
+      large ||= stdout.length > LARGE;
+      return { exitCode: rc === 0 ? 0 : 1, stdout, stderr: b.errorBuffer(ctx) ?? '' };
     } finally {
-      if (r.listing) b.ctxFree(ctx);
+      if (r.listing || large) {
+        b.ctxFree(ctx);
+        if (ctx === commitCtx) commitCtx = undefined;
+      }
+      if (large) b.trimHeap();
     }
   };
   return {
@@ -126,6 +140,7 @@ function bind(): Bindings {
   const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
   const lib = koffi.load('libnftables.so.1');
   const run = lib.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)');
+  const mallocTrim = koffi.load('libc.so.6').func('int malloc_trim(size_t pad)');
   return {
     ctxNew: lib.func('void *nft_ctx_new(uint32_t flags)') as Bindings['ctxNew'],
     ctxFree: lib.func('void nft_ctx_free(void *ctx)') as Bindings['ctxFree'],
@@ -139,5 +154,6 @@ function bind(): Bindings {
       new Promise((resolve, reject) => {
         run.async(ctx, commands, (err: unknown, rc: number) => (err ? reject(err) : resolve(rc)));
       }),
+    trimHeap: () => void mallocTrim(0),
   };
 }
