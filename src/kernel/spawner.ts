@@ -28,6 +28,8 @@ export interface Spawner {
   readonly nftChannel: () => string | undefined;
   /** A kernel read served inside the child (its network namespace): `name` as spawner-child.ts lists them. */
   call<T>(name: string, args: unknown): Promise<T>;
+  /** The child's process id while it runs (setpriv and `ip netns exec` exec it: the same process). */
+  pid(): number | undefined;
   /** Ends the child (its tools in flight are killed). */
   stop(): void;
 }
@@ -105,6 +107,7 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     exec,
     call,
     nftChannel: () => nftChannel,
+    pid: () => current?.process.pid,
     stop() {
       current?.process.stdin?.end();
       current = undefined;
