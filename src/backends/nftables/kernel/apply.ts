@@ -126,7 +126,11 @@ export class NftablesApplier {
     // Sent now (the call writes its request before it first waits); read when it is answered.
     const dumping = kernelCall<DumpResult>('readNftTable', request);
     return {
-      result: dumping.then((dump) => ('undecodable' in dump ? this.readByNft(where) : observedFrom(declared, dump))),
+      // A dump that fails (libraries missing, the child gone) or cannot decode: nft reads instead.
+      result: dumping.then(
+        (dump) => ('undecodable' in dump ? this.readByNft(where) : observedFrom(declared, dump)),
+        () => this.readByNft(where),
+      ),
     };
   }
 
