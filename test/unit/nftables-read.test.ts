@@ -1,0 +1,67 @@
+/**
+ * How nftables mode reads its table back (kernel/apply.ts): over netlink when a kernel call is
+ * given, combining nft's declarations with the dump; through `nft -j list table` when the dump
+ * cannot decode the table, when it fails, or when the table declares nothing.
+ */
+import { describe, expect, it } from 'vitest';
+import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
+import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
+import type { KernelCall } from '../../src/proxy/backend.ts';
+
+const CHAIN = { chain: { family: 'ip', table: 'kproxy', name: 'services' } };
+const MAP = { map: { family: 'ip', table: 'kproxy', name: 'target-ports', type: 'ipv4_addr', map: 'inet_service' } };
+const FULL = {
+  nftables: [
+    CHAIN,
+    { rule: { family: 'ip', table: 'kproxy', chain: 'services', comment: 'sum:from-nft' } },
+    { map: { ...MAP.map, elem: [['10.0.0.1', 80]] } },
+  ],
+};
+
+/** nft answering from canned listings; records what it was asked. */
+function fakeNft(declares: boolean, asked: string[]): Nft {
+  const exec: Exec = async (_file, args) => {
+    asked.push(args.join(' '));
+    const listing = args.includes('-t')
+      ? { nftables: declares ? (args.includes('chains') ? [CHAIN] : args.includes('maps') ? [MAP] : []) : [] }
+      : FULL;
+    return { exitCode: 0, stdout: JSON.stringify(listing), stderr: '' };
+  };
+  return new Nft(exec);
+}
+
+const where = { family: 'ip', table: 'kproxy' } as const;
+
+describe('reading the nftables table back', () => {
+  it('over netlink: the declarations from nft, rule counts, fingerprints and elements from the dump', async () => {
+    const asked: string[] = [];
+    const call: KernelCall = async <T>() =>
+      ({
+        chains: { services: { ruleCount: 2, fingerprint: 'sum:from-dump' } },
+        elements: { 'target-ports': ['10.0.0.2 : 8080'] },
+      }) as T;
+    const seen = await new NftablesApplier(fakeNft(true, asked), call).observe(where);
+    expect(seen?.chains.get('services')).toEqual({ ruleCount: 2, fingerprint: 'sum:from-dump' });
+    expect([...(seen?.sets.get('target-ports')?.elements ?? [])]).toEqual(['10.0.0.2 : 8080']);
+    expect(asked.some((a) => a === '-j list table ip kproxy')).toBe(false);
+  });
+
+  it('through nft when the dump cannot decode, when it fails, or when nothing is declared', async () => {
+    const undecodable: KernelCall = async <T>() => ({ undecodable: 'set x: type mark' }) as T;
+    const failing: KernelCall = async () => {
+      throw new Error('readNftTable failed: libnftables could not be loaded');
+    };
+    for (const [call, declares] of [
+      [undecodable, true],
+      [failing, true],
+      [undecodable, false],
+    ] as const) {
+      const asked: string[] = [];
+      const seen = await new NftablesApplier(fakeNft(declares, asked), call).observe(where);
+      expect(seen?.chains.get('services')).toEqual({ ruleCount: 1, fingerprint: 'sum:from-nft' });
+      expect([...(seen?.sets.get('target-ports')?.elements ?? [])]).toEqual(['10.0.0.1 : 80']);
+      expect(asked).toContain('-j list table ip kproxy');
+    }
+  });
+});
