@@ -1,13 +1,18 @@
 /**
  * How nftables mode reads its table back (kernel/apply.ts): over netlink when a kernel call is
  * given, combining nft's declarations with the dump; through `nft -j list table` when the dump
- * cannot decode the table, when it fails, or when the table declares nothing.
+ * cannot decode the table, when it fails, or when the table declares nothing. And what a plan
+ * does with what was read (render/diff.ts).
  */
 import { describe, expect, it } from 'vitest';
 import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
 import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
 import type { Exec } from '../../src/kernel/exec.ts';
+import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
+import type { ObservedTable } from '../../src/backends/nftables/render/observed.ts';
+import { chainFingerprint, elementText, type Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
 import type { KernelCall } from '../../src/proxy/backend.ts';
+import { runCase } from '../support/golden.ts';
 
 const CHAIN = { chain: { family: 'ip', table: 'kproxy', name: 'services' } };
 const MAP = { map: { family: 'ip', table: 'kproxy', name: 'target-ports', type: 'ipv4_addr', map: 'inet_service' } };
@@ -63,5 +68,43 @@ describe('reading the nftables table back', () => {
       expect([...(seen?.sets.get('target-ports')?.elements ?? [])]).toEqual(['10.0.0.1 : 80']);
       expect(asked).toContain('-j list table ip kproxy');
     }
+  });
+});
+
+describe('planning against what was read', () => {
+  const { ruleset } = runCase('clusterip-basic').desired.families[0] as { ruleset: Ruleset };
+  /** What the kernel holds after committing `ruleset`, as a read reports it. */
+  const asRead = (extra?: { set: string; text: string }): ObservedTable => ({
+    chains: new Map(
+      ruleset.chains.map((c) => [
+        c.name,
+        {
+          ...(c.base ? { base: c.base } : {}),
+          ruleCount: c.rules.length,
+          ...(c.rules.length > 0 ? { fingerprint: chainFingerprint(c) } : {}),
+        },
+      ]),
+    ),
+    sets: new Map(
+      ruleset.sets.map((s) => [
+        s.spec.name,
+        {
+          spec: s.spec,
+          elements: new Set([...s.elements.map(elementText), ...(extra?.set === s.spec.name ? [extra.text] : [])]),
+        },
+      ]),
+    ),
+  });
+
+  it('plans nothing when the kernel holds what is desired, and deletes an element kproxy no longer wants', () => {
+    expect(planTransaction(ruleset, asRead()).commands).toEqual([]);
+    const plan = planTransaction(ruleset, asRead({ set: 'cluster-ips', text: '10.96.99.99' }));
+    expect(plan.summary).toMatchObject({ kind: 'update', elementsDeleted: 1, elementsAdded: 0 });
+  });
+
+  it('replaces the table when an element to delete cannot be named safely', () => {
+    const plan = planTransaction(ruleset, asRead({ set: 'cluster-ips', text: '10.96.0.1 } ; flush ruleset ; {' }));
+    expect(plan.summary.kind).toBe('replace');
+    expect(plan.reason).toBe('set cluster-ips holds an element kproxy did not write');
   });
 });
