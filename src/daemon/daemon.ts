@@ -8,6 +8,7 @@
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
 import { ConntrackChannel } from '../kernel/conntrack-channel.ts';
+import { startCtnetlink } from '../kernel/ctnetlink-client.ts';
 import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, withTimeout, type Exec } from '../kernel/exec.ts';
 import { startSpawner, type Spawner } from '../kernel/spawner.ts';
 import type { ClusterSource } from '../source/api-source.ts';
@@ -41,11 +42,14 @@ export interface DaemonOptions {
   /** `--audit-log`: one JSON line per applied transaction, to `path` (`-`: stderr), rotated at `maxBytes`. */
   readonly auditLog?: { readonly path: string; readonly maxBytes: number };
   /**
-   * Where the persistent `conntrack -D` helpers run: a command prefix entering the node's network
-   * namespace (`['ip', 'netns', 'exec', NS]`), or `[]` for this one. Default: `[]` when `exec` is
-   * not injected; with an injected `exec` and no prefix, deletions go through `exec`.
+   * Where the persistent conntrack channel runs (the ctnetlink child, or the `conntrack -D` helpers
+   * when the library is missing): a command prefix entering the node's network namespace
+   * (`['ip', 'netns', 'exec', NS]`), or `[]` for this one. Default: `[]` when `exec` is not
+   * injected; with an injected `exec` and no prefix, conntrack runs through `exec`.
    */
   readonly conntrackHelperPrefix?: readonly string[];
+  /** false: no ctnetlink channel, the `conntrack` tool only (as when the library is missing). Default true. */
+  readonly ctnetlink?: boolean;
   /** Full re-render at least this often (default: upstream's FullSyncPeriod, 1 h). */
   readonly fullSyncPeriodMs?: number;
   /** Called once, after the first sync that did something (succeeded or failed). */
@@ -125,9 +129,35 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS,
   );
   const syncFailures = new FailureLog({ log, what: 'sync' });
+  let stopping: Promise<void> | undefined;
   const helperPrefix = o.conntrackHelperPrefix ?? (o.exec ? undefined : []);
-  // Warm before the first sync: a stale UDP flow is deleted right after the commit that made it stale.
-  const conntrack = helperPrefix ? new ConntrackChannel({ prefix: helperPrefix, fallback: exec }).warm() : undefined;
+  // Started before the first sync: a stale UDP flow is deleted right after the commit that made it
+  // stale. ctnetlink (one child holding netlink sockets in the node's namespace) lists with the
+  // kernel's ids and deletes by exact tuple; without the library, `conntrack` helpers (one
+  // deletion per line, each walking the conntrack table) and `conntrack -L` do the same job slower.
+  const ctnetlink = helperPrefix && o.ctnetlink !== false ? startCtnetlink({ prefix: helperPrefix }) : undefined;
+  let helpers: ConntrackChannel | undefined;
+  const startHelpers = (prefix: readonly string[]): ConntrackChannel =>
+    (helpers ??= new ConntrackChannel({ prefix, fallback: exec }).warm());
+  if (helperPrefix && !ctnetlink) startHelpers(helperPrefix);
+  void ctnetlink?.ready.then((why) => {
+    if (why === undefined) {
+      log.debug('conntrack: ctnetlink channel ready (stale UDP entries are deleted by exact tuple)');
+      return;
+    }
+    log.warn(
+      { reason: why },
+      'conntrack: ctnetlink unavailable; stale UDP entries are deleted with the conntrack tool instead (slower: each deletion walks the conntrack table)',
+    );
+    if (helperPrefix && !stopping) startHelpers(helperPrefix);
+  });
+  // `conntrack -D` filters: the fallback of the ctnetlink channel, through helpers when they run.
+  const conntrackDelete: Exec | undefined = helperPrefix
+    ? (file, args, stdin, options) => {
+        if (ctnetlink && !ctnetlink.available() && !stopping) startHelpers(helperPrefix);
+        return (helpers?.exec ?? exec)(file, args, stdin, options);
+      }
+    : undefined;
   const kernelCall = o.kernelCall ?? spawner?.call;
   const backend = mode.createBackend({ config, exec, log, ...(kernelCall ? { kernelCall } : {}) });
   const proxier = new Proxier({
@@ -135,7 +165,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     source,
     backend,
     run: exec,
-    ...(conntrack ? { conntrackDelete: conntrack.exec } : {}),
+    ...(conntrackDelete ? { conntrackDelete } : {}),
+    ...(ctnetlink ? { conntrackTable: ctnetlink } : {}),
     ...(o.fullSyncPeriodMs !== undefined ? { fullSyncPeriodMs: o.fullSyncPeriodMs } : {}),
     log,
     metrics,
@@ -203,7 +234,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     'kproxy started',
   );
 
-  let stopping: Promise<void> | undefined;
   return {
     get healthz() {
       return healthz.current;
@@ -218,7 +248,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       stopping ??= (async () => {
         stopWatching?.();
         await runner.stop();
-        conntrack?.close();
+        ctnetlink?.close();
+        helpers?.close();
         spawner?.stop();
         await source.stop();
         await serviceHealth.close();

@@ -1,9 +1,15 @@
 /**
  * @module kernel/conntrack
- * Lists and deletes conntrack entries with the `conntrack` tool (conntrack-tools), and runs the
- * stale-flow cleanup planned by `model/conntrack-plan.ts` after a sync. The command runner is
- * injected, so tests can fake it or run it inside a network namespace; argv is always an array
- * built from validated addresses and ports, never a shell string.
+ * Lists and deletes conntrack entries, and runs the stale-flow cleanup planned by
+ * `model/conntrack-plan.ts` after a sync. Two ways to the kernel:
+ *  - a `ConntrackTable` (the daemon's ctnetlink channel, `ctnetlink-client.ts`): listings carry the
+ *    kernel's id of each entry, and the stale entries are deleted one by one by exact tuple and id
+ *    (one hash lookup each, and never an entry created since the listing);
+ *  - the `conntrack` tool (conntrack-tools) through an injected command runner (tests fake it or run
+ *    it inside a network namespace): deletions are filters (`conntrack -D --orig-dst … --reply-src
+ *    …`), each of which walks the whole conntrack table. argv is always an array built from
+ *    validated addresses and ports, never a shell string.
+ * The table is used when given and working; the tool otherwise, and whenever a table request fails.
  */
 import type { Exec } from './exec.ts';
 import type { Family } from '../model/cluster.ts';
@@ -154,6 +160,21 @@ export async function deleteConntrackEntries(run: Exec, d: ConntrackDeletion): P
   throw new ConntrackError(`conntrack ${args.join(' ')} exited ${r.exitCode}: ${r.stderr.trim()}`);
 }
 
+/** A persistent channel to the conntrack table that can delete an entry by its exact identity. */
+export interface ConntrackTable {
+  /** Whether requests can be served now (false: the channel is unavailable; use the tool). Default true. */
+  available?(): boolean;
+  /** Every entry of the family and protocol, each with the kernel's id. */
+  list(family: Family, protocol: ConntrackProtocol): Promise<ParsedEntries>;
+  /**
+   * Deletes exactly these entries, by original tuple and (when listed with one) the kernel's id:
+   * an entry that expired and was created again since the listing is left alone (`missing`).
+   */
+  destroy(
+    entries: readonly ConntrackEntry[],
+  ): Promise<{ readonly deleted: number; readonly missing: number; readonly errors: readonly string[] }>;
+}
+
 export interface ConntrackCleanupOptions extends ConntrackCleanupInput {
   /** At most this many `conntrack -D` runs per call; the rest wait for the next sync. Default 1000. */
   readonly maxDeletions?: number;
@@ -161,6 +182,8 @@ export interface ConntrackCleanupOptions extends ConntrackCleanupInput {
   readonly concurrency?: number;
   /** Runs the deletions (e.g. through a persistent channel, `kernel/conntrack-channel.ts`); default: `run`. */
   readonly deleteWith?: Exec;
+  /** Lists and deletes by exact tuple through this table when it works (`run` otherwise). */
+  readonly table?: ConntrackTable;
 }
 
 /** What a listing said and what to delete, before any deletion ran. */
@@ -173,6 +196,8 @@ export interface ConntrackCleanupPlanned {
   /** Stale entries found, by reason. */
   readonly stale: Readonly<Record<StaleReason, number>>;
   readonly deletions: readonly ConntrackDeletion[];
+  /** The stale entries themselves, when listed through a `ConntrackTable` (with the kernel's ids). */
+  readonly exact?: readonly ConntrackEntry[];
 }
 
 export interface ConntrackCleanupResult {
@@ -183,7 +208,7 @@ export interface ConntrackCleanupResult {
   readonly unparsed: number;
   /** Stale entries found, by reason. */
   readonly stale: Readonly<Record<StaleReason, number>>;
-  /** `conntrack -D` runs made, and how many failed. */
+  /** `conntrack -D` runs made (or entries deleted by exact tuple), and how many failed. */
   readonly deletions: number;
   readonly failedDeletions: number;
   /** Deletion filters not run because of `maxDeletions`. */
@@ -200,10 +225,26 @@ export interface ConntrackCleanupResult {
  * the commit runs and deletes right after it): an entry judged stale against the new state is stale
  * whenever it was listed. Throws only when listing fails.
  */
-export async function planStaleConntrack(run: Exec, input: ConntrackCleanupInput): Promise<ConntrackCleanupPlanned> {
+export async function planStaleConntrack(
+  run: Exec,
+  input: ConntrackCleanupInput,
+  table?: ConntrackTable,
+): Promise<ConntrackCleanupPlanned> {
   const family = input.state.family;
   const protocols = input.protocols ?? ['UDP'];
-  const lists = await Promise.all(protocols.map((protocol) => listConntrackEntries(run, family, protocol)));
+  let exact = table !== undefined;
+  const list = async (protocol: ConntrackProtocol): Promise<ParsedEntries> => {
+    if (table) {
+      try {
+        return await table.list(family, protocol);
+      } catch {
+        // The channel is gone or unavailable: the tool lists instead, and deletes by filter.
+        exact = false;
+      }
+    }
+    return listConntrackEntries(run, family, protocol);
+  };
+  const lists = await Promise.all(protocols.map(list));
   const entries: ConntrackEntry[] = [];
   let unparsed = 0;
   for (const listed of lists) {
@@ -218,15 +259,44 @@ export async function planStaleConntrack(run: Exec, input: ConntrackCleanupInput
     'service-gone': 0,
   };
   for (const s of plan.stale) stale[s.reason]++;
-  return { family, listed: entries.length, unparsed, stale, deletions: plan.deletions };
+  return {
+    family,
+    listed: entries.length,
+    unparsed,
+    stale,
+    deletions: plan.deletions,
+    ...(exact ? { exact: plan.stale.map((s) => s.entry) } : {}),
+  };
 }
 
-/** Runs planned deletions, at most `concurrency` at a time; never throws for a failed deletion. */
+/**
+ * Runs planned deletions: by exact tuple through `options.table` when the plan listed through one,
+ * else (or when that fails) as filters through `run`, at most `concurrency` at a time. Never throws
+ * for a failed deletion.
+ */
 export async function runConntrackDeletions(
   run: Exec,
   planned: ConntrackCleanupPlanned,
-  options: { readonly maxDeletions?: number; readonly concurrency?: number } = {},
+  options: { readonly maxDeletions?: number; readonly concurrency?: number; readonly table?: ConntrackTable } = {},
 ): Promise<ConntrackCleanupResult> {
+  if (options.table && planned.exact) {
+    try {
+      const r = await options.table.destroy(planned.exact);
+      return {
+        family: planned.family,
+        listed: planned.listed,
+        unparsed: planned.unparsed,
+        stale: planned.stale,
+        deletions: planned.exact.length,
+        failedDeletions: r.errors.length,
+        deferred: 0,
+        deleted: r.deleted,
+        errors: r.errors,
+      };
+    } catch {
+      // The channel failed: the same plan's filters, through the tool.
+    }
+  }
   const max = Math.max(0, options.maxDeletions ?? 1000);
   const todo = planned.deletions.slice(0, max);
   const errors: string[] = [];
@@ -266,6 +336,7 @@ export async function cleanupStaleConntrack(
   run: Exec,
   options: ConntrackCleanupOptions,
 ): Promise<ConntrackCleanupResult> {
-  const planned = await planStaleConntrack(run, options);
-  return runConntrackDeletions(options.deleteWith ?? run, planned, options);
+  const table = options.table && (options.table.available?.() ?? true) ? options.table : undefined;
+  const planned = await planStaleConntrack(run, options, table);
+  return runConntrackDeletions(options.deleteWith ?? run, planned, { ...options, ...(table ? { table } : {}) });
 }

@@ -47,6 +47,7 @@ const ATTR = {
 } as const;
 
 /** `enum nf_conntrack_query`. */
+const NFCT_Q_GET = 3;
 const NFCT_Q_DUMP = 5;
 /** `NFNL_SUBSYS_CTNETLINK` (`CONNTRACK` in the library's header). */
 const CONNTRACK = 1;
@@ -60,12 +61,7 @@ const L4 = { UDP: 17, SCTP: 132 } as const satisfies Record<ConntrackProtocol, n
 const ENOENT = 2;
 
 /** A listed entry: the kernel's id and zone come along, so a deletion hits exactly this entry. */
-export interface KernelConntrackEntry extends ConntrackEntry {
-  /** The kernel's id of the entry (`CTA_ID`). */
-  readonly id?: number;
-  /** Conntrack zone, when not 0. */
-  readonly zone?: number;
-}
+export type KernelConntrackEntry = ConntrackEntry;
 
 export interface DestroyResult {
   /** Entries the kernel deleted. */
@@ -95,6 +91,9 @@ interface Api {
   readonly getU16: (ct: bigint, attr: number) => number;
   readonly getU32: (ct: bigint, attr: number) => number;
   readonly getAttr: (ct: bigint, attr: number) => bigint | null;
+  readonly newCt: () => bigint | null;
+  readonly destroyCt: (ct: bigint) => void;
+  readonly setAttr: (ct: bigint, attr: number, v: Buffer) => void;
   readonly isSet: (ct: bigint, attr: number) => number;
   readonly callbackRegister: (h: bigint, type: number, cb: bigint, data: null) => number;
   readonly query: (h: bigint, q: number, data: bigint | Buffer) => number;
@@ -132,6 +131,9 @@ function loadApi(): Api {
     getU16: lib.func('uint16_t nfct_get_attr_u16(void *ct, int type)'),
     getU32: lib.func('uint32_t nfct_get_attr_u32(void *ct, int type)'),
     getAttr: lib.func('const void *nfct_get_attr(void *ct, int type)'),
+    newCt: lib.func('void *nfct_new(void)'),
+    destroyCt: lib.func('void nfct_destroy(void *ct)'),
+    setAttr: lib.func('void nfct_set_attr(void *ct, int type, const void *value)'),
     isSet: lib.func('int nfct_attr_is_set(void *ct, int type)'),
     callbackRegister: lib.func('int nfct_callback_register(void *h, int type, kproxy_nfct_cb *cb, void *data)'),
     query: lib.func('int nfct_query(void *h, int query, const void *data)'),
@@ -197,7 +199,19 @@ const be32 = (v: number): Buffer => {
  * library's own destroy (`nfct_query(NFCT_Q_DESTROY)`) does not send the id (measured: it deleted
  * an entry named with a wrong id), so this message is encoded here, from validated fields only.
  */
-function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; what: string } {
+interface ValidEntry {
+  readonly family: Family;
+  readonly l4: number;
+  readonly src: string;
+  readonly dst: string;
+  readonly sport: number;
+  readonly dport: number;
+  readonly zone: number;
+  readonly what: string;
+}
+
+/** An entry's fields, checked (addresses parsed; ports, id and zone in range); throws otherwise. */
+function validEntry(e: KernelConntrackEntry): ValidEntry {
   if (e.family !== 'ipv4' && e.family !== 'ipv6') throw new CtnetlinkError(`invalid family ${String(e.family)}`);
   const l4 = L4[e.protocol];
   if (l4 === undefined) throw new CtnetlinkError(`invalid protocol ${String(e.protocol)}`);
@@ -210,11 +224,25 @@ function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; w
     throw new CtnetlinkError(`invalid conntrack id ${e.id}`);
   }
   const zone = e.zone ?? 0;
-  if (!(Number.isInteger(zone) && zone >= 0 && zone <= 0xffff))
+  if (!(Number.isInteger(zone) && zone >= 0 && zone <= 0xffff)) {
     throw new CtnetlinkError(`invalid conntrack zone ${zone}`);
+  }
+  const what = `${e.protocol} ${src}:${sport} → ${dst}:${dport}`;
+  return { family: e.family, l4, src, dst, sport, dport, zone, what };
+}
+
+const sameReply = (a: KernelConntrackEntry, b: KernelConntrackEntry): boolean =>
+  a.reply.src === b.reply.src &&
+  a.reply.dst === b.reply.dst &&
+  a.reply.sport === b.reply.sport &&
+  a.reply.dport === b.reply.dport;
+
+function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; what: string } {
+  const { family, l4, src, dst, sport, dport, zone, what } = validEntry(e);
+  const id = e.id;
   const addr = (text: string): Buffer =>
-    e.family === 'ipv4' ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
-  const v4 = e.family === 'ipv4';
+    family === 'ipv4' ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
+  const v4 = family === 'ipv4';
   const attrs = Buffer.concat([
     nest(
       CTA.TUPLE_ORIG,
@@ -230,7 +258,7 @@ function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; w
         nla(CTA_PROTO.DST_PORT, be16(dport)),
       ),
     ),
-    ...(e.id !== undefined ? [nla(CTA.ID, be32(e.id))] : []),
+    ...(id !== undefined ? [nla(CTA.ID, be32(id))] : []),
     ...(zone !== 0 ? [nla(CTA.ZONE, be16(zone))] : []),
   ]);
   const header = Buffer.alloc(20);
@@ -240,8 +268,8 @@ function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; w
   header.writeUInt32LE(seq >>> 0, 8);
   header.writeUInt32LE(0, 12);
   // struct nfgenmsg: family, version (NFNETLINK_V0), res_id.
-  header.writeUInt8(AF[e.family], 16);
-  return { bytes: Buffer.concat([header, attrs]), what: `${e.protocol} ${src}:${sport} → ${dst}:${dport}` };
+  header.writeUInt8(AF[family], 16);
+  return { bytes: Buffer.concat([header, attrs]), what };
 }
 
 /** A netlink socket for requests answered by an acknowledgement; `request` returns the errno (0: done). */
@@ -384,6 +412,39 @@ export function openCtnetlink(): Ctnetlink {
   }
   let seq = 0;
   let closed = false;
+  /** The entry with this original tuple now (undefined: none), read with `IPCTNL_MSG_CT_GET`. */
+  const get = (e: KernelConntrackEntry): KernelConntrackEntry | undefined => {
+    const v = validEntry(e);
+    const obj = a.newCt();
+    if (!obj) throw new CtnetlinkError('nfct_new failed');
+    const out: KernelConntrackEntry[] = [];
+    try {
+      const v4 = v.family === 'ipv4';
+      const addr = (text: string): Buffer =>
+        v4 ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
+      a.setAttr(obj, ATTR.ORIG_L3PROTO, Buffer.from([AF[v.family]]));
+      a.setAttr(obj, ATTR.ORIG_L4PROTO, Buffer.from([v.l4]));
+      a.setAttr(obj, v4 ? ATTR.ORIG_IPV4_SRC : ATTR.ORIG_IPV6_SRC, addr(v.src));
+      a.setAttr(obj, v4 ? ATTR.ORIG_IPV4_DST : ATTR.ORIG_IPV6_DST, addr(v.dst));
+      a.setAttr(obj, ATTR.ORIG_PORT_SRC, be16(v.sport));
+      a.setAttr(obj, ATTR.ORIG_PORT_DST, be16(v.dport));
+      if (v.zone !== 0) {
+        const z = Buffer.alloc(2);
+        z.writeUInt16LE(v.zone);
+        a.setAttr(obj, ATTR.ZONE, z);
+      }
+      sink = { family: v.family, protocol: e.protocol, out };
+      if (a.query(handle, NFCT_Q_GET, obj) !== 0) {
+        const errno = koffi.errno();
+        if (errno === ENOENT) return undefined;
+        throw new CtnetlinkError(`reading ${v.what}: errno ${errno}`);
+      }
+    } finally {
+      sink = undefined;
+      a.destroyCt(obj);
+    }
+    return out[0];
+  };
   const familyArg = { ipv4: Buffer.alloc(4), ipv6: Buffer.alloc(4) };
   familyArg.ipv4.writeUInt32LE(AF.ipv4);
   familyArg.ipv6.writeUInt32LE(AF.ipv6);
@@ -413,8 +474,17 @@ export function openCtnetlink(): Ctnetlink {
       for (const e of entries) {
         let what = 'entry';
         try {
-          const msg = deleteMessage(e, ++seq);
-          what = msg.what;
+          what = validEntry(e).what;
+          // The kernel's id alone does not tell a re-created entry: it hashes the entry's address
+          // (often reused) and its original tuple. So the entry is read first and deleted only if
+          // it is still the one listed (same id, same reply tuple: still DNATed where the plan
+          // said), naming that id, so that nothing else can be deleted in between.
+          const current = get(e);
+          if (!current || !sameReply(current, e) || (e.id !== undefined && current.id !== e.id)) {
+            missing++;
+            continue;
+          }
+          const msg = deleteMessage({ ...e, ...(current.id !== undefined ? { id: current.id } : {}) }, ++seq);
           const errno = mnl.request(msg.bytes, seq);
           if (errno === 0) deleted++;
           else if (errno === ENOENT) missing++;

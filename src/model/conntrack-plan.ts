@@ -43,6 +43,13 @@ export interface ConntrackEntry {
   readonly original: ConntrackTuple;
   /** As the answer is expected: `reply.src` is where the flow was DNATed to. */
   readonly reply: ConntrackTuple;
+  /**
+   * The kernel's id of the entry (`CTA_ID`), when listed through ctnetlink: a deletion naming it
+   * removes this entry only, never one created since with the same original tuple.
+   */
+  readonly id?: number;
+  /** Conntrack zone, when not 0 (ctnetlink listings only). */
+  readonly zone?: number;
 }
 
 export type StaleReason = 'endpoint-gone' | 'no-endpoints' | 'not-dnated' | 'service-gone';
