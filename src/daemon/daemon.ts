@@ -33,7 +33,7 @@ export interface DaemonOptions {
   readonly source: ClusterSource;
   readonly events: EventRecorder;
   readonly log: Logger;
-  /** Runs nft and conntrack; default: directly, in this process's network namespace. */
+  /** Runs nft (and conntrack when ctnetlink is unavailable); default: the spawner child, in this process's network namespace. */
   readonly exec?: Exec;
   /** In-process kernel reads where the kernel is (with an injected `exec`: its counterpart, if any). */
   readonly kernelCall?: KernelCall;

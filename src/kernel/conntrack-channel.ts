@@ -2,15 +2,18 @@
  * @module kernel/conntrack-channel
  * A persistent channel to `conntrack -D`: a few long-lived `sh` helpers (started once, in the
  * node's network namespace) that each read one deletion per line on stdin and run it at once.
+ * Since ADR 0010 this is the fallback: the daemon deletes stale entries by exact tuple through
+ * ctnetlink (`ctnetlink-client.ts`) and starts these helpers only when libnetfilter_conntrack
+ * cannot be loaded (or the ctnetlink channel gave up).
  *
  * Why: a stale UDP entry keeps steering a client's datagrams to the old endpoint until it is
  * deleted, so the deletion must follow the commit that made it stale as closely as possible.
  * Starting `conntrack` from Node costs a fork of a large process plus, in a namespace, `ip netns
  * exec` (setns, a private mount of /sys): 5–20 ms before conntrack even runs, more on a busy
  * machine. conntrack-tools has no streaming mode for deletions (`conntrack -R -` reads the whole
- * file first, and not from a socket), and there is no maintained npm netlink binding for
- * ctnetlink, so the helpers keep the expensive part (the namespace, the shell) warm and pay only
- * a fork+exec of the small `conntrack` binary per deletion (measured: ~2 ms).
+ * file first, and not from a socket), so the helpers keep the expensive part (the namespace, the
+ * shell) warm and pay only a fork+exec of the small `conntrack` binary per deletion (measured:
+ * ~2 ms), plus the kernel's walk of the whole conntrack table that every filtered `-D` costs.
  *
  * Each helper runs deletions one after another in the foreground, so the shell reaps them (no
  * orphans: in a container kproxy may be PID 1, which reaps nothing it did not start); several
