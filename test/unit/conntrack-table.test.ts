@@ -1,0 +1,126 @@
+/**
+ * The conntrack table seam (`ConntrackTable`, the ctnetlink channel in the daemon) and its
+ * fallback to the `conntrack` tool: exact deletions of what the listing judged stale while the
+ * table works, the tool's listing and filters the moment it does not; and a channel whose child
+ * cannot start says so and refuses requests, so callers fall back.
+ */
+import { describe, expect, it } from 'vitest';
+import { bareState } from '../support/states.ts';
+import { cleanupStaleConntrack, type ConntrackTable } from '../../src/kernel/conntrack.ts';
+import { CtnetlinkUnavailable, startCtnetlink } from '../../src/kernel/ctnetlink-client.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
+import type { ConntrackEntry } from '../../src/model/conntrack-plan.ts';
+import type { EndpointTarget, ServicePortState } from '../../src/model/node-state.ts';
+
+const ep = (ip: string): EndpointTarget => ({ ip, port: 5353, isLocal: false });
+const b = ep('10.244.0.3');
+const sp: ServicePortState = {
+  ref: { namespace: 'default', name: 'dns', portName: 'dns', protocol: 'UDP' },
+  key: 'default/dns:dns/UDP',
+  clusterIP: '10.96.0.10',
+  port: 53,
+  externalIPs: [],
+  loadBalancerIPs: [],
+  loadBalancerSourceRanges: [],
+  internal: { kind: 'cluster', endpoints: [b] },
+  localEndpointCount: 0,
+  servingEndpoints: [b],
+};
+const state = bareState([sp], 'ipv4');
+
+const flow = (sport: number, to: string, id: number): ConntrackEntry => ({
+  family: 'ipv4',
+  protocol: 'UDP',
+  original: { src: '10.244.0.9', dst: '10.96.0.10', sport, dport: 53 },
+  reply: { src: to, dst: '10.244.0.9', sport: 5353, dport: sport },
+  id,
+});
+/** Two flows to the old endpoint a (stale), one to b (not). */
+const listed = [flow(40001, '10.244.0.2', 11), flow(40002, '10.244.0.2', 12), flow(40003, '10.244.0.3', 13)];
+const asText = (es: readonly ConntrackEntry[]) =>
+  es
+    .map(
+      (e) =>
+        `udp 17 29 src=${e.original.src} dst=${e.original.dst} sport=${e.original.sport} dport=${e.original.dport} src=${e.reply.src} dst=${e.reply.dst} sport=${e.reply.sport} dport=${e.reply.dport} mark=0 use=1`,
+    )
+    .join('\n');
+
+/** The tool, faked: `-L` prints `listed`, `-D` deletes what matches; every call recorded. */
+function fakeTool() {
+  const calls: string[][] = [];
+  const run: Exec = async (file, args) => {
+    calls.push([file, ...args]);
+    if (args[0] === '-L') return { exitCode: 0, stdout: asText(listed), stderr: '' };
+    return { exitCode: 0, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 2 flow entries have been deleted.' };
+  };
+  return { run, calls };
+}
+
+function fakeTable(fail: { list?: boolean; destroy?: boolean } = {}) {
+  const destroyed: ConntrackEntry[][] = [];
+  const table: ConntrackTable = {
+    async list() {
+      if (fail.list) throw new CtnetlinkUnavailable('ctnetlink helper exited (9)');
+      return { entries: listed, unparsed: 0 };
+    },
+    async destroy(entries) {
+      if (fail.destroy) throw new CtnetlinkUnavailable('ctnetlink helper exited (9)');
+      destroyed.push([...entries]);
+      return { deleted: entries.length, missing: 0, errors: [] };
+    },
+  };
+  return { table, destroyed };
+}
+
+describe('stale conntrack cleanup through a ConntrackTable', () => {
+  it('deletes exactly the stale entries listed, with their ids, and never runs the tool', async () => {
+    const tool = fakeTool();
+    const { table, destroyed } = fakeTable();
+    const r = await cleanupStaleConntrack(tool.run, { state, table });
+    expect(tool.calls).toEqual([]);
+    expect(destroyed).toEqual([[listed[0], listed[1]]]);
+    expect(r).toMatchObject({ deleted: 2, deletions: 2, failedDeletions: 0 });
+    expect(r.stale['endpoint-gone']).toBe(2);
+  });
+
+  it('lists and deletes with the tool when the table cannot list', async () => {
+    const tool = fakeTool();
+    const { table, destroyed } = fakeTable({ list: true });
+    const r = await cleanupStaleConntrack(tool.run, { state, table });
+    expect(destroyed).toEqual([]);
+    expect(tool.calls.map((c) => c.slice(0, 2))).toEqual([
+      ['conntrack', '-L'],
+      ['conntrack', '-D'],
+    ]);
+    expect(tool.calls[1]).toContain('10.244.0.2');
+    expect(r).toMatchObject({ deleted: 2, deletions: 1 });
+  });
+
+  it("runs the same plan's filters with the tool when the table cannot delete", async () => {
+    const tool = fakeTool();
+    const { table } = fakeTable({ destroy: true });
+    const r = await cleanupStaleConntrack(tool.run, { state, table });
+    expect(tool.calls.map((c) => c.slice(0, 2))).toEqual([['conntrack', '-D']]);
+    expect(r).toMatchObject({ deleted: 2, deletions: 1 });
+  });
+
+  it('leaves an unavailable table alone', async () => {
+    const tool = fakeTool();
+    const { table, destroyed } = fakeTable();
+    const r = await cleanupStaleConntrack(tool.run, { state, table: { ...table, available: () => false } });
+    expect(destroyed).toEqual([]);
+    expect(tool.calls.map((c) => c[1])).toEqual(['-L', '-D']);
+    expect(r.deleted).toBe(2);
+  });
+});
+
+describe('ctnetlink channel whose child cannot start', () => {
+  it('says why, refuses requests (callers fall back), and gives up after repeated early deaths', async () => {
+    const ct = startCtnetlink({ prefix: ['false'] });
+    expect(await ct.ready).toMatch(/exited/);
+    for (let i = 0; i < 3; i++) await expect(ct.list('ipv4', 'UDP')).rejects.toBeInstanceOf(CtnetlinkUnavailable);
+    expect(ct.available()).toBe(false);
+    await expect(ct.destroy([listed[0] as ConntrackEntry])).rejects.toBeInstanceOf(CtnetlinkUnavailable);
+    ct.close();
+  });
+});
