@@ -3,7 +3,7 @@
  * A persistent channel to `conntrack -D`: a few long-lived `sh` helpers (started once, in the
  * node's network namespace) that each read one deletion per line on stdin and run it at once.
  * Since ADR 0010 this is the fallback: the daemon deletes stale entries by exact tuple through
- * ctnetlink (`ctnetlink-client.ts`) and starts these helpers only when libnetfilter_conntrack
+ * ctnetlink (`ctnetlink-client.ts`) and starts these helpers only when libmnl
  * cannot be loaded (or the ctnetlink channel gave up).
  *
  * Why: a stale UDP entry keeps steering a client's datagrams to the old endpoint until it is

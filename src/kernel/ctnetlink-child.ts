@@ -7,7 +7,7 @@
  * blocks it never delays a tool run of the spawner (`spawner-child.ts`).
  *
  * One JSON object per line each way, on stdin and stdout:
- *   out, first: {"ready":true}  or  {"ready":false,"error":"cannot load libnetfilter_conntrack.so.3: …"} (then it exits)
+ *   out, first: {"ready":true}  or  {"ready":false,"error":"cannot load libmnl.so.0: …"} (then it exits)
  *   in:  {"id":1,"op":"list","family":"ipv4","protocol":"UDP"}
  *        {"id":2,"op":"destroy","entries":[{family, protocol, original:{src,dst,sport,dport}, id?, zone?}]}
  *   out: {"id":1,"entries":[…]}  {"id":2,"deleted":1,"missing":0,"errors":[]}  {"id":3,"error":"…"}

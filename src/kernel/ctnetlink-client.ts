@@ -9,7 +9,7 @@
  * exiting when its stdin closes.
  *
  * `ready` says whether the child could load the library; when it could not (no
- * libnetfilter_conntrack.so.3 or libmnl.so.0), every request fails with `CtnetlinkUnavailable`
+ * libmnl.so.0, which the conntrack package brings), every request fails with `CtnetlinkUnavailable`
  * and the caller keeps using the `conntrack` tool. A child that dies is restarted on the next
  * request (requests in flight fail, so their callers fall back); after 3 deaths within a second of
  * starting, the channel gives up for good.

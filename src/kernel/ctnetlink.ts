@@ -1,60 +1,40 @@
 /**
  * @module kernel/ctnetlink
- * The kernel's conntrack table through ctnetlink, in this process, with the system's
- * `libnetfilter_conntrack.so.3` (installed with the `conntrack` tool on Debian, with libmnl and
- * libnfnetlink) called through koffi: no process per request and, above all, deletion by exact
- * tuple. `conntrack -D` with a filter (what conntrack-tools offers) dumps the whole conntrack hash
- * table to find its matches — 262,144 buckets, ~15 ms of CPU per deletion on the test machine —
- * whereas `IPCTNL_MSG_CT_DELETE` with a full original tuple is one hash lookup.
+ * The kernel's conntrack table through ctnetlink, in this process: a netlink socket from the
+ * system's `libmnl.so.0` (netfilter's minimal netlink library, installed with the `conntrack` tool
+ * on Debian) called through koffi, with kproxy's few ctnetlink messages encoded and decoded here.
+ * No process per request and, above all, deletion by exact tuple: `conntrack -D` with a filter
+ * (what conntrack-tools offers) dumps the whole conntrack hash table to find its matches —
+ * 262,144 buckets, ~15 ms of CPU per deletion on the test machine — whereas
+ * `IPCTNL_MSG_CT_DELETE` with the original tuple is one hash lookup.
  *
- * Deletion also names the kernel's id of the entry (`CTA_ID`, from the listing): the kernel then
- * deletes the entry only if it is still the one listed, so an entry that expired and was created
- * again (perhaps by newer rules, towards another endpoint) since the listing is left alone.
+ * Three requests: a dump of one family (`IPCTNL_MSG_CT_GET` + `NLM_F_DUMP`, filtered by the
+ * kernel to one L4 protocol with CTA_FILTER where the kernel has it, ≥ 5.8), the read of one entry
+ * (`IPCTNL_MSG_CT_GET`), and its deletion (`IPCTNL_MSG_CT_DELETE` naming the kernel's id, CTA_ID).
+ * A deletion removes only the entry that was listed: the entry is read first and must still have
+ * the listed id and reply tuple (the id alone hashes the entry's address and original tuple, and
+ * a freed entry's address is reused), then deleted naming that id, so an entry that expired and
+ * was created again since the listing (perhaps by newer rules, towards another endpoint) is left
+ * alone. Why not libnetfilter_conntrack (ADR 0010): its destroy does not send the id, its
+ * protocol filter for dumps needs 1.0.10 (Debian 12 ships 1.0.9), and reading each attribute
+ * through a foreign call cost more than decoding the messages here.
  *
  * A netlink socket belongs to the network namespace of the process that opens it, so this module
  * must run in the node's namespace: the daemon loads it in a long-lived child process started
  * there (`ctnetlink-child.ts`, `ctnetlink-client.ts`), never in itself. Every request is
  * synchronous (a dump blocks the calling thread while the kernel walks the table).
  *
- * Inputs are validated here again (addresses parsed, ports and ids range-checked) before any
- * byte reaches the library.
+ * Inputs are validated here again (addresses parsed; ports, ids and zones range-checked) before
+ * any byte is encoded; answers are decoded defensively (lengths checked, family and protocol
+ * re-checked whatever the kernel filtered).
  */
-import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 import type { Family } from '../model/cluster.ts';
 import type { ConntrackEntry, ConntrackProtocol, ConntrackTuple } from '../model/conntrack-plan.ts';
 import { ipToBigInt, parseIp } from '../model/ip.ts';
 
-export const LIBRARY = 'libnetfilter_conntrack.so.3';
-
-/** `enum nf_conntrack_attr` (libnetfilter_conntrack.h), the attributes used here. */
-const ATTR = {
-  ORIG_IPV4_SRC: 0,
-  ORIG_IPV4_DST: 1,
-  REPL_IPV4_SRC: 2,
-  REPL_IPV4_DST: 3,
-  ORIG_IPV6_SRC: 4,
-  ORIG_IPV6_DST: 5,
-  REPL_IPV6_SRC: 6,
-  REPL_IPV6_DST: 7,
-  ORIG_PORT_SRC: 8,
-  ORIG_PORT_DST: 9,
-  REPL_PORT_SRC: 10,
-  REPL_PORT_DST: 11,
-  ORIG_L3PROTO: 15,
-  ORIG_L4PROTO: 17,
-  ID: 31,
-  ZONE: 61,
-} as const;
-
-/** `enum nf_conntrack_query`. */
-const NFCT_Q_GET = 3;
-const NFCT_Q_DUMP = 5;
-/** `NFNL_SUBSYS_CTNETLINK` (`CONNTRACK` in the library's header). */
+/** `NFNL_SUBSYS_CTNETLINK`. */
 const CONNTRACK = 1;
-/** `enum nf_conntrack_msg_type`: every message type. */
-const NFCT_T_ALL = 7;
-/** Callback answers: go on with the dump. */
-const NFCT_CB_CONTINUE = 1;
 
 const AF = { ipv4: 2, ipv6: 10 } as const;
 const L4 = { UDP: 17, SCTP: 132 } as const satisfies Record<ConntrackProtocol, number>;
@@ -84,23 +64,7 @@ export class CtnetlinkError extends Error {
   override readonly name = 'CtnetlinkError';
 }
 
-interface Api {
-  readonly open: (subsys: number, groups: number) => bigint | null;
-  readonly close: (h: bigint) => number;
-  readonly getU8: (ct: bigint, attr: number) => number;
-  readonly getU16: (ct: bigint, attr: number) => number;
-  readonly getU32: (ct: bigint, attr: number) => number;
-  readonly getAttr: (ct: bigint, attr: number) => bigint | null;
-  readonly newCt: () => bigint | null;
-  readonly destroyCt: (ct: bigint) => void;
-  readonly setAttr: (ct: bigint, attr: number, v: Buffer) => void;
-  readonly isSet: (ct: bigint, attr: number) => number;
-  readonly callbackRegister: (h: bigint, type: number, cb: bigint, data: null) => number;
-  readonly query: (h: bigint, q: number, data: bigint | Buffer) => number;
-  readonly callbackProto: TypeObject;
-}
-
-/** libmnl: a plain netlink socket, for the deletions this module encodes itself (see `deleteMessage`). */
+/** libmnl: a plain netlink socket, for the messages this module encodes itself. */
 interface Mnl {
   readonly open: (bus: number) => bigint | null;
   readonly bind: (nl: bigint, groups: number, pid: number) => number;
@@ -109,39 +73,11 @@ interface Mnl {
   readonly close: (nl: bigint) => number;
 }
 
-let api: Api | undefined;
 let mnlApi: Mnl | undefined;
 
 export const MNL_LIBRARY = 'libmnl.so.0';
 
-/** Loads the library once per process; throws CtnetlinkError when it cannot be loaded. */
-function loadApi(): Api {
-  if (api) return api;
-  let lib: LibraryHandle;
-  try {
-    lib = koffi.load(LIBRARY);
-  } catch (err) {
-    throw new CtnetlinkError(`cannot load ${LIBRARY}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  const callbackProto = koffi.proto('int kproxy_nfct_cb(int type, void *ct, void *data)');
-  api = {
-    open: lib.func('void *nfct_open(uint8_t subsys_id, unsigned int subscriptions)'),
-    close: lib.func('int nfct_close(void *h)'),
-    getU8: lib.func('uint8_t nfct_get_attr_u8(void *ct, int type)'),
-    getU16: lib.func('uint16_t nfct_get_attr_u16(void *ct, int type)'),
-    getU32: lib.func('uint32_t nfct_get_attr_u32(void *ct, int type)'),
-    getAttr: lib.func('const void *nfct_get_attr(void *ct, int type)'),
-    newCt: lib.func('void *nfct_new(void)'),
-    destroyCt: lib.func('void nfct_destroy(void *ct)'),
-    setAttr: lib.func('void nfct_set_attr(void *ct, int type, const void *value)'),
-    isSet: lib.func('int nfct_attr_is_set(void *ct, int type)'),
-    callbackRegister: lib.func('int nfct_callback_register(void *h, int type, kproxy_nfct_cb *cb, void *data)'),
-    query: lib.func('int nfct_query(void *h, int query, const void *data)'),
-    callbackProto,
-  };
-  return api;
-}
-
+/** Loads libmnl once per process; throws CtnetlinkError when it cannot be loaded. */
 function loadMnl(): Mnl {
   if (mnlApi) return mnlApi;
   let lib: LibraryHandle;
@@ -165,10 +101,16 @@ const NLMSG_ERROR = 2;
 const NLM_F_REQUEST = 1;
 const NLM_F_ACK = 4;
 const NLA_F_NESTED = 0x8000;
-/** `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE`. */
+/** `(NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_{NEW,GET,DELETE}`. */
+const CT_NEW = CONNTRACK << 8;
+const CT_GET = (CONNTRACK << 8) | 1;
 const CT_DELETE = (CONNTRACK << 8) | 2;
+const NLM_F_DUMP = 0x300;
 /** linux/netfilter/nfnetlink_conntrack.h. */
-const CTA = { TUPLE_ORIG: 1, ID: 12, ZONE: 18 } as const;
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, ID: 12, ZONE: 18, FILTER: 25 } as const;
+/** CTA_FILTER's CTA_FILTER_ORIG_FLAGS / _REPLY_FLAGS, and its bit for the L4 protocol (kernel ≥ 5.8). */
+const CTA_FILTER = { ORIG_FLAGS: 1, REPLY_FLAGS: 2 } as const;
+const CTA_FILTER_F_CTA_PROTO_NUM = 1 << 3;
 const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 const CTA_IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
 const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
@@ -240,40 +182,75 @@ const sameReply = (a: KernelConntrackEntry, b: KernelConntrackEntry): boolean =>
 function deleteMessage(e: KernelConntrackEntry, seq: number): { bytes: Buffer; what: string } {
   const { family, l4, src, dst, sport, dport, zone, what } = validEntry(e);
   const id = e.id;
-  const addr = (text: string): Buffer =>
-    family === 'ipv4' ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
-  const v4 = family === 'ipv4';
   const attrs = Buffer.concat([
-    nest(
-      CTA.TUPLE_ORIG,
-      nest(
-        CTA_TUPLE.IP,
-        nla(v4 ? CTA_IP.V4_SRC : CTA_IP.V6_SRC, addr(src)),
-        nla(v4 ? CTA_IP.V4_DST : CTA_IP.V6_DST, addr(dst)),
-      ),
-      nest(
-        CTA_TUPLE.PROTO,
-        nla(CTA_PROTO.NUM, Buffer.from([l4])),
-        nla(CTA_PROTO.SRC_PORT, be16(sport)),
-        nla(CTA_PROTO.DST_PORT, be16(dport)),
-      ),
-    ),
+    origTuple(family, l4, src, dst, sport, dport),
     ...(id !== undefined ? [nla(CTA.ID, be32(id))] : []),
     ...(zone !== 0 ? [nla(CTA.ZONE, be16(zone))] : []),
   ]);
+  return { bytes: message(CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, AF[family], seq, attrs), what };
+}
+
+/** CTA_TUPLE_ORIG of validated fields. */
+function origTuple(family: Family, l4: number, src: string, dst: string, sport: number, dport: number): Buffer {
+  const addr = (text: string): Buffer =>
+    family === 'ipv4' ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
+  const v4 = family === 'ipv4';
+  return nest(
+    CTA.TUPLE_ORIG,
+    nest(
+      CTA_TUPLE.IP,
+      nla(v4 ? CTA_IP.V4_SRC : CTA_IP.V6_SRC, addr(src)),
+      nla(v4 ? CTA_IP.V4_DST : CTA_IP.V6_DST, addr(dst)),
+    ),
+    nest(
+      CTA_TUPLE.PROTO,
+      nla(CTA_PROTO.NUM, Buffer.from([l4])),
+      nla(CTA_PROTO.SRC_PORT, be16(sport)),
+      nla(CTA_PROTO.DST_PORT, be16(dport)),
+    ),
+  );
+}
+
+/** A dump's CTA_FILTER: the original tuple's L4 protocol only. */
+function protocolFilter(protocol: ConntrackProtocol): Buffer {
+  const u32 = (v: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return b;
+  };
+  return Buffer.concat([
+    nest(CTA.FILTER, nla(CTA_FILTER.ORIG_FLAGS, u32(CTA_FILTER_F_CTA_PROTO_NUM)), nla(CTA_FILTER.REPLY_FLAGS, u32(0))),
+    nest(CTA.TUPLE_ORIG, nest(CTA_TUPLE.PROTO, nla(CTA_PROTO.NUM, Buffer.from([L4[protocol]])))),
+  ]);
+}
+
+/** A ctnetlink request: nlmsghdr, nfgenmsg (family, NFNETLINK_V0), attributes. */
+function message(type: number, flags: number, af: number, seq: number, attributes: Buffer): Buffer {
   const header = Buffer.alloc(20);
-  header.writeUInt32LE(20 + attrs.length, 0);
-  header.writeUInt16LE(CT_DELETE, 4);
-  header.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK, 6);
+  header.writeUInt32LE(20 + attributes.length, 0);
+  header.writeUInt16LE(type, 4);
+  header.writeUInt16LE(flags, 6);
   header.writeUInt32LE(seq >>> 0, 8);
   header.writeUInt32LE(0, 12);
-  // struct nfgenmsg: family, version (NFNETLINK_V0), res_id.
-  header.writeUInt8(AF[family], 16);
-  return { bytes: Buffer.concat([header, attrs]), what };
+  header.writeUInt8(af, 16);
+  return Buffer.concat([header, attributes]);
 }
 
 /** A netlink socket for requests answered by an acknowledgement; `request` returns the errno (0: done). */
-function openMnl(): { request(msg: Buffer, seq: number): number; close(): void } {
+interface MnlSocket {
+  /**
+   * Sends a request and reads what answers it: `onMessage` gets every message of this sequence
+   * number (the buffer, the message's offset and length); it ends at the acknowledgement, the
+   * error, or the dump's end. Returns 0 or the errno.
+   */
+  request(msg: Buffer, seq: number, onMessage?: (buf: Buffer, off: number, len: number) => void): number;
+  close(): void;
+}
+
+const NLMSG_DONE = 3;
+
+/** A netlink socket (libmnl) for the requests this module encodes itself. */
+function openMnl(): MnlSocket {
   const m = loadMnl();
   const nl = m.open(NETLINK_NETFILTER);
   if (!nl) throw new CtnetlinkError(`mnl_socket_open failed (errno ${koffi.errno()})`);
@@ -282,19 +259,23 @@ function openMnl(): { request(msg: Buffer, seq: number): number; close(): void }
     m.close(nl);
     throw new CtnetlinkError(`mnl_socket_bind failed (errno ${errno})`);
   }
-  const buf = Buffer.alloc(8192);
+  // Large enough for any dump batch the kernel sends (it sizes them by the reader's buffer, ≤ 32 KiB+).
+  const buf = Buffer.alloc(256 * 1024);
   return {
-    request(msg, seq) {
+    request(msg, seq, onMessage) {
       if (m.sendto(nl, msg, msg.length) < 0) return koffi.errno();
-      // The acknowledgement of this request (an older one's, after an error, is skipped).
+      // Messages of other sequence numbers (an earlier request's leftovers) are skipped.
       for (;;) {
         const n = m.recvfrom(nl, buf, buf.length);
         if (n < 0) return koffi.errno();
         for (let off = 0; off + 16 <= n; ) {
           const len = buf.readUInt32LE(off);
-          if (len < 16) break;
-          if (buf.readUInt16LE(off + 4) === NLMSG_ERROR && buf.readUInt32LE(off + 8) === seq >>> 0) {
-            return -buf.readInt32LE(off + 16);
+          if (len < 16 || off + len > n) break;
+          if (buf.readUInt32LE(off + 8) === seq >>> 0) {
+            const type = buf.readUInt16LE(off + 4);
+            if (type === NLMSG_ERROR) return -buf.readInt32LE(off + 16);
+            if (type === NLMSG_DONE) return 0;
+            onMessage?.(buf, off, len);
           }
           off += (len + 3) & ~3;
         }
@@ -306,13 +287,72 @@ function openMnl(): { request(msg: Buffer, seq: number): number; close(): void }
   };
 }
 
-/** Network byte order u16 (as the library stores ports) ↔ number. */
-const swap16 = (v: number): number => ((v & 0xff) << 8) | ((v >> 8) & 0xff);
+/** The attributes of one netlink attribute stream, by type (nested flag cleared): [offset, length] of each payload. */
+function attrs(buf: Buffer, off: number, end: number): Map<number, [number, number]> {
+  const out = new Map<number, [number, number]>();
+  while (off + 4 <= end) {
+    const len = buf.readUInt16LE(off);
+    if (len < 4 || off + len > end) break;
+    out.set(buf.readUInt16LE(off + 2) & 0x3fff, [off + 4, len - 4]);
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
 
-function u32ToIpv4(v: number): string {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+function ipText(buf: Buffer, at: [number, number] | undefined, family: Family): string | undefined {
+  if (!at) return undefined;
+  const [o, l] = at;
+  if (family === 'ipv4') return l === 4 ? `${buf[o]}.${buf[o + 1]}.${buf[o + 2]}.${buf[o + 3]}` : undefined;
+  return l === 16 ? bytesToIpv6(buf.subarray(o, o + 16)) : undefined;
+}
+
+/** One direction's tuple (CTA_TUPLE_ORIG or _REPLY), if it is of this family and L4 protocol. */
+function tupleOf(
+  buf: Buffer,
+  at: [number, number] | undefined,
+  family: Family,
+  l4: number,
+): ConntrackTuple | undefined {
+  if (!at) return undefined;
+  const t = attrs(buf, at[0], at[0] + at[1]);
+  const ip = t.get(CTA_TUPLE.IP);
+  const proto = t.get(CTA_TUPLE.PROTO);
+  if (!ip || !proto) return undefined;
+  const a = attrs(buf, ip[0], ip[0] + ip[1]);
+  const p = attrs(buf, proto[0], proto[0] + proto[1]);
+  const num = p.get(CTA_PROTO.NUM);
+  const sp = p.get(CTA_PROTO.SRC_PORT);
+  const dp = p.get(CTA_PROTO.DST_PORT);
+  if (!num || buf[num[0]] !== l4 || !sp || !dp) return undefined;
+  const v4 = family === 'ipv4';
+  const src = ipText(buf, a.get(v4 ? CTA_IP.V4_SRC : CTA_IP.V6_SRC), family);
+  const dst = ipText(buf, a.get(v4 ? CTA_IP.V4_DST : CTA_IP.V6_DST), family);
+  if (!src || !dst) return undefined;
+  return { src, dst, sport: buf.readUInt16BE(sp[0]), dport: buf.readUInt16BE(dp[0]) };
+}
+
+/** A conntrack message (`IPCTNL_MSG_CT_NEW`, as dumps and reads answer) as an entry; undefined if not of an IP family and this protocol. */
+function entryOf(buf: Buffer, off: number, len: number, protocol: ConntrackProtocol): KernelConntrackEntry | undefined {
+  if (buf.readUInt16LE(off + 4) !== CT_NEW || len < 20) return undefined;
+  const family: Family | undefined =
+    buf[off + 16] === AF.ipv4 ? 'ipv4' : buf[off + 16] === AF.ipv6 ? 'ipv6' : undefined;
+  if (!family) return undefined;
+  const a = attrs(buf, off + 20, off + len);
+  const l4 = L4[protocol];
+  const original = tupleOf(buf, a.get(CTA.TUPLE_ORIG), family, l4);
+  const reply = tupleOf(buf, a.get(CTA.TUPLE_REPLY), family, l4);
+  if (!original || !reply) return undefined;
+  const id = a.get(CTA.ID);
+  const zone = a.get(CTA.ZONE);
+  const z = zone && zone[1] >= 2 ? buf.readUInt16BE(zone[0]) : 0;
+  return {
+    family,
+    protocol,
+    original,
+    reply,
+    ...(id && id[1] >= 4 ? { id: buf.readUInt32BE(id[0]) } : {}),
+    ...(z !== 0 ? { zone: z } : {}),
+  };
 }
 
 function ipv6ToBytes(text: string): Buffer {
@@ -345,125 +385,61 @@ function checkAddress(text: string, family: Family): string {
  * library cannot be loaded or the socket cannot be opened.
  */
 export function openCtnetlink(): Ctnetlink {
-  const a = loadApi();
-  const handle = a.open(CONNTRACK, 0);
-  if (!handle) throw new CtnetlinkError(`nfct_open failed (errno ${koffi.errno()})`);
-  /** Where the dump callback puts entries; set for the duration of one dump. */
-  let sink: { family: Family; protocol: ConntrackProtocol; out: KernelConntrackEntry[] } | undefined;
-  const v6 = (ct: bigint, attr: number): string | undefined => {
-    const p = a.getAttr(ct, attr);
-    return p ? bytesToIpv6(new Uint8Array(koffi.view(p, 16))) : undefined;
-  };
-  const onEntry = (_type: number, ct: bigint): number => {
-    const s = sink;
-    if (!s) return NFCT_CB_CONTINUE;
-    try {
-      if (a.getU8(ct, ATTR.ORIG_L4PROTO) !== L4[s.protocol]) return NFCT_CB_CONTINUE;
-      const tuple = (src: string | undefined, dst: string | undefined, sp: number, dp: number) =>
-        src && dst
-          ? ({ src, dst, sport: swap16(a.getU16(ct, sp)), dport: swap16(a.getU16(ct, dp)) } as ConntrackTuple)
-          : undefined;
-      const original =
-        s.family === 'ipv4'
-          ? tuple(
-              u32ToIpv4(a.getU32(ct, ATTR.ORIG_IPV4_SRC)),
-              u32ToIpv4(a.getU32(ct, ATTR.ORIG_IPV4_DST)),
-              ATTR.ORIG_PORT_SRC,
-              ATTR.ORIG_PORT_DST,
-            )
-          : tuple(v6(ct, ATTR.ORIG_IPV6_SRC), v6(ct, ATTR.ORIG_IPV6_DST), ATTR.ORIG_PORT_SRC, ATTR.ORIG_PORT_DST);
-      const reply =
-        s.family === 'ipv4'
-          ? tuple(
-              u32ToIpv4(a.getU32(ct, ATTR.REPL_IPV4_SRC)),
-              u32ToIpv4(a.getU32(ct, ATTR.REPL_IPV4_DST)),
-              ATTR.REPL_PORT_SRC,
-              ATTR.REPL_PORT_DST,
-            )
-          : tuple(v6(ct, ATTR.REPL_IPV6_SRC), v6(ct, ATTR.REPL_IPV6_DST), ATTR.REPL_PORT_SRC, ATTR.REPL_PORT_DST);
-      if (!original || !reply) return NFCT_CB_CONTINUE;
-      const zone = a.isSet(ct, ATTR.ZONE) ? a.getU16(ct, ATTR.ZONE) : 0;
-      s.out.push({
-        family: s.family,
-        protocol: s.protocol,
-        original,
-        reply,
-        ...(a.isSet(ct, ATTR.ID) ? { id: a.getU32(ct, ATTR.ID) >>> 0 } : {}),
-        ...(zone !== 0 ? { zone } : {}),
-      });
-    } catch {
-      // An exception must not unwind through C; the entry is skipped (counted by nobody: never expected).
-    }
-    return NFCT_CB_CONTINUE;
-  };
-  const callback = koffi.register(onEntry, koffi.pointer(a.callbackProto));
-  if (a.callbackRegister(handle, NFCT_T_ALL, callback, null) !== 0) {
-    koffi.unregister(callback);
-    a.close(handle);
-    throw new CtnetlinkError('nfct_callback_register failed');
-  }
-  let mnl: ReturnType<typeof openMnl>;
-  try {
-    mnl = openMnl();
-  } catch (err) {
-    koffi.unregister(callback);
-    a.close(handle);
-    throw err;
-  }
+  const mnl = openMnl();
   let seq = 0;
   let closed = false;
+  let kernelFilters = true;
   /** The entry with this original tuple now (undefined: none), read with `IPCTNL_MSG_CT_GET`. */
   const get = (e: KernelConntrackEntry): KernelConntrackEntry | undefined => {
     const v = validEntry(e);
-    const obj = a.newCt();
-    if (!obj) throw new CtnetlinkError('nfct_new failed');
-    const out: KernelConntrackEntry[] = [];
-    try {
-      const v4 = v.family === 'ipv4';
-      const addr = (text: string): Buffer =>
-        v4 ? be32(Number(ipToBigInt({ family: 'ipv4', text }))) : ipv6ToBytes(text);
-      a.setAttr(obj, ATTR.ORIG_L3PROTO, Buffer.from([AF[v.family]]));
-      a.setAttr(obj, ATTR.ORIG_L4PROTO, Buffer.from([v.l4]));
-      a.setAttr(obj, v4 ? ATTR.ORIG_IPV4_SRC : ATTR.ORIG_IPV6_SRC, addr(v.src));
-      a.setAttr(obj, v4 ? ATTR.ORIG_IPV4_DST : ATTR.ORIG_IPV6_DST, addr(v.dst));
-      a.setAttr(obj, ATTR.ORIG_PORT_SRC, be16(v.sport));
-      a.setAttr(obj, ATTR.ORIG_PORT_DST, be16(v.dport));
-      if (v.zone !== 0) {
-        const z = Buffer.alloc(2);
-        z.writeUInt16LE(v.zone);
-        a.setAttr(obj, ATTR.ZONE, z);
-      }
-      sink = { family: v.family, protocol: e.protocol, out };
-      if (a.query(handle, NFCT_Q_GET, obj) !== 0) {
-        const errno = koffi.errno();
-        if (errno === ENOENT) return undefined;
-        throw new CtnetlinkError(`reading ${v.what}: errno ${errno}`);
-      }
-    } finally {
-      sink = undefined;
-      a.destroyCt(obj);
-    }
-    return out[0];
+    const attributes = Buffer.concat([
+      origTuple(v.family, v.l4, v.src, v.dst, v.sport, v.dport),
+      ...(v.zone !== 0 ? [nla(CTA.ZONE, be16(v.zone))] : []),
+    ]);
+    let found: KernelConntrackEntry | undefined;
+    const errno = mnl.request(
+      message(CT_GET, NLM_F_REQUEST | NLM_F_ACK, AF[v.family], ++seq, attributes),
+      seq,
+      (buf, off, len) => {
+        const got = entryOf(buf, off, len, e.protocol);
+        if (got?.family === v.family) found ??= got;
+      },
+    );
+    if (errno === ENOENT) return undefined;
+    if (errno !== 0) throw new CtnetlinkError(`reading ${v.what}: errno ${errno}`);
+    return found;
   };
-  const familyArg = { ipv4: Buffer.alloc(4), ipv6: Buffer.alloc(4) };
-  familyArg.ipv4.writeUInt32LE(AF.ipv4);
-  familyArg.ipv6.writeUInt32LE(AF.ipv6);
+
+  const listFamily = (family: Family, protocol: ConntrackProtocol): KernelConntrackEntry[] => {
+    if (closed) throw new CtnetlinkError('ctnetlink handle closed');
+    if (family !== 'ipv4' && family !== 'ipv6') throw new CtnetlinkError(`invalid family ${String(family)}`);
+    if (!(protocol in L4)) throw new CtnetlinkError(`invalid protocol ${String(protocol)}`);
+    const dump = (filtered: boolean): { errno: number; out: KernelConntrackEntry[] } => {
+      const out: KernelConntrackEntry[] = [];
+      const attributes = filtered ? protocolFilter(protocol) : Buffer.alloc(0);
+      const msg = message(CT_GET, NLM_F_REQUEST | NLM_F_DUMP, AF[family], ++seq, attributes);
+      const errno = mnl.request(msg, seq, (buf, off, len) => {
+        // Family and protocol are checked here, whatever the kernel filtered.
+        const e = entryOf(buf, off, len, protocol);
+        if (e?.family === family) out.push(e);
+      });
+      return { errno, out };
+    };
+    // The kernel still walks its whole table (one family per dump: it filters by protocol only
+    // for a given family), but sends only the protocol's entries: a node's table is mostly TCP.
+    // Kernels without CTA_FILTER (< 5.8) refuse it: then unfiltered.
+    let r = kernelFilters ? dump(true) : dump(false);
+    if (r.errno !== 0 && kernelFilters) {
+      kernelFilters = false;
+      r = dump(false);
+    }
+    if (r.errno !== 0) throw new CtnetlinkError(`conntrack dump (${family}) failed: errno ${r.errno}`);
+    return r.out;
+  };
 
   return {
     list(family, protocol) {
-      if (closed) throw new CtnetlinkError('ctnetlink handle closed');
-      if (family !== 'ipv4' && family !== 'ipv6') throw new CtnetlinkError(`invalid family ${String(family)}`);
-      if (!(protocol in L4)) throw new CtnetlinkError(`invalid protocol ${String(protocol)}`);
-      const out: KernelConntrackEntry[] = [];
-      sink = { family, protocol, out };
-      try {
-        if (a.query(handle, NFCT_Q_DUMP, familyArg[family]) !== 0) {
-          throw new CtnetlinkError(`conntrack dump (${family}) failed: errno ${koffi.errno()}`);
-        }
-      } finally {
-        sink = undefined;
-      }
-      return out;
+      return listFamily(family, protocol);
     },
 
     destroy(entries) {
@@ -500,8 +476,6 @@ export function openCtnetlink(): Ctnetlink {
       if (closed) return;
       closed = true;
       mnl.close();
-      a.close(handle);
-      koffi.unregister(callback);
     },
   };
 }

@@ -183,21 +183,24 @@ export class Proxier {
     // Stale conntrack entries exist only for UDP/SCTP frontends: a partial sync that touched none
     // skips the cleanup (process runs per family).
     let datagramTouched = false;
+    /** The families in which a touched Service has (or had) a datagram port: only there can this change make flows stale. */
+    const datagramFamilies = new Set<Family>();
     const datagram = (ports: readonly ServicePortState[] | undefined) => ports?.some((p) => p.ref.protocol !== 'TCP');
     const requests: FamilyState[] = [];
     for (const family of FAMILIES) {
       const cache = this.cache(family);
       cache.context = nodeContext(snapshot, family, this.o.config);
       if (full) cache.services.clear();
-      else for (const key of changed) datagramTouched ||= datagram(cache.services.get(key)) === true;
+      else for (const key of changed) if (datagram(cache.services.get(key))) datagramFamilies.add(family);
       if (!full) for (const key of changed) cache.services.delete(key);
       for (const service of services) {
         const ports = this.portsOf(service, slices, family, snapshot);
         if (ports.length > 0) cache.services.set(serviceKey(service), ports);
-        if (!full) datagramTouched ||= datagram(ports) === true;
+        if (!full && datagram(ports)) datagramFamilies.add(family);
       }
       requests.push({ context: cache.context, services: cache.services });
     }
+    datagramTouched = datagramFamilies.size > 0;
 
     // The conntrack listing and plan run while the backend renders and commits, so the deletions
     // can go out the moment the commit returns.
@@ -211,7 +214,17 @@ export class Proxier {
     if (restart) this.listedAtStart = true;
     // Deletion by exact tuple needs the listing; without the table, predicted filters need none.
     const exact = this.table() !== undefined;
-    const planned = (!full && datagramTouched) || restart ? this.planConntrack(requests, states) : undefined;
+    // A partial sync lists only the families it can have made flows stale in (each listing is a walk
+    // of the kernel's whole table, and the deletions wait for it); the second pass lists them all.
+    const planned =
+      (!full && datagramTouched) || restart
+        ? this.planConntrack(requests, states, restart ? undefined : datagramFamilies)
+        : undefined;
+    // When the listing was in hand (logged relative to the commit: negative, before it returned).
+    let plannedAt: number | undefined;
+    void planned?.then(() => {
+      plannedAt = performance.now();
+    });
     // What an endpoint swap makes stale is known before the commit: those filters run the moment it returns.
     const predicted = !full && datagramTouched ? this.predictConntrack(requests, states, changed) : [];
     let report: Awaited<ReturnType<ProxyBackend['sync']>>;
@@ -253,9 +266,13 @@ export class Proxier {
       started,
       report.drift,
       report.detail,
-      conntrack,
+      conntrack && {
+        ...conntrack,
+        ...(plannedAt !== undefined ? { listedMs: Math.round((plannedAt - committedAt) * 10) / 10 } : {}),
+      },
     );
-    // Flows the old rules created between the listing and the commit (after the sync's log line).
+    // Flows the old rules created between the listing and the commit (through the table: already
+    // under way; through the tool: after the sync's log line).
     await conntrack?.secondPass?.();
     return { kind: report.kind, commands: report.changes, servicesRendered: services.length };
   }
@@ -285,9 +302,11 @@ export class Proxier {
   private planConntrack(
     requests: readonly FamilyState[],
     states: readonly (() => NodeState)[],
-  ): Promise<(ConntrackCleanupPlanned | Error)[]> {
+    families?: ReadonlySet<Family>,
+  ): Promise<(ConntrackCleanupPlanned | Error | undefined)[]> {
     return Promise.all(
       requests.map(async (fs, i) => {
+        if (families && !families.has(fs.context.family)) return undefined;
         const previous = this.cache(fs.context.family).state;
         try {
           return await planStaleConntrack(
@@ -307,7 +326,7 @@ export class Proxier {
    * second pass for flows the old rules created between the listing and the commit. Never throws.
    */
   private async cleanConntrack(
-    planned: Promise<(ConntrackCleanupPlanned | Error)[] | undefined>,
+    planned: Promise<(ConntrackCleanupPlanned | Error | undefined)[] | undefined>,
     o: {
       /** The plan lists through the conntrack table: its stale entries go by exact tuple; predicted filters only if it failed. */
       readonly exact: boolean;
@@ -341,7 +360,7 @@ export class Proxier {
     const listed = await planned;
     if (!listed) return undefined;
     const plans = listed.map((p) =>
-      p instanceof Error || done.size === 0
+      p === undefined || p instanceof Error || done.size === 0
         ? p
         : { ...p, deletions: p.deletions.filter((d) => !done.has(deletionKey(d))) },
     );
@@ -351,8 +370,10 @@ export class Proxier {
       return r.deleted;
     };
     const table = this.table();
-    const run = (p: ConntrackCleanupPlanned | Error, fs: FamilyState, first: boolean): Promise<number> => {
+    const run = (p: ConntrackCleanupPlanned | Error | undefined, fs: FamilyState, first: boolean): Promise<number> => {
       const family = fs.context.family;
+      // Not listed: this change cannot have made flows of the family stale (the second pass lists it).
+      if (p === undefined) return Promise.resolve(0);
       if (p instanceof Error) {
         log.warn({ family, err: p.message }, 'conntrack cleanup failed');
         // The listing failed: what the change predictably made stale still goes, as filters.
@@ -447,7 +468,7 @@ export class Proxier {
     started: number,
     drift: boolean,
     detail: Readonly<Record<string, unknown>> | undefined,
-    conntrack: { deleted: number; ms: number } | undefined,
+    conntrack: { deleted: number; ms: number; listedMs?: number } | undefined,
   ): Promise<void> {
     const { log, metrics, health } = this.o;
     for (const fs of families) {
@@ -482,7 +503,11 @@ export class Proxier {
         ...(drift ? { drift } : {}),
         // Stale UDP flows deleted, and how long after the commit the first pass took.
         ...(conntrack && conntrack.deleted > 0
-          ? { conntrackDeleted: conntrack.deleted, conntrackMs: conntrack.ms }
+          ? {
+              conntrackDeleted: conntrack.deleted,
+              conntrackMs: conntrack.ms,
+              ...(conntrack.listedMs !== undefined ? { conntrackListedMs: conntrack.listedMs } : {}),
+            }
           : {}),
         ms: Math.round(performance.now() - started),
       },

@@ -189,7 +189,7 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
     const lastToA = Math.max(...[...sent.values()].filter((s) => s.pod === 'a').map((s) => s.at));
     // The figures for the README: how long after the commit the old endpoint still got datagrams.
     console.log(
-      `conntrack window: deletion done ${deletedAfterMs} ms after the commit; last datagram to the old endpoint sent ${(
+      `conntrack window: listing in hand ${swap?.['conntrackListedMs']} ms after the commit; deletion done ${deletedAfterMs} ms after it; last datagram to the old endpoint sent ${(
         lastToA - (commitAt as number)
       ).toFixed(
         1,

@@ -26,7 +26,7 @@ describe.skipIf(!isRoot)('ctnetlink channel (kernel)', () => {
     topo = await createTopology({
       pods: [{ name: 'a' }, { name: 'b' }],
       clients: [{ name: 'ext' }],
-      tcpPorts: [],
+      tcpPorts: [8080],
       udpPorts: [PORT],
       namePrefix: 'kpct-',
     });
