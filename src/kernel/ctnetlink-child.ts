@@ -11,7 +11,8 @@
  *   in:  {"id":1,"op":"list","family":"ipv4","protocol":"UDP"}
  *        {"id":2,"op":"destroy","entries":[{family, protocol, original:{src,dst,sport,dport}, id?, zone?}]}
  *   out: {"id":1,"entries":[…]}  {"id":2,"deleted":1,"missing":0,"errors":[]}  {"id":3,"error":"…"}
- * Requests are served one at a time, in order. When stdin closes (the daemon is gone) it exits.
+ * Answers may come out of order: a dump waits for the kernel on a worker thread while deletions
+ * are served. When stdin closes (the daemon is gone) it exits.
  */
 import { createInterface } from 'node:readline';
 import { type Ctnetlink, openCtnetlink } from './ctnetlink.ts';
@@ -37,13 +38,14 @@ try {
 }
 write({ ready: true });
 
-function serve(req: Request): object {
+async function serve(req: Request): Promise<object> {
   switch (req.op) {
     case 'list':
       if ((req.family !== 'ipv4' && req.family !== 'ipv6') || (req.protocol !== 'UDP' && req.protocol !== 'SCTP')) {
         return { id: req.id, error: `invalid list request ${JSON.stringify([req.family, req.protocol])}` };
       }
-      return { id: req.id, entries: ct.list(req.family, req.protocol) };
+      // The kernel walks its table on a worker thread: deletions are served meanwhile.
+      return { id: req.id, entries: await ct.list(req.family, req.protocol) };
     case 'destroy':
       // Each entry is validated by ctnetlink.ts before anything is encoded.
       if (!Array.isArray(req.entries)) return { id: req.id, error: 'destroy without entries' };
@@ -62,11 +64,9 @@ lines.on('line', (line) => {
     return;
   }
   if (typeof req?.id !== 'number') return;
-  try {
-    write(serve(req));
-  } catch (err) {
-    write({ id: req.id, error: err instanceof Error ? err.message : String(err) });
-  }
+  serve(req).then(write, (err: unknown) =>
+    write({ id: req.id, error: err instanceof Error ? err.message : String(err) }),
+  );
 });
 lines.on('close', () => {
   ct.close();

@@ -54,7 +54,7 @@ export interface DestroyResult {
 
 export interface Ctnetlink {
   /** Every entry of the family and protocol (the kernel walks its table once). */
-  list(family: Family, protocol: ConntrackProtocol): KernelConntrackEntry[];
+  list(family: Family, protocol: ConntrackProtocol): Promise<KernelConntrackEntry[]>;
   /** Deletes each entry by its original tuple (and id and zone when given): one hash lookup each. */
   destroy(entries: readonly KernelConntrackEntry[]): DestroyResult;
   close(): void;
@@ -69,7 +69,10 @@ interface Mnl {
   readonly open: (bus: number) => bigint | null;
   readonly bind: (nl: bigint, groups: number, pid: number) => number;
   readonly sendto: (nl: bigint, buf: Buffer, len: number) => number;
-  readonly recvfrom: (nl: bigint, buf: Buffer, len: number) => number;
+  readonly recvfrom: ((nl: bigint, buf: Buffer, len: number) => number) & {
+    /** The same call on a worker thread: the kernel's walk of its table does not block this one. */
+    readonly async: (nl: bigint, buf: Buffer, len: number, done: (err: unknown, n: number) => void) => void;
+  };
   readonly close: (nl: bigint) => number;
 }
 
@@ -244,6 +247,8 @@ interface MnlSocket {
    * error, or the dump's end. Returns 0 or the errno.
    */
   request(msg: Buffer, seq: number, onMessage?: (buf: Buffer, off: number, len: number) => void): number;
+  /** `request`, with each receive on a worker thread (for dumps). */
+  requestAsync(msg: Buffer, seq: number, onMessage: (buf: Buffer, off: number, len: number) => void): Promise<number>;
   close(): void;
 }
 
@@ -261,24 +266,45 @@ function openMnl(): MnlSocket {
   }
   // Large enough for any dump batch the kernel sends (it sizes them by the reader's buffer, ≤ 32 KiB+).
   const buf = Buffer.alloc(256 * 1024);
+  /** Handles one receive: the errno or 0 when the request is answered, undefined to read on. */
+  const take = (
+    n: number,
+    seq: number,
+    onMessage?: (b: Buffer, off: number, len: number) => void,
+  ): number | undefined => {
+    // Messages of other sequence numbers (an earlier request's leftovers) are skipped.
+    for (let off = 0; off + 16 <= n; ) {
+      const len = buf.readUInt32LE(off);
+      if (len < 16 || off + len > n) break;
+      if (buf.readUInt32LE(off + 8) === seq >>> 0) {
+        const type = buf.readUInt16LE(off + 4);
+        if (type === NLMSG_ERROR) return -buf.readInt32LE(off + 16);
+        if (type === NLMSG_DONE) return 0;
+        onMessage?.(buf, off, len);
+      }
+      off += (len + 3) & ~3;
+    }
+    return undefined;
+  };
   return {
     request(msg, seq, onMessage) {
       if (m.sendto(nl, msg, msg.length) < 0) return koffi.errno();
-      // Messages of other sequence numbers (an earlier request's leftovers) are skipped.
       for (;;) {
         const n = m.recvfrom(nl, buf, buf.length);
         if (n < 0) return koffi.errno();
-        for (let off = 0; off + 16 <= n; ) {
-          const len = buf.readUInt32LE(off);
-          if (len < 16 || off + len > n) break;
-          if (buf.readUInt32LE(off + 8) === seq >>> 0) {
-            const type = buf.readUInt16LE(off + 4);
-            if (type === NLMSG_ERROR) return -buf.readInt32LE(off + 16);
-            if (type === NLMSG_DONE) return 0;
-            onMessage?.(buf, off, len);
-          }
-          off += (len + 3) & ~3;
-        }
+        const done = take(n, seq, onMessage);
+        if (done !== undefined) return done;
+      }
+    },
+    async requestAsync(msg, seq, onMessage) {
+      if (m.sendto(nl, msg, msg.length) < 0) return koffi.errno();
+      for (;;) {
+        const n = await new Promise<number>((resolve, reject) => {
+          m.recvfrom.async(nl, buf, buf.length, (err, r) => (err ? reject(err) : resolve(r < 0 ? -koffi.errno() : r)));
+        });
+        if (n < 0) return -n;
+        const done = take(n, seq, onMessage);
+        if (done !== undefined) return done;
       }
     },
     close() {
@@ -385,7 +411,17 @@ function checkAddress(text: string, family: Family): string {
  * library cannot be loaded or the socket cannot be opened.
  */
 export function openCtnetlink(): Ctnetlink {
+  // Two sockets: dumps receive on a worker thread, so reads and deletions are served meanwhile.
   const mnl = openMnl();
+  let dumps: MnlSocket;
+  try {
+    dumps = openMnl();
+  } catch (err) {
+    mnl.close();
+    throw err;
+  }
+  /** Dumps one at a time (one socket). */
+  let dumping: Promise<unknown> = Promise.resolve();
   let seq = 0;
   let closed = false;
   let kernelFilters = true;
@@ -410,15 +446,15 @@ export function openCtnetlink(): Ctnetlink {
     return found;
   };
 
-  const listFamily = (family: Family, protocol: ConntrackProtocol): KernelConntrackEntry[] => {
+  const listFamily = async (family: Family, protocol: ConntrackProtocol): Promise<KernelConntrackEntry[]> => {
     if (closed) throw new CtnetlinkError('ctnetlink handle closed');
     if (family !== 'ipv4' && family !== 'ipv6') throw new CtnetlinkError(`invalid family ${String(family)}`);
     if (!(protocol in L4)) throw new CtnetlinkError(`invalid protocol ${String(protocol)}`);
-    const dump = (filtered: boolean): { errno: number; out: KernelConntrackEntry[] } => {
+    const dump = async (filtered: boolean): Promise<{ errno: number; out: KernelConntrackEntry[] }> => {
       const out: KernelConntrackEntry[] = [];
       const attributes = filtered ? protocolFilter(protocol) : Buffer.alloc(0);
       const msg = message(CT_GET, NLM_F_REQUEST | NLM_F_DUMP, AF[family], ++seq, attributes);
-      const errno = mnl.request(msg, seq, (buf, off, len) => {
+      const errno = await dumps.requestAsync(msg, seq, (buf, off, len) => {
         // Family and protocol are checked here, whatever the kernel filtered.
         const e = entryOf(buf, off, len, protocol);
         if (e?.family === family) out.push(e);
@@ -428,10 +464,10 @@ export function openCtnetlink(): Ctnetlink {
     // The kernel still walks its whole table (one family per dump: it filters by protocol only
     // for a given family), but sends only the protocol's entries: a node's table is mostly TCP.
     // Kernels without CTA_FILTER (< 5.8) refuse it: then unfiltered.
-    let r = kernelFilters ? dump(true) : dump(false);
+    let r = await dump(kernelFilters);
     if (r.errno !== 0 && kernelFilters) {
       kernelFilters = false;
-      r = dump(false);
+      r = await dump(false);
     }
     if (r.errno !== 0) throw new CtnetlinkError(`conntrack dump (${family}) failed: errno ${r.errno}`);
     return r.out;
@@ -439,7 +475,9 @@ export function openCtnetlink(): Ctnetlink {
 
   return {
     list(family, protocol) {
-      return listFamily(family, protocol);
+      const run = dumping.then(() => listFamily(family, protocol));
+      dumping = run.catch(() => undefined);
+      return run;
     },
 
     destroy(entries) {
@@ -476,6 +514,8 @@ export function openCtnetlink(): Ctnetlink {
       if (closed) return;
       closed = true;
       mnl.close();
+      // A dump in progress finishes on its worker first.
+      void dumping.then(() => dumps.close());
     },
   };
 }
