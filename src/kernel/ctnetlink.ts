@@ -21,8 +21,9 @@
  *
  * A netlink socket belongs to the network namespace of the process that opens it, so this module
  * must run in the node's namespace: the daemon loads it in a long-lived child process started
- * there (`ctnetlink-child.ts`, `ctnetlink-client.ts`), never in itself. Every request is
- * synchronous (a dump blocks the calling thread while the kernel walks the table).
+ * there (`ctnetlink-child.ts`, `ctnetlink-client.ts`), never in itself. Reads and deletions are
+ * synchronous (hash lookups); a dump receives on a worker thread over its own socket (the kernel
+ * walks its whole table meanwhile), one dump at a time.
  *
  * Inputs are validated here again (addresses parsed; ports, ids and zones range-checked) before
  * any byte is encoded; answers are decoded defensively (lengths checked, family and protocol
