@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { Family } from '../model/cluster.ts';
 import type { ConntrackEntry, ConntrackProtocol } from '../model/conntrack-plan.ts';
 import type { ConntrackTable, ParsedEntries } from './conntrack.ts';
-import { diesWithKproxy } from './exec.ts';
+import { diesWithKproxy } from './tool-command.ts';
 
 const CHILD = fileURLToPath(new URL('./ctnetlink-child.ts', import.meta.url));
 
