@@ -212,3 +212,42 @@ export function syntheticCluster(
     },
   };
 }
+
+/** A worker's command-line arguments for a synthetic cluster (read back by `clusterFromArgs`). */
+export function clusterArgs(size: ClusterSize, shape: ClusterShape): string[] {
+  return [
+    '--services',
+    String(size.services),
+    '--endpoints',
+    String(size.endpointsPerService),
+    '--nodes',
+    String(shape.nodes),
+    '--affinity-percent',
+    String(shape.affinityPercent),
+  ];
+}
+
+/** The `parseArgs` options `clusterArgs` writes. */
+export const CLUSTER_ARG_OPTIONS = {
+  services: { type: 'string' },
+  endpoints: { type: 'string' },
+  nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
+  'affinity-percent': { type: 'string', default: String(DEFAULT_SHAPE.affinityPercent) },
+} as const;
+
+/** The size and shape from a worker's parsed `CLUSTER_ARG_OPTIONS`. */
+export function clusterFromArgs(values: {
+  services?: string | undefined;
+  endpoints?: string | undefined;
+  nodes?: string | undefined;
+  'affinity-percent'?: string | undefined;
+}): { size: ClusterSize; shape: ClusterShape } {
+  const services = Number(values.services);
+  const endpointsPerService = Number(values.endpoints);
+  if (!Number.isInteger(services) || !Number.isInteger(endpointsPerService))
+    throw new Error('--services and --endpoints are required');
+  return {
+    size: { services, endpointsPerService },
+    shape: { nodes: Number(values.nodes), affinityPercent: Number(values['affinity-percent']) },
+  };
+}

@@ -29,7 +29,7 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --sizes LIST                 Services x endpoints per Service (default 1000x10,10000x10,5000x50)
   --quick                      small set: sizes 100x10,300x10; latency with 10 and 300 Services, 300 connects,
-                               10 changes of each kind
+                               10 changes of each kind, 2 restarts
   --modes LIST                 proxy modes for modes, incremental, first-packet (default nftables,iptables)
   --iptables-flavor F          auto|nft|legacy: kproxy's --iptables-flavor in iptables mode (default auto:
                                kproxy detects, which is iptables-nft in a fresh namespace)
@@ -42,7 +42,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --latency-endpoints LIST     endpoints per Service for first-packet latency: the first with every Service
                                count, the others with the smallest (default 10,1000)
   --connects N                 connects per target and size (default 2000)
-  --changes N                  incremental syncs per kind of change and size (default 100)
+  --changes N                  incremental syncs per kind of change and size, and endpoint changes of the run
+                               scenario (default 100)
+  --restarts N                 run scenario: kill -9 + restarts of kproxy run per size and mode (default 3)
   --nodes N                    nodes the endpoints are spread over (default 50, ~2% local)
   --affinity-percent P         % of Services with ClientIP affinity (default 0)
   --only LIST / --skip LIST    scenarios by name: ${SCENARIOS.map((s) => s.name).join(', ')}
@@ -93,6 +95,7 @@ function parseOptions(
       'ipvs-sizes': { type: 'string' },
       connects: { type: 'string' },
       changes: { type: 'string' },
+      restarts: { type: 'string' },
       nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
       'affinity-percent': { type: 'string', default: '0' },
       only: { type: 'string' },
@@ -150,6 +153,7 @@ function parseOptions(
     ipvsSizes: parseList(values['ipvs-sizes'] ?? (quick ? '100x10' : '300x10'), parseSize, 'size').map(sizeLabel),
     connects: int('connects', values.connects, quick ? 300 : 2000),
     changes: int('changes', values.changes, quick ? 10 : 100),
+    restarts: int('restarts', values.restarts, quick ? 2 : 3),
     scenarios: known.filter((n) => (only ? only.includes(n) : true) && !skip.includes(n)),
     keepFiles: values['keep-files'],
   };
