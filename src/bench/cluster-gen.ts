@@ -78,6 +78,12 @@ export function podIpOf(g: number): string {
   return ipv4(POD_BASE, 2 + g);
 }
 
+/** The pod IP of the last endpoint on BENCH_NODE (round-robin over the nodes: every `nodes`-th endpoint). */
+export function lastLocalEndpointIp(size: ClusterSize, shape: ClusterShape): string {
+  const last = size.services * size.endpointsPerService - 1;
+  return podIpOf(last - (last % shape.nodes));
+}
+
 function serviceNamespace(i: number): string {
   return `ns-${i % 100}`;
 }

@@ -61,7 +61,12 @@ export function syncLogged(c: KproxyProcess, pred: (l: Obj) => boolean = () => t
   return c.lines.find((l) => l.line['msg'] === 'sync' && l.line['kind'] !== 'none' && pred(l.line));
 }
 
-/** Polls until `check` holds; returns the time (epoch ms) it first held. Throws after `timeoutMs`. */
+/**
+ * Polls until `check` holds; returns the time (epoch ms) the successful check returned. Throws
+ * after `timeoutMs`. Waits `everyMs` between checks, or four times as long as the last check took
+ * if that is longer, so a costly check (a tool reading a large ruleset) takes at most a fifth of
+ * a core from what it watches.
+ */
 export async function whenTrue(
   what: string,
   check: () => boolean | Promise<boolean>,
@@ -70,9 +75,10 @@ export async function whenTrue(
 ): Promise<number> {
   const started = now();
   for (;;) {
+    const t = now();
     if (await check()) return now();
     if (now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(everyMs);
+    await sleep(Math.max(everyMs, 4 * (now() - t)));
   }
 }
 
