@@ -121,7 +121,7 @@ export class NftMonitor {
     const deadline = now() + timeoutMs;
     // nft monitor reads the ruleset before it listens: repeat the probe until one is seen.
     while (now() < deadline && this.#exited === undefined) {
-      const seen = this.#next('the probe table', (l) => l.includes(table), 1000).then(
+      const seen = this.#next('the probe table', (l) => l.includes(table), 250).then(
         () => true,
         () => false,
       );

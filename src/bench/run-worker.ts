@@ -235,7 +235,8 @@ async function main(): Promise<void> {
     const changeMs: number[] = [];
     try {
       const m0 = now();
-      await monitor?.ready(timeoutMs);
+      // Not kproxy's time: nft monitor reads the ruleset first (the whole table at 50k).
+      await monitor?.ready(Math.max(timeoutMs, 300_000));
       if (monitor) progress(`nft monitor ready after ${Math.round(now() - m0)} ms`);
       await sleep(gapMs);
       for (let k = 0; k < Number(values.changes); k++, n++) {

@@ -24,6 +24,8 @@ export interface RunRow {
   readonly report?: RunReport;
   /** Not measured (a cold sync of this mode already timed out at this size or a smaller one). */
   readonly skipped?: string;
+  /** The worker failed (its error): the other sizes and modes are still measured. */
+  readonly failed?: string;
 }
 
 export interface RunData {
@@ -50,24 +52,31 @@ async function measure(ctx: BenchContext, size: ClusterSize, mode: BenchMode): P
   const { options } = ctx;
   return withNetns(`r${sizeLabel(size)}${mode.slice(0, 3)}`, async (ns) => {
     ctx.log(`run ${label}: kproxy run against the fake API server`);
-    const report = await runForJson<RunReport>(`run-worker ${label}`, 'ip', [
-      'netns',
-      'exec',
-      ns,
-      process.execPath,
-      WORKER,
-      ...clusterArgs(size, options.shape),
-      '--mode',
-      mode,
-      '--iptables-flavor',
-      options.iptablesFlavor,
-      '--restarts',
-      String(options.restarts),
-      '--changes',
-      String(options.changes),
-      '--timeout-ms',
-      String(options.kproxyTimeoutMs),
-    ]);
+    let report: RunReport;
+    try {
+      report = await runForJson<RunReport>(`run-worker ${label}`, 'ip', [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        WORKER,
+        ...clusterArgs(size, options.shape),
+        '--mode',
+        mode,
+        '--iptables-flavor',
+        options.iptablesFlavor,
+        '--restarts',
+        String(options.restarts),
+        '--changes',
+        String(options.changes),
+        '--timeout-ms',
+        String(options.kproxyTimeoutMs),
+      ]);
+    } catch (err) {
+      const failed = err instanceof Error ? err.message : String(err);
+      ctx.log(`run ${label}: failed: ${failed}`);
+      return { size, mode, failed };
+    }
     const { p50, p99 } = changePercentiles({ size, mode, report });
     ctx.log(
       `run ${label}: ${report.cold.timedOut ? 'cold start timed out after ' : 'programmed after '}${secs(report.cold.programmedMs / 1000)} s; endpoint change p50 ${ms(p50)} / p99 ${ms(p99)} ms`,
@@ -106,7 +115,7 @@ export const run: Scenario = {
           sizeLabel(r.size),
           r.mode,
           ms(rep?.cold.listMs),
-          `${rep?.cold.timedOut ? '>' : ''}${secs((rep?.cold.programmedMs ?? NaN) / 1000)}`,
+          r.failed ? 'failed' : `${rep?.cold.timedOut ? '>' : ''}${secs((rep?.cold.programmedMs ?? NaN) / 1000)}`,
           secs((rep?.cold.firstSyncMs ?? NaN) / 1000),
           secs(median(restarts.map((x) => x.convergedMs)) / 1000),
           ms(median(restarts.map((x) => x.listMs))),
@@ -125,6 +134,8 @@ export const run: Scenario = {
       'peak RSS: the largest VmHWM of the kproxy processes (the cold one, each restarted one; the last after all changes); the tools it runs are not included.',
     ];
     for (const r of rows.filter((x) => x.skipped)) notes.push(`${sizeLabel(r.size)} ${r.mode} skipped: ${r.skipped}.`);
+    for (const r of rows.filter((x) => x.failed))
+      notes.push(`${sizeLabel(r.size)} ${r.mode} failed: ${r.failed?.split('\n').slice(0, 6).join(' / ')}`);
     return {
       title: `kproxy run against the fake API server (whole process; ${ctx.options.restarts} restarts, ${ctx.options.changes} endpoint changes)`,
       tables: [table],
