@@ -78,17 +78,26 @@ export function podIpOf(g: number): string {
   return ipv4(POD_BASE, 2 + g);
 }
 
-/** The pod IP of the last endpoint on BENCH_NODE (round-robin over the nodes: every `nodes`-th endpoint). */
-export function lastLocalEndpointIp(size: ClusterSize, shape: ClusterShape): string {
-  const last = size.services * size.endpointsPerService - 1;
-  return podIpOf(last - (last % shape.nodes));
+/** An endpoint of the synthetic cluster: its Service (port `http`, TCP) and pod IP. */
+export interface EndpointRef {
+  readonly namespace: string;
+  readonly service: string;
+  readonly ip: string;
 }
 
-function serviceNamespace(i: number): string {
+/** The last endpoint on BENCH_NODE (round-robin over the nodes: every `nodes`-th endpoint). */
+export function lastLocalEndpoint(size: ClusterSize, shape: ClusterShape): EndpointRef {
+  const last = size.services * size.endpointsPerService - 1;
+  const g = last - (last % shape.nodes);
+  const i = Math.floor(g / size.endpointsPerService);
+  return { namespace: serviceNamespace(i), service: serviceName(i), ip: podIpOf(g) };
+}
+
+export function serviceNamespace(i: number): string {
   return `ns-${i % 100}`;
 }
 
-function serviceName(i: number): string {
+export function serviceName(i: number): string {
   return `svc-${i}`;
 }
 

@@ -4,8 +4,8 @@
  *  - `localEndpointInKernel`: one look for an endpoint on this node — nftables mode lists
  *    kproxy's `hairpin` set alone (nft then reads that set's elements only: the local endpoints,
  *    ~2% of all in the bench's clusters; at 2000 × 10, 0.01 s where listing the table takes
- *    1.2 s); iptables mode reads `iptables-save -t nat` (the whole nat table: cheap only at the
- *    sizes iptables mode reaches);
+ *    1.2 s); iptables mode lists the endpoint's own KUBE-SEP chain (`iptables -t nat -S CHAIN`,
+ *    the name computed as kproxy does);
  *  - `serviceHasEndpoint`: any endpoint of a Service, by key from kproxy's `endpoint-addresses`
  *    map (`nft get element`; nft 1.0.6 still reads every element of the table first: ~0.5 s at
  *    2000 × 10);
@@ -15,7 +15,9 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { endpointChainName } from '../backends/iptables/render/names.ts';
 import type { IptablesFlavor } from '../config/proxy-config.ts';
+import { TARGET_PORT, type EndpointRef } from './cluster-gen.ts';
 import { now } from './kproxy-run.ts';
 import type { BenchMode } from './pipeline.ts';
 
@@ -38,15 +40,26 @@ function output(file: string, args: readonly string[]): Promise<string | undefin
   );
 }
 
-const iptablesSave = (flavor: IptablesFlavor) => `iptables-${flavor === 'legacy' ? 'legacy' : 'nft'}-save`;
+/** `iptables-nft[-save]` or `iptables-legacy[-save]` (auto: kproxy picks nft in a fresh namespace). */
+const iptablesTool = (flavor: IptablesFlavor, suffix = '') =>
+  `iptables-${flavor === 'legacy' ? 'legacy' : 'nft'}${suffix}`;
 
-/** Whether `ip`, an endpoint on this node, is in the kernel's rules. */
-export async function localEndpointInKernel(mode: BenchMode, flavor: IptablesFlavor, ip: string): Promise<boolean> {
-  const text =
-    mode === 'nftables'
-      ? await output('nft', ['list', 'set', 'ip', 'kproxy', 'hairpin'])
-      : await output(iptablesSave(flavor), ['-t', 'nat']);
-  return text !== undefined && mentions(text, ip);
+/** Whether `ep`, an endpoint on this node, is in the kernel's rules. */
+export async function localEndpointInKernel(
+  mode: BenchMode,
+  flavor: IptablesFlavor,
+  ep: EndpointRef,
+): Promise<boolean> {
+  if (mode === 'nftables') {
+    const text = await output('nft', ['list', 'set', 'ip', 'kproxy', 'hairpin']);
+    return text !== undefined && mentions(text, ep.ip);
+  }
+  const chain = endpointChainName(
+    { namespace: ep.namespace, name: ep.service, portName: 'http', protocol: 'TCP' },
+    { ip: ep.ip, port: TARGET_PORT },
+  );
+  // A restore commits its table at once: the endpoint's chain exists once its rules are in.
+  return (await output(iptablesTool(flavor), ['-w', '-t', 'nat', '-S', chain])) !== undefined;
 }
 
 /** Whether the kernel sends `svc`'s TCP traffic to `ip` (IPv4). */
@@ -60,7 +73,7 @@ export async function serviceHasEndpoint(
   const text =
     mode === 'nftables'
       ? await output('nft', ['get', 'element', 'ip', 'kproxy', 'endpoint-addresses', `{ ${keys.join(', ')} }`])
-      : await output(iptablesSave(flavor), ['-t', 'nat']);
+      : await output(iptablesTool(flavor, '-save'), ['-t', 'nat']);
   return text !== undefined && mentions(text, ip);
 }
 

@@ -30,7 +30,9 @@ import {
   BENCH_NODE,
   CLUSTER_ARG_OPTIONS,
   clusterFromArgs,
-  lastLocalEndpointIp,
+  lastLocalEndpoint,
+  serviceName,
+  serviceNamespace,
   syntheticCluster,
 } from './cluster-gen.ts';
 import { localEndpointInKernel, NftMonitor } from './kernel-probe.ts';
@@ -140,7 +142,9 @@ async function main(): Promise<void> {
     '127.0.0.1:10249',
   ];
 
-  const inKernel = (ip: string) => () => localEndpointInKernel(mode, flavor, ip);
+  /** Service i's endpoint `ip` in the kernel. */
+  const inKernel = (i: number, ip: string) => () =>
+    localEndpointInKernel(mode, flavor, { namespace: serviceNamespace(i), service: serviceName(i), ip });
   /** The Service whose first endpoint the n-th change replaces (spread over the cluster). */
   const serviceOf = (n: number) => (n * 7919) % services;
   /**
@@ -178,10 +182,15 @@ async function main(): Promise<void> {
     let requestsBefore = server.requests.length;
     let child = startKproxyRun(args);
     // The last endpoint on this node: one of the last Services (nodes Services from the end at most).
-    const lastIp = lastLocalEndpointIp(size, shape);
+    const lastEp = lastLocalEndpoint(size, shape);
     let programmedAt: number;
     try {
-      programmedAt = await whenTrue('every Service in the kernel', inKernel(lastIp), timeoutMs, pollMs);
+      programmedAt = await whenTrue(
+        'every Service in the kernel',
+        () => localEndpointInKernel(mode, flavor, lastEp),
+        timeoutMs,
+        pollMs,
+      );
     } catch {
       const listAt = firstListAt(server.requests, requestsBefore);
       report({
@@ -217,7 +226,7 @@ async function main(): Promise<void> {
       changeEndpoint(i, ip);
       requestsBefore = server.requests.length;
       child = startKproxyRun(args);
-      const at = await whenTrue('the change made while down', inKernel(ip), timeoutMs, pollMs);
+      const at = await whenTrue('the change made while down', inKernel(i, ip), timeoutMs, pollMs);
       await settled(child);
       restarts.push({
         listMs: (firstListAt(server.requests, requestsBefore) ?? NaN) - child.spawnedAt,
@@ -245,7 +254,7 @@ async function main(): Promise<void> {
         const seen = monitor?.seen(ip, 60_000);
         const at0 = now();
         changeEndpoint(i, ip);
-        const at = seen ? await seen : await whenTrue('the endpoint change', inKernel(ip), 60_000, 2);
+        const at = seen ? await seen : await whenTrue('the endpoint change', inKernel(i, ip), 60_000, 2);
         changeMs.push(at - at0);
         await sleep(gapMs);
       }
@@ -254,7 +263,12 @@ async function main(): Promise<void> {
     }
     progress(`${changeMs.length} endpoint changes measured`);
     await stop(child, 'SIGTERM');
-    report({ cold, restarts, changeMs, observedBy: monitor ? 'nft monitor' : 'polled iptables-save' });
+    report({
+      cold,
+      restarts,
+      changeMs,
+      observedBy: monitor ? 'nft monitor' : 'polled: iptables -S of its KUBE-SEP chain',
+    });
   } finally {
     await server.close();
     rmSync(dir, { recursive: true, force: true });
