@@ -155,7 +155,7 @@ function syncPanel(results: ReadonlyMap<string, ScenarioResult>): Panel | undefi
   });
   let caption = '';
   if (incRows.length > 0) {
-    source = 'daemon';
+    source = 'kproxy daemon';
     caption =
       'kproxy latency = one endpoint moved, the change entering the real daemon (minSyncPeriod 0) → the end of the kernel write of its sync (incremental scenario).';
     figures = {
@@ -177,8 +177,8 @@ function syncPanel(results: ReadonlyMap<string, ScenarioResult>): Panel | undefi
       title: 'Sync latency: one endpoint changed → in the kernel',
       yLabel: 'seconds (log scale)',
       series: [
-        ...seriesOf(figures.p50, (m, e) => `kproxy ${source}, ${m}, p50 (${e} endpoints/Service)`),
-        ...seriesOf(figures.p99, (m, e) => `kproxy ${source}, ${m}, p99 (${e} endpoints/Service)`, true),
+        ...seriesOf(figures.p50, (m, e) => `${source}, ${m}, p50 (${e} endpoints/Service)`),
+        ...seriesOf(figures.p99, (m, e) => `${source}, ${m}, p99 (${e} endpoints/Service)`, true),
         published(PUBLISHED_SYNC, 'a sync'),
       ],
     },

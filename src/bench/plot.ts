@@ -205,7 +205,8 @@ export function plotSvg(spec: PlotSpec): string {
   const xHi = Math.max(...xs) * 1.6;
   const legendRows = Math.max(...spec.panels.map((p) => p.series.length));
   const panelW = M.left + PW + M.right;
-  const W = spec.panels.length * panelW + 20;
+  // Wide enough for the caption's lines (13 px text) even with one panel.
+  const W = Math.max(spec.panels.length * panelW + 20, Math.max(0, ...spec.caption.map((l) => l.length)) * 7.2 + 40);
   const captionTop = M.top + PH + 66 + legendRows * LEGEND_ROW + 20;
   const H = captionTop + spec.caption.length * 18 + 10;
   const o: string[] = [];
