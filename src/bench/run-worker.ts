@@ -72,6 +72,8 @@ export interface RunReport {
   readonly changeMs: readonly number[];
   /** How changes were seen: `nft monitor` or polling. */
   readonly observedBy: string;
+  /** iptables mode: the flavor kproxy logged it chose. */
+  readonly flavor?: string;
   /** Peak RSS (VmHWM) of each kproxy process, KiB, in start order. */
   readonly peakRssKiB: readonly number[];
 }
@@ -208,6 +210,7 @@ async function main(): Promise<void> {
       return;
     }
     await settled(child);
+    const flavorLogged = child.lines.find((l) => typeof l.line['flavor'] === 'string')?.line['flavor'];
     const cold = {
       listMs: (firstListAt(server.requests, requestsBefore) ?? NaN) - child.spawnedAt,
       programmedMs: programmedAt - child.spawnedAt,
@@ -268,6 +271,7 @@ async function main(): Promise<void> {
       restarts,
       changeMs,
       observedBy: monitor ? 'nft monitor' : 'polled: iptables -S of its KUBE-SEP chain',
+      ...(typeof flavorLogged === 'string' ? { flavor: flavorLogged } : {}),
     });
   } finally {
     await server.close();

@@ -113,7 +113,7 @@ export const run: Scenario = {
         const restarts = rep?.restarts ?? [];
         return [
           sizeLabel(r.size),
-          r.mode,
+          rep?.flavor ? `${r.mode} (${rep.flavor})` : r.mode,
           ms(rep?.cold.listMs),
           r.failed ? 'failed' : `${rep?.cold.timedOut ? '>' : ''}${secs((rep?.cold.programmedMs ?? NaN) / 1000)}`,
           secs((rep?.cold.firstSyncMs ?? NaN) / 1000),
