@@ -45,38 +45,18 @@ describe('mentions', () => {
 });
 
 describe('curveSpec', () => {
-  const size = (services: number) => ({ services, endpointsPerService: 10 });
+  /** A scenario's result with one row per size (1k, 10k Services × 10), nftables mode. */
+  const result = (row: (services: number) => Obj): ScenarioResult => ({
+    title: '',
+    tables: [],
+    notes: [],
+    data: {
+      rows: [1000, 10000].map((n) => ({ size: { services: n, endpointsPerService: 10 }, mode: 'nftables', ...row(n) })),
+    },
+  });
   const results = new Map<string, ScenarioResult>([
-    [
-      'modes',
-      {
-        title: '',
-        tables: [],
-        notes: [],
-        data: {
-          rows: [1000, 10000].map((n) => ({
-            size: size(n),
-            mode: 'nftables',
-            cold: { process: { wallS: n / 1000 }, timedOut: false },
-          })),
-        },
-      },
-    ],
-    [
-      'incremental',
-      {
-        title: '',
-        tables: [],
-        notes: [],
-        data: {
-          rows: [1000, 10000].map((n) => ({
-            size: size(n),
-            mode: 'nftables',
-            latencies: { endpoint: [20, 30, 40], add: [], delete: [] },
-          })),
-        },
-      },
-    ],
+    ['modes', result((n) => ({ cold: { process: { wallS: n / 1000 }, timedOut: false } }))],
+    ['incremental', result(() => ({ latencies: { endpoint: [20, 30, 40], add: [], delete: [] } }))],
   ]);
 
   it('draws cold sync and endpoint-change latency beside upstream published figures', () => {
