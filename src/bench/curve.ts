@@ -95,13 +95,19 @@ function coldPanel(results: ReadonlyMap<string, ScenarioResult>): Panel | undefi
   if (modes && modes.rows.length > 0) {
     caption =
       'kproxy cold = the whole `kproxy sync --manifests` process (Node start, reading the manifests, model, render, nft -f, read-back) into an empty network namespace (modes scenario).';
-    const figures = modes.rows.map((r) => ({
-      mode: r.mode,
-      services: r.size.services,
-      endpointsPerService: r.size.endpointsPerService,
-      seconds: r.cold.process.wallS,
-      atLeast: r.cold.timedOut,
-    }));
+    const figures = modes.rows.flatMap((r) =>
+      r.cold
+        ? [
+            {
+              mode: r.mode,
+              services: r.size.services,
+              endpointsPerService: r.size.endpointsPerService,
+              seconds: r.cold.process.wallS,
+              atLeast: r.cold.timedOut,
+            },
+          ]
+        : [],
+    );
     series.push(...seriesOf(figures, (m, e) => `kproxy sync --manifests, ${m} (${e} endpoints/Service)`));
   } else if (cold && cold.rows.length > 0) {
     caption =

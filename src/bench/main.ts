@@ -261,16 +261,17 @@ async function main(argv: readonly string[]): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'kpbench-'));
   const results = new Map<string, ScenarioResult>();
   const ctx: BenchContext = { options, workDir, results, log };
-  let failed: { scenario: string; error: string } | undefined;
+  // A scenario that fails does not stop the others (a long run at 50k keeps what it measured).
+  const failed: { scenario: string; error: string }[] = [];
   try {
     for (const s of SCENARIOS.filter((sc) => options.scenarios.includes(sc.name))) {
       log(`== ${s.name}: ${s.description}`);
       try {
         results.set(s.name, await s.run(ctx));
       } catch (err) {
-        failed = { scenario: s.name, error: err instanceof Error ? (err.stack ?? err.message) : String(err) };
-        log(`scenario ${s.name} failed: ${failed.error}`);
-        break;
+        const error = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        failed.push({ scenario: s.name, error });
+        log(`scenario ${s.name} failed: ${error}`);
       }
     }
   } finally {
@@ -293,7 +294,7 @@ async function main(argv: readonly string[]): Promise<number> {
     host: { ...host, loadAverageAtEnd: loadavg() },
     options: { ...options, sizes: options.sizes.map(sizeLabel) },
     scenarios: Object.fromEntries([...results].map(([name, r]) => [name, { title: r.title, data: r.data }])),
-    ...(failed ? { failed } : {}),
+    ...(failed.length > 0 ? { failed } : {}),
   };
   const text = `${JSON.stringify(json, null, 1)}\n`;
   const resultsDir = join(REPO, 'bench-results');
@@ -313,7 +314,8 @@ async function main(argv: readonly string[]): Promise<number> {
     else log('plot: no cold sync (modes, cold-sync) or endpoint change (incremental, run) results to draw');
   }
   if (options.keepFiles) log(`transaction files kept in ${workDir}`);
-  return failed ? 1 : 0;
+  if (failed.length > 0) log(`failed scenarios: ${failed.map((f) => f.scenario).join(', ')}`);
+  return failed.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) {
