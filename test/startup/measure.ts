@@ -11,7 +11,7 @@
  *
  *  - cli: `node -e 0`, `kproxy --help`, `kproxy --version` (wall time and peak RSS, median);
  *  - exec → first list request (the API server sees it), exec → first sync logged, exec → the
- *    kernel holds the rules (polled, `nft`/`iptables-save`), from an empty kernel;
+ *    kernel holds the rules (polled: `nft get element` on the endpoint map / `iptables-save`, src/bench/kernel-probe.ts), from an empty kernel;
  *  - restart: kill -9, change one EndpointSlice while kproxy is down, start it again: exec → the
  *    change is in the kernel (polled at ≤ 1,000 Services, else the sync's own log line);
  *  - quiet: the daemon's average CPU (itself and the nft/iptables processes it ran) with no
