@@ -5,7 +5,8 @@
  * namespace NS in proxy mode MODE. It reads commands on stdin, one JSON line each, and answers on
  * stdout:
  *   {"op":"change","kind":"endpoint"|"add"|"delete","i":N} → {"ms","firstMs"}
- *   {"op":"stats"} → {"peakRssMiB","rssMiB","heapUsedMiB","tool"} (tool: the last commit's program)
+ *   {"op":"stats"} → {"peakRssMiB","rssMiB","heapUsedMiB","childPeakRssMiB","tool"} (tool: the last
+ *   commit's program; child: the spawner's child, where nft runs through libnftables)
  * A change counts as committed when the sync that carried it has written the kernel: in nftables
  * mode a successful `nft -f`, in iptables mode a successful `iptables-*-restore` /
  * `ip6tables-*-restore` (one per family and sync). `ms` runs from the change entering the source
@@ -15,6 +16,7 @@
  *   node src/bench/daemon-worker.ts --netns NS --services N --endpoints E [--mode nftables|iptables]
  *       [--iptables-flavor auto|nft|legacy] [--min-sync-ms 0]
  */
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -75,7 +77,8 @@ async function main(): Promise<void> {
   /** The tool of the last commit (iptables mode: which flavor kproxy chose). */
   let commitTool = '';
   // As `kproxy run` runs tools: through the spawner (here inside the namespace).
-  const base = startSpawner(['ip', 'netns', 'exec', String(values.netns)]).exec;
+  const spawner = startSpawner(['ip', 'netns', 'exec', String(values.netns)]);
+  const base = spawner.exec;
   const exec: Exec = async (file, args, stdin) => {
     if (!isCommit(mode, file, args)) return base(file, args, stdin);
     const seen = source.readGeneration;
@@ -101,7 +104,14 @@ async function main(): Promise<void> {
     return r;
   };
   const log = pino({ level: 'warn' }, pino.destination(2));
-  const daemon = await startDaemon({ config, source, events: logEventRecorder(log), log, exec });
+  const daemon = await startDaemon({
+    config,
+    source,
+    events: logEventRecorder(log),
+    log,
+    exec,
+    kernelCall: spawner.call,
+  });
   await new Promise((resolve) => waiting.push({ generation: 0, resolve }));
 
   const added = new Map<number, { service: Service; slices: EndpointSlice[] }>();
@@ -115,6 +125,7 @@ async function main(): Promise<void> {
         peakRssMiB: process.resourceUsage().maxRSS / 1024,
         rssMiB: m.rss / 2 ** 20,
         heapUsedMiB: m.heapUsed / 2 ** 20,
+        childPeakRssMiB: peakRssOf(spawner.pid()),
         tool: commitTool,
       });
       continue;
@@ -129,6 +140,16 @@ async function main(): Promise<void> {
     out({ ms: lastAt - t0, firstMs: firstAt - t0 });
   }
   await daemon.stop();
+}
+
+/** A process's peak RSS (VmHWM), MiB; NaN when it cannot be read. */
+function peakRssOf(pid: number | undefined): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** endpoint: one endpoint of Service i moves; add: a new Service (a copy of i); delete: that copy goes. */

@@ -18,7 +18,7 @@ import { startHealthzServer } from './healthz-server.ts';
 import type { RunningServer } from './http-listen.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { AuditLogWriter } from './audit-log.ts';
-import type { FamilyState } from '../proxy/backend.ts';
+import type { FamilyState, KernelCall } from '../proxy/backend.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { Proxier } from '../proxy/proxier.ts';
 import { loadProxyMode } from '../proxy/modes.ts';
@@ -34,6 +34,8 @@ export interface DaemonOptions {
   readonly log: Logger;
   /** Runs nft and conntrack; default: directly, in this process's network namespace. */
   readonly exec?: Exec;
+  /** In-process kernel reads where the kernel is (with an injected `exec`: its counterpart, if any). */
+  readonly kernelCall?: KernelCall;
   /** Addresses health-check NodePorts listen on; default: all. */
   readonly serviceHealthAddresses?: readonly string[];
   /** `--audit-log`: one JSON line per applied transaction, to `path` (`-`: stderr), rotated at `maxBytes`. */
@@ -109,8 +111,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     o.onFirstSync?.();
   };
   // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
-  // Tools are started by a small helper process: forking the daemon itself costs ~25 ms at 10k Services.
-  const spawner = o.exec ? undefined : startSpawner();
+  // Tools are started by a small helper process (forking the daemon itself costs ~25 ms at 10k
+  // Services), which serves nft through libnftables where it can.
+  const spawner = o.exec
+    ? undefined
+    : startSpawner([], (channel) =>
+        channel === 'libnftables'
+          ? log.info('nft commands run in-process through libnftables')
+          : log.warn({ reason: channel }, 'nft commands run through the nft tool (slower: a process per commit)'),
+      );
   const exec = withTimeout(
     o.exec ?? (spawner as Spawner).exec,
     config.kernelToolTimeoutMs ?? DEFAULT_KERNEL_TOOL_TIMEOUT_MS,
@@ -119,7 +128,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const helperPrefix = o.conntrackHelperPrefix ?? (o.exec ? undefined : []);
   // Warm before the first sync: a stale UDP flow is deleted right after the commit that made it stale.
   const conntrack = helperPrefix ? new ConntrackChannel({ prefix: helperPrefix, fallback: exec }).warm() : undefined;
-  const backend = mode.createBackend({ config, exec, log });
+  const kernelCall = o.kernelCall ?? spawner?.call;
+  const backend = mode.createBackend({ config, exec, log, ...(kernelCall ? { kernelCall } : {}) });
   const proxier = new Proxier({
     config,
     source,

@@ -9,13 +9,10 @@
  * (the real runner kills the process, SIGTERM then SIGKILL), so a hung nft or iptables-restore can
  * never hang the daemon; the next sync is full, as after any failure.
  *
- * A tool fed on stdin runs under `setpriv --pdeathsig KILL` (util-linux, where present): if kproxy
- * dies (kill -9, OOM) while still writing a transaction, the tool dies with it instead of reading
- * the end of its input early. Without that, `nft -f -` would commit a transaction cut after the
- * 64 KiB a pipe holds whenever the cut fell on a line boundary: half a sync.
+ * A tool fed on stdin dies with kproxy (tool-command.ts).
  */
-import { existsSync } from 'node:fs';
 import { execa } from 'execa';
+import { toolCommand } from './tool-command.ts';
 
 export interface ExecResult {
   readonly exitCode: number;
@@ -41,19 +38,6 @@ export const EXIT_TIMED_OUT = 124;
 
 /** Default bound of one kernel tool run (`--kernel-tool-timeout`): far above a 10k-Service transaction's seconds. */
 export const DEFAULT_KERNEL_TOOL_TIMEOUT_MS = 60_000;
-
-/** util-linux's setpriv, when the system has it (Debian's util-linux is essential: always). */
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-
-/** `file args`, run so that it is killed when kproxy dies (where setpriv exists). */
-export function diesWithKproxy(file: string, args: readonly string[]): [string, readonly string[]] {
-  return SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
-}
-
-/** The command line that runs a tool: one fed on stdin must not outlive kproxy (see the module comment). */
-export function toolCommand(file: string, args: readonly string[], stdin?: string): [string, readonly string[]] {
-  return stdin !== undefined ? diesWithKproxy(file, args) : [file, args];
-}
 
 export const execProgram: Exec = async (file, args, stdin, options) => {
   const [cmd, argv] = toolCommand(file, args, stdin);

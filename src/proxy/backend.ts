@@ -77,7 +77,15 @@ export interface BackendDependencies {
   /** Runs the mode's kernel tools (in this network namespace unless the caller wraps it). */
   readonly exec: Exec;
   readonly log: Logger;
+  /**
+   * Kernel reads done in-process where the kernel is (netlink), named as spawner-child.ts serves
+   * them; absent: the mode reads through its tools.
+   */
+  readonly kernelCall?: KernelCall;
 }
+
+/** Runs a named in-process kernel read (kernel/spawner.ts `call`, or the function itself in a one-shot CLI). */
+export type KernelCall = <T>(name: string, args: unknown) => Promise<T>;
 
 export interface DumpRequest {
   readonly states: readonly NodeState[];

@@ -2,10 +2,18 @@
  * Every golden case's ruleset must load into a real kernel (a throw-away network namespace): the
  * golden text test (test/golden.test.ts) proves the text is what we reviewed, this proves nft and
  * the kernel accept it. Plus the overlapping-interval inputs that the kernel rejects today.
+ *
+ * Each loaded table is then read back both ways a sync reads it — `nft -j list table`, and the
+ * netlink dump served by the spawner's child (kernel/netlink-dump.ts) — which must agree exactly,
+ * and a plan against either must be empty: what kproxy wrote reads back as what it wants.
  */
 import { describe, expect, it } from 'vitest';
+import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
 import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
+import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
+import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import { inNetns } from '../../src/kernel/exec.ts';
+import { startSpawner } from '../../src/kernel/spawner.ts';
 import { createCommands } from '../../src/backends/nftables/render/ruleset.ts';
 import { withNetns } from '../support/netns.ts';
 import { caseNames, runCase, runPipeline, type PipelineRun } from '../support/golden.ts';
@@ -13,7 +21,28 @@ import { caseNames, runCase, runPipeline, type PipelineRun } from '../support/go
 async function load(run: PipelineRun): Promise<void> {
   const tx = run.desired.families.flatMap((f) => createCommands(f.ruleset));
   await withNetns(async (ns) => {
-    await new Nft(inNetns(ns)).apply(tx);
+    const nft = new Nft(inNetns(ns));
+    await nft.apply(tx);
+    const spawner = startSpawner(['ip', 'netns', 'exec', ns]);
+    try {
+      const dumps: unknown[] = [];
+      const byNetlink = new NftablesApplier(nft, async <T>(name: string, args: unknown) => {
+        const r = await spawner.call<T>(name, args);
+        dumps.push(r);
+        return r;
+      });
+      for (const { ruleset } of run.desired.families) {
+        const listed = parseObservedTable(await nft.listTable(ruleset.family, ruleset.table));
+        const dumped = await byNetlink.observe(ruleset);
+        expect(dumped, ruleset.family).toEqual(listed);
+        expect(planTransaction(ruleset, dumped).commands, ruleset.family).toEqual([]);
+      }
+      // Read by netlink indeed, not by the nft fallback.
+      expect(dumps).toHaveLength(run.desired.families.length);
+      for (const d of dumps) expect(d).not.toHaveProperty('undecodable');
+    } finally {
+      spawner.stop();
+    }
   });
 }
 

@@ -4,8 +4,9 @@
  *   KPROXY_E2E_SERVER=http://127.0.0.1:PORT KPROXY_E2E_NETNS=NS node test/support/daemon-child.ts [kproxy run flags]
  *
  * Runs in the caller's (root) network namespace so it reaches the fake API server on 127.0.0.1,
- * and programs the kernel of NS through `ip netns exec` (the same injection as the in-process
- * tests); health-check NodePorts listen on 127.0.0.1. Logs JSON lines on stderr. SIGTERM/SIGINT:
+ * and programs the kernel of NS through a tool spawner started under `ip netns exec NS` (the same
+ * as the in-process tests: libnftables and netlink reads in NS); health-check NodePorts listen on
+ * 127.0.0.1. Logs JSON lines on stderr. SIGTERM/SIGINT:
  * stops (rules stay) and exits 0.
  *
  * It starts the way `kproxy run --kubeconfig` does (src/cli/commands/run.ts, docs/adr/0007): the
@@ -18,7 +19,7 @@ import { hostname } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { loadProxyConfig } from '../../src/config/load.ts';
 import type { EventRecorder } from '../../src/daemon/events.ts';
-import { inNetns } from '../../src/kernel/exec.ts';
+import { startSpawner } from '../../src/kernel/spawner.ts';
 import { createLogger } from '../../src/util/log.ts';
 
 async function main(): Promise<number> {
@@ -77,13 +78,15 @@ async function main(): Promise<number> {
   const sourceStarted = source.start();
   sourceStarted.catch(() => undefined);
   const { startDaemon } = await import('../../src/daemon/daemon.ts');
+  const spawner = startSpawner(['ip', 'netns', 'exec', netns]);
   const daemon = await startDaemon({
     config,
     source,
     sourceStarted,
     events,
     log,
-    exec: inNetns(netns),
+    exec: spawner.exec,
+    kernelCall: spawner.call,
     serviceHealthAddresses: ['127.0.0.1'],
     onFirstSync: firstSync.resolve,
   });
@@ -94,6 +97,7 @@ async function main(): Promise<number> {
   });
   log.info({ signal }, 'stopping');
   await daemon.stop();
+  spawner.stop();
   return 0;
 }
 

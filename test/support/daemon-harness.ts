@@ -339,6 +339,7 @@ export async function startInProcess(o: InProcessOptions): Promise<InProcessDaem
     events: apiEventRecorder(kubeConfig, config.nodeName, log),
     log,
     exec: o.wrapExec ? o.wrapExec(inner) : inner,
+    kernelCall: spawner.call,
     serviceHealthAddresses: ['127.0.0.1'],
     ...(o.conntrackHelpers ? { conntrackHelperPrefix: ['ip', 'netns', 'exec', o.topo.node.ns] } : {}),
   });

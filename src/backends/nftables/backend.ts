@@ -25,7 +25,7 @@ import { describeTableDrift } from './render/drift.ts';
 import { fragmentContext, renderNftables, TABLE } from './render/layout.ts';
 import type { Ruleset } from './render/ruleset.ts';
 import { renderServicePort, type FragmentContext, type ServicePortFragment } from './render/service-port.ts';
-import type { Fragment } from './render/syntax.ts';
+import { nftFamily, type Fragment } from './render/syntax.ts';
 import { TableState } from './render/table-state.ts';
 
 /** Every this many light checks, one also compares set and map definitions (the others: chain handles). */
@@ -51,9 +51,9 @@ export class NftablesProxyBackend implements ProxyBackend {
 
   private readonly exec: Exec;
 
-  constructor(deps: Pick<BackendDependencies, 'exec'>) {
+  constructor(deps: Pick<BackendDependencies, 'exec' | 'kernelCall'>) {
     this.exec = deps.exec;
-    this.applier = new NftablesApplier(new Nft(deps.exec));
+    this.applier = new NftablesApplier(new Nft(deps.exec), deps.kernelCall);
   }
 
   async sync(request: SyncRequest): Promise<SyncReport> {
@@ -147,13 +147,17 @@ export class NftablesProxyBackend implements ProxyBackend {
       let table: TableState;
       if (request.full || !was || was.contextKey !== contextKey) {
         full = true;
+        const committed = was?.table.ruleset();
+        // Reading everything back is the costly part of a full sync: a periodic one reads chains,
+        // sets and maps only, and everything only now and then. A complete read runs while the
+        // desired state renders.
+        const complete = !committed || this.fullSyncs % COMPLETE_READ_EVERY === 0;
+        const reading = complete
+          ? await this.applier.startObserving({ family: nftFamily(family.context.family), table: TABLE })
+          : undefined;
         table = new TableState(family.context, renderAll(family, ctx));
         const rs = table.ruleset();
-        const committed = was?.table.ruleset();
-        // Reading the rules back costs more than writing them (7 s at 10,000 Services): a periodic
-        // check reads chains, sets and maps only, and every rule only now and then.
-        const complete = !committed || this.fullSyncs % COMPLETE_READ_EVERY === 0;
-        const observed = complete ? await this.applier.observe(rs) : await this.applier.observeLight(rs, committed);
+        const observed = reading ? await reading.result : await this.applier.observeLight(rs, committed as Ruleset);
         const plan = planTransaction(rs, observed);
         if (was && was.contextKey === contextKey && request.changed.size === 0 && plan.commands.length > 0) {
           drift = true;

@@ -31,6 +31,8 @@ export interface IncrementalRow {
   /** Event → the end of the sync's first kernel write (iptables: the IPv4 restore), ms. */
   readonly firstWrite: Record<Kind, number[]>;
   readonly peakRssMiB: number;
+  /** The spawner's child (kernel tools, libnftables): a process of its own beside the daemon. */
+  readonly childPeakRssMiB: number;
   readonly heapUsedMiB: number;
   /** Worker start → the first full sync in the kernel. */
   readonly startS: number;
@@ -47,7 +49,7 @@ const NO_LATENCIES = (): Record<Kind, number[]> => ({ endpoint: [], add: [], del
 /** A row without measurements, saying why. */
 function notMeasured(size: ClusterSize, mode: BenchMode, skipped: string, startS: number): IncrementalRow {
   const none = { latencies: NO_LATENCIES(), firstWrite: NO_LATENCIES() };
-  return { size, mode, ...none, peakRssMiB: NaN, heapUsedMiB: NaN, startS, skipped };
+  return { size, mode, ...none, peakRssMiB: NaN, childPeakRssMiB: NaN, heapUsedMiB: NaN, startS, skipped };
 }
 
 async function measure(
@@ -137,6 +139,7 @@ async function measure(
         latencies,
         firstWrite,
         peakRssMiB: Number(stats['peakRssMiB'] ?? NaN),
+        childPeakRssMiB: Number(stats['childPeakRssMiB'] ?? NaN),
         heapUsedMiB: Number(stats['heapUsedMiB'] ?? NaN),
         startS,
       };
@@ -178,6 +181,7 @@ export const incremental: Scenario = {
           'delete p50 ms',
           'delete p99 ms',
           'daemon peak RSS MiB',
+          'tool child peak RSS MiB',
         ],
         rows: rows.map((r) => [
           sizeLabel(r.size),
@@ -190,6 +194,7 @@ export const incremental: Scenario = {
           ms(p(r.latencies.delete, 50)),
           ms(p(r.latencies.delete, 99)),
           fixed(r.peakRssMiB, 0),
+          fixed(r.childPeakRssMiB, 0),
         ]),
       },
     ];
@@ -227,8 +232,8 @@ export const incremental: Scenario = {
       });
     }
     const notes = [
-      "Latency: from the change entering the daemon's source to the end of the last kernel write of the sync that carried it (runner, proxier, render, the tool process, the kernel's commit): nftables mode one `nft -f` for both families, iptables mode one `iptables-restore --noflush` per family (IPv4, then IPv6).",
-      'start = worker start to the first full sync in the kernel; peak RSS: the whole daemon process after the initial full sync and all changes.',
+      "Latency: from the change entering the daemon's source to the end of the last kernel write of the sync that carried it (runner, proxier, render, the kernel tool, the kernel's commit): nftables mode one `nft -f` for both families (served by libnftables in the spawner's child), iptables mode one `iptables-restore --noflush` per family (IPv4, then IPv6).",
+      'start = worker start to the first full sync in the kernel; peak RSS: the whole daemon process after the initial full sync and all changes; the tool child (the spawner, where libnftables runs) is a process of its own, its peak beside.',
     ];
     for (const r of rows.filter((x) => x.skipped)) notes.push(`${sizeLabel(r.size)} ${r.mode} skipped: ${r.skipped}.`);
     for (const r of rows.filter((x) => x.mode === 'iptables' && !x.skipped)) {

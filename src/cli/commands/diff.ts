@@ -10,6 +10,7 @@
 import type { Loaded } from '../../config/load.ts';
 import { diffDesired, stateDiffText } from '../../explain/state-diff.ts';
 import { execProgram } from '../../kernel/exec.ts';
+import { runKernelCall } from '../../kernel/kernel-calls.ts';
 import { familyStateOf, type ProxyModeDefinition } from '../../proxy/backend.ts';
 import { nodeStates } from '../../proxy/desired.ts';
 import type { Logger } from '../../util/log.ts';
@@ -47,7 +48,7 @@ export async function diff(
   }
   const snapshot = await clusterSnapshot(loaded, log, loaded.manifests);
   if (!snapshot) return 1;
-  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log });
+  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log, kernelCall: runKernelCall });
   const drift = await backend.describeDrift(nodeStates(snapshot, loaded.config).map(familyStateOf));
   if (output === 'json') out.write(`${JSON.stringify({ mode: mode.mode, drift }, null, 2)}\n`);
   else

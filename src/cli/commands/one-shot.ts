@@ -6,6 +6,7 @@
 import type { Loaded } from '../../config/load.ts';
 import { cleanupStaleConntrack } from '../../kernel/conntrack.ts';
 import { execProgram } from '../../kernel/exec.ts';
+import { runKernelCall } from '../../kernel/kernel-calls.ts';
 import type { NodeState } from '../../model/node-state.ts';
 import { familyStateOf, type ProxyModeDefinition } from '../../proxy/backend.ts';
 import { nodeStates } from '../../proxy/desired.ts';
@@ -45,7 +46,7 @@ function reportProblems(log: Logger, problems: readonly Problem[]): void {
 export async function sync(loaded: Loaded, mode: ProxyModeDefinition, log: Logger): Promise<number> {
   const states = await desiredFromManifests(loaded, log);
   if (!states) return 1;
-  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log });
+  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log, kernelCall: runKernelCall });
   const families = states.map(familyStateOf);
   const started = performance.now();
   const report = await backend.sync({ families, full: true, changed: new Set() });

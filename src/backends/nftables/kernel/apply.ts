@@ -8,8 +8,17 @@ import type { Nft } from './nft.ts';
 import type { Ruleset, Transaction } from '../render/ruleset.ts';
 import type { NftFamily } from '../render/syntax.ts';
 import type { Fragment } from '../render/syntax.ts';
-import { lightObservedTable, parseObservedTable, sameSetSpec, type ObservedTable } from '../render/observed.ts';
-import { chainFingerprint } from '../render/ruleset.ts';
+import {
+  lightObservedTable,
+  parseObservedTable,
+  sameSetSpec,
+  type ObservedChain,
+  type ObservedSet,
+  type ObservedTable,
+} from '../render/observed.ts';
+import { chainFingerprint, isDynamic } from '../render/ruleset.ts';
+import type { KernelCall } from '../../../proxy/backend.ts';
+import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
 import { appendAll } from '../../../util/arrays.ts';
@@ -30,8 +39,11 @@ export interface SyncReport {
 
 export class NftablesApplier {
   private readonly nft: Nft;
-  constructor(nft: Nft) {
+  private readonly kernelCall: KernelCall | undefined;
+  /** `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`. */
+  constructor(nft: Nft, kernelCall?: KernelCall) {
     this.nft = nft;
+    this.kernelCall = kernelCall;
   }
 
   /** Plans every family against what the kernel holds now and commits the difference atomically. */
@@ -58,10 +70,64 @@ export class NftablesApplier {
     await this.nft.apply(commands);
   }
 
-  /** What the kernel holds in kproxy's table for this ruleset's family, or undefined if nothing. */
-  async observe(rs: Ruleset): Promise<ObservedTable | undefined> {
-    const listing = await this.nft.listTable(rs.family, rs.table);
+  /** What the kernel holds in kproxy's table of this family, or undefined if nothing. */
+  async observe(where: TableRef): Promise<ObservedTable | undefined> {
+    return (await this.startObserving(where)).result;
+  }
+
+  /**
+   * Starts reading the table and resolves as soon as the read is under way: over netlink, the
+   * dump then runs in the spawner's child while this process renders (a full sync's render and
+   * read overlap: ~1 s each at 10,000 Services). `result` is the reading.
+   */
+  async startObserving(where: TableRef): Promise<{ readonly result: Promise<ObservedTable | undefined> }> {
+    const byNetlink = this.kernelCall ? await this.startNetlinkRead(where, this.kernelCall) : undefined;
+    const result = byNetlink?.result ?? this.readByNft(where);
+    // Awaited later, after the render: a failure must not count as unhandled meanwhile.
+    result.catch(() => undefined);
+    return { result };
+  }
+
+  private async readByNft(where: TableRef): Promise<ObservedTable | undefined> {
+    const listing = await this.nft.listTable(where.family, where.table);
     return listing === undefined ? undefined : parseObservedTable(listing);
+  }
+
+  /**
+   * The reading from the declarations (`nft -t`: no rules, no elements) and a netlink dump of the
+   * rules' fingerprints and the elements. Undefined when the table declares nothing (absent or
+   * empty: nft tells them apart); a result that falls back to nft when the dump cannot decode it.
+   * (The result is wrapped: an async function would wait for a promise it returned.)
+   */
+  private async startNetlinkRead(
+    where: TableRef,
+    kernelCall: KernelCall,
+  ): Promise<{ readonly result: Promise<ObservedTable | undefined> } | undefined> {
+    const listings = await Promise.all(
+      (['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, where.family, true)),
+    );
+    const declared = parseObservedTable({ nftables: listings.flatMap(itemsOf) }, where.table);
+    if (declared.chains.size === 0 && declared.sets.size === 0) return undefined;
+    // Sets the packet path fills (affinity: nft lists `timeout`, not `dynamic`) are never compared.
+    const withElements = [...declared.sets.values()].filter(
+      (s) => !isDynamic(s.spec) && !s.spec.flags.includes('timeout'),
+    );
+    const request: DumpRequest = {
+      family: where.family,
+      table: where.table,
+      sets: withElements.map(({ spec }) => ({
+        name: spec.name,
+        keyType: spec.keyType,
+        ...(spec.dataType ? { dataType: spec.dataType } : {}),
+        verdictMap: spec.verdictMap,
+        interval: spec.flags.includes('interval'),
+      })),
+    };
+    // Sent now (the call writes its request before it first waits); read when it is answered.
+    const dumping = kernelCall<DumpResult>('readNftTable', request);
+    return {
+      result: dumping.then((dump) => ('undecodable' in dump ? this.readByNft(where) : observedFrom(declared, dump))),
+    };
   }
 
   /** What the kernel holds, without reading its rules; chains' contents are assumed to be `committed`. */
@@ -119,6 +185,29 @@ export class NftablesApplier {
     }
     return removed;
   }
+}
+
+/** Which table: a family's kproxy table (a Ruleset is one). */
+export interface TableRef {
+  readonly family: NftFamily;
+  readonly table: string;
+}
+
+/** The declarations with the dump's rule counts, fingerprints and elements. */
+function observedFrom(declared: ObservedTable, dump: Exclude<DumpResult, { undecodable: string }>): ObservedTable {
+  const chains = new Map<string, ObservedChain>();
+  for (const [name, chain] of declared.chains) {
+    const rules = dump.chains[name];
+    chains.set(name, {
+      ...(chain.base ? { base: chain.base } : {}),
+      ruleCount: rules?.ruleCount ?? 0,
+      ...(rules?.fingerprint !== undefined ? { fingerprint: rules.fingerprint } : {}),
+    });
+  }
+  const sets = new Map<string, ObservedSet>();
+  for (const [name, set] of declared.sets)
+    sets.set(name, { spec: set.spec, elements: new Set(dump.elements[name] ?? []) });
+  return { chains, sets };
 }
 
 function itemsOf(listing: unknown): unknown[] {

@@ -9,7 +9,7 @@
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { diesWithKproxy } from '../../../kernel/exec.ts';
+import { diesWithKproxy } from '../../../kernel/tool-command.ts';
 import { type Transaction, transactionText } from '../render/ruleset.ts';
 
 export interface NftProcess {

@@ -114,29 +114,14 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     return { kind: 'goto', chain: name };
   };
 
-  /** A shared chain picking among N endpoints (and, to masquerade first, the one it goes on to). */
+  /** The shared chain picking among N endpoints, and the chain it goes on to when it masquerades first. */
   const pickChain = (spec: PickSpec, n: number): string => {
-    const name = pickChainName(spec, n);
-    if (sharedChains.has(name)) return name;
-    let rules: Rule[];
-    if (spec.masquerade) {
-      const next = pickChain({ ...spec, masquerade: false }, n);
-      rules = [
-        { statements: [stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] },
-        { statements: [stmt.verdict({ kind: 'goto', chain: next })] },
-      ];
-    } else {
-      const frontend = [...(spec.nodePort ? [] : [expr.daddr(f)]), expr.l4proto(), expr.dport()];
-      const index = expr.numgenRandom(n, spec.local ? LOCAL_INDEX : 0);
-      const [addresses, ports] = spec.nodePort
-        ? [ENDPOINT_MAP.nodePortAddresses, ENDPOINT_MAP.nodePortPorts]
-        : [ENDPOINT_MAP.addresses, ENDPOINT_MAP.ports];
-      rules = [
-        { statements: [stmt.dnatMaps(expr.concat([...frontend, index]), addresses, expr.concat(frontend), ports)] },
-      ];
+    const chain = sharedPickChain(f, spec, n);
+    if (!sharedChains.has(chain.name)) {
+      sharedChains.set(chain.name, chain);
+      if (spec.masquerade) pickChain({ ...spec, masquerade: false }, n);
     }
-    sharedChains.set(name, { name, rules });
-    return name;
+    return chain.name;
   };
 
   const withPort = new Set<string>();
@@ -346,4 +331,38 @@ export function localTrafficMatch(d: LocalTrafficDetector, f: NftFamily, fromIns
 
 function noEndpointVerdict(kind: 'reject' | 'drop'): Verdict {
   return kind === 'reject' ? { kind: 'goto', chain: CHAIN.reject } : { kind: 'drop' };
+}
+
+/**
+ * Shared pick chains depend only on the family, the spec and N: built once per process, so the
+ * 10,000 fragments routing through `dnat-10` all hold the same chain, not a copy each (at 10k
+ * Services the copies were most of the daemon's heap).
+ */
+const pickChains = new Map<string, Chain>();
+
+function sharedPickChain(f: NftFamily, spec: PickSpec, n: number): Chain {
+  const name = pickChainName(spec, n);
+  const key = `${f} ${name}`;
+  const known = pickChains.get(key);
+  if (known) return known;
+  let rules: Rule[];
+  if (spec.masquerade) {
+    const next = sharedPickChain(f, { ...spec, masquerade: false }, n).name;
+    rules = [
+      { statements: [stmt.verdict({ kind: 'jump', chain: CHAIN.markForMasquerade })] },
+      { statements: [stmt.verdict({ kind: 'goto', chain: next })] },
+    ];
+  } else {
+    const frontend = [...(spec.nodePort ? [] : [expr.daddr(f)]), expr.l4proto(), expr.dport()];
+    const index = expr.numgenRandom(n, spec.local ? LOCAL_INDEX : 0);
+    const [addresses, ports] = spec.nodePort
+      ? [ENDPOINT_MAP.nodePortAddresses, ENDPOINT_MAP.nodePortPorts]
+      : [ENDPOINT_MAP.addresses, ENDPOINT_MAP.ports];
+    rules = [
+      { statements: [stmt.dnatMaps(expr.concat([...frontend, index]), addresses, expr.concat(frontend), ports)] },
+    ];
+  }
+  const chain: Chain = { name, rules };
+  pickChains.set(key, chain);
+  return chain;
 }

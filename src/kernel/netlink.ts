@@ -1,0 +1,149 @@
+/**
+ * @module kernel/netlink
+ * A netfilter netlink socket (NETLINK_NETFILTER) for dumps: the request is built and the answer
+ * parsed here, in JavaScript, over Buffers; the four system calls go through koffi to the C
+ * library. Used where a tool would print more than kproxy needs, slowly: `nft -j list table`
+ * spends ~5 s at 10,000 Services formatting 147k map elements that this reads in well under one.
+ *
+ * The socket belongs to the network namespace of the process that opens it (see spawner-child.ts).
+ */
+import { createRequire } from 'node:module';
+
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_NETFILTER = 12;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_DUMP = 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+/** Attribute type bits that are flags, not the type. */
+const NLA_TYPE_MASK = 0x3fff;
+
+interface Libc {
+  socket(domain: number, type: number, protocol: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
+  send(fd: number, buf: Buffer, len: number, flags: number): number;
+  recv(fd: number, buf: Buffer, len: number, flags: number): number;
+  close(fd: number): number;
+  errno(): number;
+}
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  if (libc) return libc;
+  // koffi is CommonJS with a native addon: loaded on demand, only by the process that uses it.
+  const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  const c = koffi.load('libc.so.6');
+  libc = {
+    socket: c.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
+    bind: c.func('int bind(int fd, void *addr, uint32_t len)') as Libc['bind'],
+    send: c.func('intptr_t send(int fd, void *buf, size_t len, int flags)') as Libc['send'],
+    recv: c.func('intptr_t recv(int fd, void *buf, size_t len, int flags)') as Libc['recv'],
+    close: c.func('int close(int fd)') as Libc['close'],
+    errno: () => koffi.errno(),
+  };
+  return libc;
+}
+
+export class NetlinkError extends Error {
+  override readonly name = 'NetlinkError';
+  /** The errno the kernel or the C library returned (positive). */
+  readonly errno: number;
+  constructor(message: string, errno: number) {
+    super(`${message} (errno ${errno})`);
+    this.errno = errno;
+  }
+}
+
+/** One netlink attribute: its type (flags masked off) and its payload. */
+export interface Attr {
+  readonly type: number;
+  readonly value: Buffer;
+}
+
+/** The attributes in `b` (a message body after its fixed header, or a nested attribute's payload). */
+export function attrs(b: Buffer): Attr[] {
+  const out: Attr[] = [];
+  let at = 0;
+  while (at + 4 <= b.length) {
+    const len = b.readUInt16LE(at);
+    if (len < 4 || at + len > b.length) break;
+    out.push({ type: b.readUInt16LE(at + 2) & NLA_TYPE_MASK, value: b.subarray(at + 4, at + len) });
+    at += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/** The first attribute of `type` among `list`. */
+export function attr(list: readonly Attr[], type: number): Buffer | undefined {
+  return list.find((a) => a.type === type)?.value;
+}
+
+/** A NUL-terminated string attribute. */
+export function stringAttr(b: Buffer | undefined): string | undefined {
+  if (!b) return undefined;
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end < 0 ? b.length : end);
+}
+
+/** A string attribute, NUL-terminated, as the kernel expects it. */
+export function encodeStringAttr(type: number, s: string): Buffer {
+  const value = Buffer.from(`${s}\0`, 'utf8');
+  const b = Buffer.alloc((4 + value.length + 3) & ~3);
+  b.writeUInt16LE(4 + value.length, 0);
+  b.writeUInt16LE(type, 2);
+  value.copy(b, 4);
+  return b;
+}
+
+/**
+ * Runs one netfilter dump: `type` (subsystem << 8 | message), the nfgenmsg family, request
+ * attributes. Calls `each` with every answer message's attributes (after its nfgenmsg header),
+ * a view of a buffer the next read reuses: decode or copy what you keep before returning.
+ */
+export function netfilterDump(
+  type: number,
+  family: number,
+  body: readonly Buffer[],
+  each: (body: Buffer) => void,
+): void {
+  const c = load();
+  const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) throw new NetlinkError('netlink socket', c.errno());
+  try {
+    const local = Buffer.alloc(12);
+    local.writeUInt16LE(AF_NETLINK, 0);
+    if (c.bind(fd, local, local.length) < 0) throw new NetlinkError('netlink bind', c.errno());
+    const payload = Buffer.concat([Buffer.from([family, 0, 0, 0]), ...body]);
+    const request = Buffer.alloc(16 + payload.length);
+    request.writeUInt32LE(request.length, 0);
+    request.writeUInt16LE(type, 4);
+    request.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
+    request.writeUInt32LE(1, 8);
+    payload.copy(request, 16);
+    if (c.send(fd, request, request.length, 0) !== request.length) throw new NetlinkError('netlink send', c.errno());
+    const buf = Buffer.alloc(1 << 20);
+    for (;;) {
+      const n = c.recv(fd, buf, buf.length, 0);
+      if (n < 0) throw new NetlinkError('netlink recv', c.errno());
+      let at = 0;
+      while (at + 16 <= n) {
+        const len = buf.readUInt32LE(at);
+        const msgType = buf.readUInt16LE(at + 4);
+        if (len < 16 || at + len > n) throw new NetlinkError('netlink: truncated message', 0);
+        if (msgType === NLMSG_DONE) return;
+        if (msgType === NLMSG_ERROR) {
+          const err = -buf.readInt32LE(at + 16);
+          if (err !== 0) throw new NetlinkError('netlink dump refused', err);
+        } else {
+          each(buf.subarray(at + 20, at + len));
+        }
+        at += (len + 3) & ~3;
+      }
+    }
+  } finally {
+    c.close(fd);
+  }
+}
