@@ -132,9 +132,16 @@ export class NftMonitor {
   async ready(timeoutMs: number): Promise<void> {
     const table = `kpbench-probe-${process.pid}`;
     const deadline = now() + timeoutMs;
-    // nft monitor reads the ruleset before it listens: repeat the probe until one is seen.
-    while (now() < deadline && this.#exited === undefined) {
-      const seen = this.#next('the probe table', (l) => l.includes(table), 250).then(
+    // nft monitor reads the ruleset before it listens, and starts that read over whenever the
+    // ruleset changes under it — as each probe does: wait twice as long after every unseen probe
+    // (250 ms at first; at 2000 × 10 a fixed 250 ms kept it re-reading for minutes), so the read
+    // finishes between two probes whatever the size.
+    for (
+      let windowMs = 250;
+      now() < deadline && this.#exited === undefined;
+      windowMs = Math.min(2 * windowMs, 60_000)
+    ) {
+      const seen = this.#next('the probe table', (l) => l.includes(table), windowMs).then(
         () => true,
         () => false,
       );

@@ -6,7 +6,7 @@
  * Shared by the bench's `run` scenario (`run-worker.ts`) and `test/startup/measure.ts`.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { KPROXY_BIN } from './kproxy-cli.ts';
 
 type Obj = Record<string, unknown>;
@@ -102,4 +102,25 @@ export function peakRssKiB(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Every live descendant of a process (children listed in /proc/PID/task/TID/children, recursively). */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const child of text.split(' ').filter(Boolean).map(Number)) out.push(child, ...descendants(child));
+  }
+  return out;
 }

@@ -14,7 +14,8 @@
  *  3. `--changes` EndpointSlice updates through the API, one at a time, each after the daemon's
  *     minSyncPeriod has passed: the update → the new endpoint in the kernel (nftables: the
  *     `nft monitor` line; iptables: polled);
- *  and the daemon's peak RSS (VmHWM of every kproxy process it started). Prints one JSON line
+ *  and the daemon's peak RSS (VmHWM of every kproxy process it started, and of its descendants:
+ *  the spawner's child runs libnftables). Prints one JSON line
  *  (`RunReport`) on stdout; progress on stderr.
  *
  *   node src/bench/run-worker.ts --services N --endpoints E [--nodes 50] [--affinity-percent 0]
@@ -37,6 +38,7 @@ import {
 } from './cluster-gen.ts';
 import { localEndpointInKernel, NftMonitor } from './kernel-probe.ts';
 import {
+  descendants,
   firstListAt,
   now,
   peakRssKiB,
@@ -76,6 +78,8 @@ export interface RunReport {
   readonly flavor?: string;
   /** Peak RSS (VmHWM) of each kproxy process, KiB, in start order. */
   readonly peakRssKiB: readonly number[];
+  /** The largest peak RSS among each kproxy process's descendants (the spawner's child, where libnftables runs), KiB. */
+  readonly toolPeakRssKiB: readonly number[];
 }
 
 const KINDS: Record<string, FakeKind> = {
@@ -168,16 +172,20 @@ async function main(): Promise<void> {
     await whenTrue('the EndpointSlice watch', () => server.openWatches('EndpointSlice') > 0, timeoutMs, 20);
   };
   const rss: number[] = [];
+  const toolRss: number[] = [];
   const stop = async (c: KproxyProcess, signal: NodeJS.Signals) => {
     const kib = peakRssKiB(c.pid);
     if (kib !== undefined) rss.push(kib);
+    toolRss.push(Math.max(0, ...descendants(c.pid).map((pid) => peakRssKiB(pid) ?? 0)));
     c.kill(signal);
     const killer = setTimeout(() => c.kill('SIGKILL'), 10_000);
     await c.exited;
     clearTimeout(killer);
   };
-  const report = (r: Omit<RunReport, 'loadMs' | 'peakRssKiB'>) =>
-    process.stdout.write(`${JSON.stringify({ loadMs, ...r, peakRssKiB: rss } satisfies RunReport)}\n`);
+  const report = (r: Omit<RunReport, 'loadMs' | 'peakRssKiB' | 'toolPeakRssKiB'>) =>
+    process.stdout.write(
+      `${JSON.stringify({ loadMs, ...r, peakRssKiB: rss, toolPeakRssKiB: toolRss } satisfies RunReport)}\n`,
+    );
 
   try {
     // 1. Cold start.

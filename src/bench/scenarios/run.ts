@@ -106,6 +106,7 @@ export const run: Scenario = {
         'endpoint p50 ms',
         'endpoint p99 ms',
         'peak RSS MiB',
+        'tool child peak RSS MiB',
       ],
       rows: rows.map((r) => {
         const rep = r.report;
@@ -122,6 +123,7 @@ export const run: Scenario = {
           ms(p50),
           ms(p99),
           fixed(Math.max(...(rep?.peakRssKiB ?? [])) / 1024, 0),
+          fixed(Math.max(...(rep?.toolPeakRssKiB ?? [])) / 1024, 0),
         ];
       }),
     };
@@ -131,7 +133,7 @@ export const run: Scenario = {
       "exec → list = to the first list request the server saw; start → programmed = exec to the last endpoint on this node (one of the last Services) seen in the kernel: nftables mode lists kproxy's hairpin set alone (`nft list set ip kproxy hairpin`: local endpoints only, ~2% here, so cheap at any size), iptables mode lists the endpoint's own KUBE-SEP chain (`iptables -t nat -S CHAIN`, named as kproxy names it: 0.00 s where iptables-save takes 2.3 s at 30k rules); polled every 10 ms, or 4× the last look's time if longer (at most a fifth of a core). A sync is one transaction, so every Service is then in. first sync = the first sync's own duration as kproxy logs it.",
       `restart → change: kill -9, one EndpointSlice changed while kproxy is down (its first endpoint replaced by a new pod on this node), exec again → that change in the kernel (polled as above); median of ${ctx.options.restarts}.`,
       `endpoint p50/p99: one EndpointSlice update through the API (the same kind of change) → the new endpoint in the kernel (${observed || 'nft monitor / polling'}), over ${ctx.options.changes} changes spaced by the daemon's minSyncPeriod (default 1 s) + 0.1 s so that each is measured alone.`,
-      'peak RSS: the largest VmHWM of the kproxy processes (the cold one, each restarted one; the last after all changes); the tools it runs are not included.',
+      "peak RSS: the largest VmHWM of the kproxy processes (the cold one, each restarted one; the last after all changes); tool child: the largest VmHWM among their descendants (the spawner's child, where libnftables commits and the netlink reads run), read before each stop.",
     ];
     for (const r of rows.filter((x) => x.skipped)) notes.push(`${sizeLabel(r.size)} ${r.mode} skipped: ${r.skipped}.`);
     for (const r of rows.filter((x) => x.failed))
