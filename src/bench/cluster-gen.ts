@@ -78,11 +78,26 @@ export function podIpOf(g: number): string {
   return ipv4(POD_BASE, 2 + g);
 }
 
-function serviceNamespace(i: number): string {
+/** An endpoint of the synthetic cluster: its Service (port `http`, TCP) and pod IP. */
+export interface EndpointRef {
+  readonly namespace: string;
+  readonly service: string;
+  readonly ip: string;
+}
+
+/** The last endpoint on BENCH_NODE (round-robin over the nodes: every `nodes`-th endpoint). */
+export function lastLocalEndpoint(size: ClusterSize, shape: ClusterShape): EndpointRef {
+  const last = size.services * size.endpointsPerService - 1;
+  const g = last - (last % shape.nodes);
+  const i = Math.floor(g / size.endpointsPerService);
+  return { namespace: serviceNamespace(i), service: serviceName(i), ip: podIpOf(g) };
+}
+
+export function serviceNamespace(i: number): string {
   return `ns-${i % 100}`;
 }
 
-function serviceName(i: number): string {
+export function serviceName(i: number): string {
   return `svc-${i}`;
 }
 
@@ -210,5 +225,44 @@ export function syntheticCluster(
       endpoints,
       localEndpoints,
     },
+  };
+}
+
+/** A worker's command-line arguments for a synthetic cluster (read back by `clusterFromArgs`). */
+export function clusterArgs(size: ClusterSize, shape: ClusterShape): string[] {
+  return [
+    '--services',
+    String(size.services),
+    '--endpoints',
+    String(size.endpointsPerService),
+    '--nodes',
+    String(shape.nodes),
+    '--affinity-percent',
+    String(shape.affinityPercent),
+  ];
+}
+
+/** The `parseArgs` options `clusterArgs` writes. */
+export const CLUSTER_ARG_OPTIONS = {
+  services: { type: 'string' },
+  endpoints: { type: 'string' },
+  nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
+  'affinity-percent': { type: 'string', default: String(DEFAULT_SHAPE.affinityPercent) },
+} as const;
+
+/** The size and shape from a worker's parsed `CLUSTER_ARG_OPTIONS`. */
+export function clusterFromArgs(values: {
+  services?: string | undefined;
+  endpoints?: string | undefined;
+  nodes?: string | undefined;
+  'affinity-percent'?: string | undefined;
+}): { size: ClusterSize; shape: ClusterShape } {
+  const services = Number(values.services);
+  const endpointsPerService = Number(values.endpoints);
+  if (!Number.isInteger(services) || !Number.isInteger(endpointsPerService))
+    throw new Error('--services and --endpoints are required');
+  return {
+    size: { services, endpointsPerService },
+    shape: { nodes: Number(values.nodes), affinityPercent: Number(values['affinity-percent']) },
   };
 }

@@ -16,7 +16,6 @@
  *   node src/bench/daemon-worker.ts --netns NS --services N --endpoints E [--mode nftables|iptables]
  *       [--iptables-flavor auto|nft|legacy] [--min-sync-ms 0]
  */
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -27,6 +26,7 @@ import { startSpawner } from '../kernel/spawner.ts';
 import type { EndpointSlice, Service } from '../model/cluster.ts';
 import { buildSnapshot } from '../source/normalize.ts';
 import { BENCH_NODE, syntheticCluster } from './cluster-gen.ts';
+import { peakRssKiB } from './kproxy-run.ts';
 import { MemorySource } from './memory-source.ts';
 import { BENCH_MODES, benchConfig, IPTABLES_FLAVORS, type BenchMode } from './pipeline.ts';
 
@@ -144,12 +144,7 @@ async function main(): Promise<void> {
 
 /** A process's peak RSS (VmHWM), MiB; NaN when it cannot be read. */
 function peakRssOf(pid: number | undefined): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : Number.NaN;
-  } catch {
-    return Number.NaN;
-  }
+  return pid === undefined ? Number.NaN : (peakRssKiB(pid) ?? Number.NaN) / 1024;
 }
 
 /** endpoint: one endpoint of Service i moves; add: a new Service (a copy of i); delete: that copy goes. */

@@ -15,11 +15,10 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_SHAPE, parseSize, sizeLabel, type ClusterSize } from './cluster-gen.ts';
 import { renderTable } from './format.ts';
 import { cleanupAll, installCleanupHooks, sweepLeftovers } from './netns.ts';
-import { writePlot, type PlotSeries, type PlotSpec } from './plot.ts';
+import { curveSpec } from './curve.ts';
+import { writePlot } from './plot.ts';
 import type { BenchContext, BenchOptions, ScenarioResult } from './scenario.ts';
 import { SCENARIOS } from './scenarios/index.ts';
-import type { ColdSyncData } from './scenarios/cold-sync.ts';
-import type { UpstreamData } from './scenarios/upstream-cold-sync.ts';
 import { BENCH_MODES, IPTABLES_FLAVORS } from './pipeline.ts';
 import { timingMethod } from './timed-exec.ts';
 
@@ -29,7 +28,7 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --sizes LIST                 Services x endpoints per Service (default 1000x10,10000x10,5000x50)
   --quick                      small set: sizes 100x10,300x10; latency with 10 and 300 Services, 300 connects,
-                               10 changes of each kind
+                               10 changes of each kind, 2 restarts
   --modes LIST                 proxy modes for modes, incremental, first-packet (default nftables,iptables)
   --iptables-flavor F          auto|nft|legacy: kproxy's --iptables-flavor in iptables mode (default auto:
                                kproxy detects, which is iptables-nft in a fresh namespace)
@@ -42,12 +41,15 @@ const USAGE = `Usage: npm run bench -- [options]
   --latency-endpoints LIST     endpoints per Service for first-packet latency: the first with every Service
                                count, the others with the smallest (default 10,1000)
   --connects N                 connects per target and size (default 2000)
-  --changes N                  incremental syncs per kind of change and size (default 100)
+  --changes N                  incremental syncs per kind of change and size, and endpoint changes of the run
+                               scenario (default 100)
+  --restarts N                 run scenario: kill -9 + restarts of kproxy run per size and mode (default 3)
   --nodes N                    nodes the endpoints are spread over (default 50, ~2% local)
   --affinity-percent P         % of Services with ClientIP affinity (default 0)
   --only LIST / --skip LIST    scenarios by name: ${SCENARIOS.map((s) => s.name).join(', ')}
   --json PATH                  also write the JSON results here
-  --plot PATH.png              draw cold sync seconds vs Services (kproxy vs upstream layout)
+  --plot PATH.png              draw the curve: cold sync (modes, else cold-sync; upstream layout) and one endpoint
+                               change p50/p99 (incremental, else run) vs Services, beside upstream's published figures
   --keep-files                 keep the generated nft transaction files (printed at the end)
   --replot RESULTS.json        only draw --plot PATH.png from an earlier run's JSON (no root needed)
 `;
@@ -93,6 +95,7 @@ function parseOptions(
       'ipvs-sizes': { type: 'string' },
       connects: { type: 'string' },
       changes: { type: 'string' },
+      restarts: { type: 'string' },
       nodes: { type: 'string', default: String(DEFAULT_SHAPE.nodes) },
       'affinity-percent': { type: 'string', default: '0' },
       only: { type: 'string' },
@@ -150,6 +153,7 @@ function parseOptions(
     ipvsSizes: parseList(values['ipvs-sizes'] ?? (quick ? '100x10' : '300x10'), parseSize, 'size').map(sizeLabel),
     connects: int('connects', values.connects, quick ? 300 : 2000),
     changes: int('changes', values.changes, quick ? 10 : 100),
+    restarts: int('restarts', values.restarts, quick ? 2 : 3),
     scenarios: known.filter((n) => (only ? only.includes(n) : true) && !skip.includes(n)),
     keepFiles: values['keep-files'],
   };
@@ -204,60 +208,6 @@ function preflight(options: BenchOptions): void {
   }
 }
 
-const MARKERS = ['circle', 'square', 'triangle', 'diamond'] as const;
-
-function plotSpec(results: ReadonlyMap<string, ScenarioResult>, host: Record<string, unknown>): PlotSpec | undefined {
-  const kproxy = results.get('cold-sync')?.data as ColdSyncData | undefined;
-  const upstream = results.get('upstream')?.data as UpstreamData | undefined;
-  if (!kproxy || kproxy.rows.length === 0) return undefined;
-  const eps = [
-    ...new Set([
-      ...kproxy.rows.map((r) => r.size.endpointsPerService),
-      ...(upstream?.rows ?? []).map((r) => r.size.endpointsPerService),
-    ]),
-  ].sort((a, b) => a - b);
-  const series: PlotSeries[] = [];
-  eps.forEach((e, i) => {
-    const marker = MARKERS[i % MARKERS.length] ?? 'circle';
-    const k = kproxy.rows.filter((r) => r.size.endpointsPerService === e);
-    const u = (upstream?.rows ?? []).filter(
-      (r) => r.size.endpointsPerService === e && (r.status === 'ok' || r.status === 'timeout') && r.nft,
-    );
-    if (u.length > 0) {
-      series.push({
-        label: `upstream classic layout, nft -f (${e} endpoints/Service)`,
-        color: i === 0 ? '#c62828' : '#ef6c00',
-        marker,
-        points: u.map((r) => ({
-          services: r.size.services,
-          seconds: r.nft?.wallS ?? NaN,
-          atLeast: r.status === 'timeout',
-        })),
-      });
-    }
-    if (k.length > 0) {
-      series.push({
-        label: `kproxy, total cold sync (${e} endpoints/Service)`,
-        color: i === 0 ? '#1565c0' : '#2e7d32',
-        marker,
-        points: k.map((r) => ({ services: r.size.services, seconds: r.totalS })),
-      });
-      series.push({
-        label: `kproxy, nft -f only (${e} endpoints/Service)`,
-        color: i === 0 ? '#1565c0' : '#2e7d32',
-        dashed: true,
-        marker,
-        points: k.map((r) => ({ services: r.size.services, seconds: r.nft.wallS })),
-      });
-    }
-  });
-  return {
-    title: 'Cold sync into an empty network namespace: kproxy vs upstream layout',
-    subtitle: `Linux ${String(host['kernel'] ?? '?')}, ${String(host['nft'] ?? 'nft')}, ${String(host['cpus'])} CPUs; wall time of nft -f (upstream) vs kproxy's pipeline + nft -f`,
-    series,
-  };
-}
-
 async function main(argv: readonly string[]): Promise<number> {
   let parsed: ReturnType<typeof parseOptions>;
   try {
@@ -276,9 +226,9 @@ async function main(argv: readonly string[]): Promise<number> {
       host: Record<string, unknown>;
       scenarios: Record<string, ScenarioResult>;
     };
-    const spec = plotSpec(new Map(Object.entries(saved.scenarios)), saved.host);
+    const spec = curveSpec(new Map(Object.entries(saved.scenarios)), saved.host);
     if (!spec) {
-      process.stderr.write(`bench: no cold-sync results in ${parsed.replot}\n`);
+      process.stderr.write(`bench: no cold sync or incremental results to draw in ${parsed.replot}\n`);
       return 1;
     }
     process.stderr.write(
@@ -311,16 +261,17 @@ async function main(argv: readonly string[]): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'kpbench-'));
   const results = new Map<string, ScenarioResult>();
   const ctx: BenchContext = { options, workDir, results, log };
-  let failed: { scenario: string; error: string } | undefined;
+  // A scenario that fails does not stop the others (a long run at 50k keeps what it measured).
+  const failed: { scenario: string; error: string }[] = [];
   try {
     for (const s of SCENARIOS.filter((sc) => options.scenarios.includes(sc.name))) {
       log(`== ${s.name}: ${s.description}`);
       try {
         results.set(s.name, await s.run(ctx));
       } catch (err) {
-        failed = { scenario: s.name, error: err instanceof Error ? (err.stack ?? err.message) : String(err) };
-        log(`scenario ${s.name} failed: ${failed.error}`);
-        break;
+        const error = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        failed.push({ scenario: s.name, error });
+        log(`scenario ${s.name} failed: ${error}`);
       }
     }
   } finally {
@@ -343,7 +294,7 @@ async function main(argv: readonly string[]): Promise<number> {
     host: { ...host, loadAverageAtEnd: loadavg() },
     options: { ...options, sizes: options.sizes.map(sizeLabel) },
     scenarios: Object.fromEntries([...results].map(([name, r]) => [name, { title: r.title, data: r.data }])),
-    ...(failed ? { failed } : {}),
+    ...(failed.length > 0 ? { failed } : {}),
   };
   const text = `${JSON.stringify(json, null, 1)}\n`;
   const resultsDir = join(REPO, 'bench-results');
@@ -358,12 +309,13 @@ async function main(argv: readonly string[]): Promise<number> {
   const loads = (l: readonly number[]) => l.map((x) => x.toFixed(2)).join(', ');
   log(`load average at the end: ${loads(loadavg())} (at the start: ${loads(host['loadAverageAtStart'] as number[])})`);
   if (parsed.plot) {
-    const spec = plotSpec(results, host);
+    const spec = curveSpec(results, host);
     if (spec) log(`plot: ${writePlot(resolve(parsed.plot), spec, log).join(', ')}`);
-    else log('plot: no cold-sync results to draw');
+    else log('plot: no cold sync (modes, cold-sync) or endpoint change (incremental, run) results to draw');
   }
   if (options.keepFiles) log(`transaction files kept in ${workDir}`);
-  return failed ? 1 : 0;
+  if (failed.length > 0) log(`failed scenarios: ${failed.map((f) => f.scenario).join(', ')}`);
+  return failed.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) {

@@ -9,7 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { syntheticCluster, type ClusterStats } from './cluster-gen.ts';
+import { CLUSTER_ARG_OPTIONS, clusterFromArgs, syntheticCluster, type ClusterStats } from './cluster-gen.ts';
 import { benchConfig, runPipeline, type PipelineTimings, type RulesetCounts } from './pipeline.ts';
 
 export interface WorkerReport {
@@ -29,24 +29,12 @@ export interface WorkerReport {
 
 function main(): void {
   const { values } = parseArgs({
-    options: {
-      services: { type: 'string' },
-      endpoints: { type: 'string' },
-      nodes: { type: 'string', default: '50' },
-      'affinity-percent': { type: 'string', default: '0' },
-      out: { type: 'string' },
-    },
+    options: { ...CLUSTER_ARG_OPTIONS, out: { type: 'string' } },
   });
-  const services = Number(values.services);
-  const endpointsPerService = Number(values.endpoints);
-  if (!Number.isInteger(services) || !Number.isInteger(endpointsPerService))
-    throw new Error('--services and --endpoints are required');
+  const { size, shape } = clusterFromArgs(values);
 
   const g0 = performance.now();
-  const { objects, stats } = syntheticCluster(
-    { services, endpointsPerService },
-    { nodes: Number(values.nodes), affinityPercent: Number(values['affinity-percent']) },
-  );
+  const { objects, stats } = syntheticCluster(size, shape);
   const generateMs = performance.now() - g0;
   const inputRss = process.memoryUsage().rss;
 

@@ -32,6 +32,8 @@ export interface BenchOptions {
   readonly connects: number;
   /** Incremental syncs measured per kind of change (endpoint, add, delete) and size. */
   readonly changes: number;
+  /** kill -9 + restarts of `kproxy run` per size and mode (the `run` scenario). */
+  readonly restarts: number;
   /** Scenario names to run (in registry order). */
   readonly scenarios: readonly string[];
   readonly keepFiles: boolean;

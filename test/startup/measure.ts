@@ -11,18 +11,28 @@
  *
  *  - cli: `node -e 0`, `kproxy --help`, `kproxy --version` (wall time and peak RSS, median);
  *  - exec → first list request (the API server sees it), exec → first sync logged, exec → the
- *    kernel holds the rules (polled, `nft`/`iptables-save`), from an empty kernel;
+ *    kernel holds the rules (polled: `nft get element` on the endpoint map / `iptables-save`, src/bench/kernel-probe.ts), from an empty kernel;
  *  - restart: kill -9, change one EndpointSlice while kproxy is down, start it again: exec → the
  *    change is in the kernel (polled at ≤ 1,000 Services, else the sync's own log line);
  *  - quiet: the daemon's average CPU (itself and the nft/iptables processes it ran) with no
  *    changes, over --quiet-seconds (the light consistency check runs every syncPeriod, 30 s).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { serviceHasEndpoint } from '../../src/bench/kernel-probe.ts';
+import {
+  firstListAt,
+  now,
+  sleep,
+  startKproxyRun,
+  syncLogged,
+  whenTrue,
+  type KproxyProcess,
+} from '../../src/bench/kproxy-run.ts';
 import { FakeApiServer, kubeconfigYaml } from '../support/fake-apiserver.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -48,8 +58,6 @@ const RESTARTS = Number(values.restarts);
 const QUIET_S = Number(values['quiet-seconds']);
 const CLI_RUNS = Number(values['cli-runs']);
 
-const now = (): number => performance.timeOrigin + performance.now();
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? Number.NaN : (s[Math.floor((s.length - 1) / 2)] as number);
@@ -162,74 +170,28 @@ function sliceObject(i: number, first?: string): Obj {
   };
 }
 
-interface Child {
-  readonly pid: number;
-  readonly spawnedAt: number;
-  readonly lines: { at: number; line: Obj }[];
-  readonly exited: Promise<void>;
-  kill(signal: NodeJS.Signals): void;
+function startKproxy(kubeconfig: string, mode: string): KproxyProcess {
+  return startKproxyRun([
+    '--kubeconfig',
+    kubeconfig,
+    '--hostname-override',
+    NODE,
+    '--proxy-mode',
+    mode,
+    '--cluster-cidr',
+    '10.244.0.0/16',
+    '--healthz-bind-address',
+    '127.0.0.1:10256',
+    '--metrics-bind-address',
+    '127.0.0.1:10249',
+    ...(process.env['KP_MEASURE_DEBUG'] ? ['-v', '5'] : []),
+    ...(process.env['KP_MEASURE_FLAGS']?.split(' ').filter(Boolean) ?? []),
+  ]);
 }
 
-function startKproxy(kubeconfig: string, mode: string): Child {
-  const spawnedAt = now();
-  const proc = spawn(
-    KPROXY,
-    [
-      'run',
-      '--kubeconfig',
-      kubeconfig,
-      '--hostname-override',
-      NODE,
-      '--proxy-mode',
-      mode,
-      '--cluster-cidr',
-      '10.244.0.0/16',
-      '--healthz-bind-address',
-      '127.0.0.1:10256',
-      '--metrics-bind-address',
-      '127.0.0.1:10249',
-      ...(process.env['KP_MEASURE_DEBUG'] ? ['-v', '5'] : []),
-      ...(process.env['KP_MEASURE_FLAGS']?.split(' ').filter(Boolean) ?? []),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const lines: { at: number; line: Obj }[] = [];
-  let buf = '';
-  proc.stderr.setEncoding('utf8');
-  proc.stderr.on('data', (chunk: string) => {
-    const at = now();
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        lines.push({ at, line: JSON.parse(text) as Obj });
-      } catch {
-        lines.push({ at, line: { msg: text } });
-      }
-    }
-  });
-  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
-  return { pid: proc.pid ?? 0, spawnedAt, lines, exited, kill: (s) => proc.kill(s) };
-}
-
-/** Polls until `check` holds; returns the time it first held. */
-async function whenTrue(what: string, check: () => boolean, timeoutMs: number, everyMs = 1): Promise<number> {
-  const started = now();
-  for (;;) {
-    if (check()) return now();
-    if (now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-function kernelHas(mode: string, needle: string): boolean {
-  const r =
-    mode === 'nftables'
-      ? spawnSync('nft', ['list', 'table', 'ip', 'kproxy'], { encoding: 'utf8', maxBuffer: 1 << 30 })
-      : spawnSync('iptables-nft-save', ['-t', 'nat'], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  return r.status === 0 && r.stdout.includes(needle);
+/** Service i's endpoints in the kernel include `ip`. */
+function kernelHas(mode: 'nftables' | 'iptables', i: number, ip: string): Promise<boolean> {
+  return serviceHasEndpoint(mode, 'nft', { clusterIp: clusterIP(i), port: 80, endpoints: ENDPOINTS }, ip);
 }
 
 /** utime, stime, cutime, cstime of a process, in clock ticks (fields 14-17 of /proc/PID/stat). */
@@ -277,30 +239,18 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
     server.create('EndpointSlice', sliceObject(i));
   }
   const poll = SERVICES <= 1000;
-  const firstListAfter = (since: number): number | undefined => {
-    const i = server.requests.findIndex(
-      (q, n) => n >= since && !q.watch && /\/(services|endpointslices|nodes)$/.test(q.path),
-    );
-    return i < 0 ? undefined : i;
-  };
-  const syncAfter = (c: Child, pred: (l: Obj) => boolean = () => true) =>
-    c.lines.find((l) => l.line['msg'] === 'sync' && l.line['kind'] !== 'none' && pred(l.line));
 
   // Cold start: an empty kernel.
   let requestsBefore = server.requests.length;
-  let listAt: number | undefined;
-  const listWatch = setInterval(() => {
-    if (listAt === undefined && firstListAfter(requestsBefore) !== undefined) listAt = now();
-  }, 1);
   let child = startKproxy(kubeconfig, mode);
   const probe = endpointIP(SERVICES - 1, 0);
   const kernelAt = poll
-    ? await whenTrue('the rules', () => kernelHas(mode, probe), 120_000, 5)
-    : (await whenTrue('the first sync', () => syncAfter(child) !== undefined, 600_000, 50)) &&
-      (syncAfter(child)?.at as number);
-  clearInterval(listWatch);
-  await whenTrue('the first sync logged', () => syncAfter(child) !== undefined, 600_000, 5);
-  const first = syncAfter(child);
+    ? await whenTrue('the rules', () => kernelHas(mode, SERVICES - 1, probe), 120_000, 5)
+    : (await whenTrue('the first sync', () => syncLogged(child) !== undefined, 600_000, 50)) &&
+      (syncLogged(child)?.at as number);
+  let listAt = firstListAt(server.requests, requestsBefore);
+  await whenTrue('the first sync logged', () => syncLogged(child) !== undefined, 600_000, 5);
+  const first = syncLogged(child);
   console.log(
     `${mode}: cold start, exec → first list request ${listAt ? ms(listAt - child.spawnedAt) : '?'}, → first sync logged ${
       first ? ms(first.at - child.spawnedAt) : '?'
@@ -333,18 +283,14 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
     const fresh = `10.250.${r}.${1 + (Date.now() % 200)}`;
     server.update('EndpointSlice', sliceObject(0, fresh));
     requestsBefore = server.requests.length;
-    listAt = undefined;
-    const lw = setInterval(() => {
-      if (listAt === undefined && firstListAfter(requestsBefore) !== undefined) listAt = now();
-    }, 1);
     child = startKproxy(kubeconfig, mode);
     const c = child;
     const at = poll
-      ? await whenTrue('the change', () => kernelHas(mode, fresh), 120_000, 5)
-      : (await whenTrue('the first sync', () => syncAfter(c) !== undefined, 600_000, 20)) &&
-        (syncAfter(c)?.at as number);
-    clearInterval(lw);
-    await whenTrue('the first sync logged', () => syncAfter(c) !== undefined, 600_000, 5);
+      ? await whenTrue('the change', () => kernelHas(mode, 0, fresh), 120_000, 5)
+      : (await whenTrue('the first sync', () => syncLogged(c) !== undefined, 600_000, 20)) &&
+        (syncLogged(c)?.at as number);
+    listAt = firstListAt(server.requests, requestsBefore);
+    await whenTrue('the first sync logged', () => syncLogged(c) !== undefined, 600_000, 5);
     if (process.env['KP_MEASURE_DEBUG'])
       for (const l of c.lines.filter(
         (x) => x.line['msg'] === 'T' || x.line['msg'] === 'sync' || String(x.line['msg']).includes('synced'),
@@ -353,7 +299,7 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
     restarts.push({
       list: (listAt ?? Number.NaN) - child.spawnedAt,
       converged: at - child.spawnedAt,
-      firstSyncMs: Number(syncAfter(c)?.line['ms'] ?? Number.NaN),
+      firstSyncMs: Number(syncLogged(c)?.line['ms'] ?? Number.NaN),
     });
     await sleep(SERVICES > 1000 ? 5000 : 1000);
   }

@@ -13,7 +13,7 @@ import { Nft } from '../../backends/nftables/kernel/nft.ts';
 import { inNetns } from '../../kernel/exec.ts';
 import { NftablesApplier } from '../../backends/nftables/kernel/apply.ts';
 import { TABLE } from '../../backends/nftables/render/layout.ts';
-import { sizeLabel, syntheticCluster, type ClusterShape, type ClusterSize } from '../cluster-gen.ts';
+import { clusterArgs, sizeLabel, syntheticCluster, type ClusterShape, type ClusterSize } from '../cluster-gen.ts';
 import { count, ms, secs } from '../format.ts';
 import { runForJson, withNetns } from '../netns.ts';
 import type { WorkerReport } from '../pipeline-worker.ts';
@@ -52,20 +52,7 @@ const WORKER = fileURLToPath(new URL('../pipeline-worker.ts', import.meta.url));
 
 /** Runs the pure pipeline in a child Node process; its transaction text goes to `out`. */
 export async function runWorker(size: ClusterSize, shape: ClusterShape, out: string): Promise<WorkerReport> {
-  const args = [
-    ...KPROXY_NODE_FLAGS,
-    WORKER,
-    '--services',
-    String(size.services),
-    '--endpoints',
-    String(size.endpointsPerService),
-    '--nodes',
-    String(shape.nodes),
-    '--affinity-percent',
-    String(shape.affinityPercent),
-    '--out',
-    out,
-  ];
+  const args = [...KPROXY_NODE_FLAGS, WORKER, ...clusterArgs(size, shape), '--out', out];
   return runForJson<WorkerReport>(`pipeline worker for ${sizeLabel(size)}`, process.execPath, args);
 }
 

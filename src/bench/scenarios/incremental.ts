@@ -46,6 +46,12 @@ const p = (list: readonly number[], q: number) => percentile(sorted(list), q);
 
 const NO_LATENCIES = (): Record<Kind, number[]> => ({ endpoint: [], add: [], delete: [] });
 
+/** A row without measurements, saying why. */
+function notMeasured(size: ClusterSize, mode: BenchMode, skipped: string, startS: number): IncrementalRow {
+  const none = { latencies: NO_LATENCIES(), firstWrite: NO_LATENCIES() };
+  return { size, mode, ...none, peakRssMiB: NaN, childPeakRssMiB: NaN, heapUsedMiB: NaN, startS, skipped };
+}
+
 async function measure(
   ctx: BenchContext,
   size: ClusterSize,
@@ -55,8 +61,7 @@ async function measure(
   const label = `${sizeLabel(size)} ${mode}`;
   const skip = (skipped: string, startS: number): IncrementalRow => {
     ctx.log(`incremental ${label}: skipped: ${skipped}`);
-    const none = { latencies: NO_LATENCIES(), firstWrite: NO_LATENCIES() };
-    return { size, mode, ...none, peakRssMiB: NaN, childPeakRssMiB: NaN, heapUsedMiB: NaN, startS, skipped };
+    return notMeasured(size, mode, skipped, startS);
   };
   const known = knownTimeout(ctx, mode, size);
   if (known) return skip(known, NaN);
@@ -152,7 +157,17 @@ export const incremental: Scenario = {
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const { changes, modes } = ctx.options;
     const rows: IncrementalRow[] = [];
-    for (const size of ctx.options.sizes) for (const mode of modes) rows.push(await measure(ctx, size, mode, changes));
+    for (const size of ctx.options.sizes)
+      for (const mode of modes) {
+        try {
+          rows.push(await measure(ctx, size, mode, changes));
+        } catch (err) {
+          // The daemon failed (say out of memory): the other sizes and modes still run.
+          const failed = `failed: ${err instanceof Error ? err.message : String(err)}`;
+          ctx.log(`incremental ${sizeLabel(size)} ${mode}: ${failed}`);
+          rows.push(notMeasured(size, mode, failed, NaN));
+        }
+      }
     const tables: Table[] = [
       {
         columns: [

@@ -9,6 +9,7 @@ import { firstPacket } from './first-packet.ts';
 import { ipvs } from './ipvs.ts';
 import { incremental } from './incremental.ts';
 import { modes } from './modes.ts';
+import { run } from './run.ts';
 import { upstreamColdSync } from './upstream-cold-sync.ts';
 
-export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, modes, incremental, firstPacket, ipvs];
+export const SCENARIOS: readonly Scenario[] = [coldSync, upstreamColdSync, modes, incremental, run, firstPacket, ipvs];

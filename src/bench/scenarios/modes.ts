@@ -22,13 +22,16 @@ export interface ModesRow {
   /** iptables mode: the flavor kproxy chose (nft or legacy). */
   readonly flavor?: string;
   readonly manifestBytes: number;
-  readonly cold: KproxySyncRun;
+  /** Absent when the measurement failed (`failed`). */
+  readonly cold?: KproxySyncRun;
   /** The second `kproxy sync` (absent when the first timed out). */
   readonly restart?: KproxySyncRun;
   /** The second run found nothing to write. */
   readonly verified: boolean;
   /** Rules in the kernel afterwards (nftables: rules of both kproxy tables; iptables: `-A` lines of both families). */
   readonly kernelRules?: number;
+  /** The error that ended this size and mode (kproxy failed, say out of memory); the others still run. */
+  readonly failed?: string;
 }
 
 export interface ModesData {
@@ -45,12 +48,12 @@ export function knownTimeout(ctx: BenchContext, mode: BenchMode, size: ClusterSi
   const hit = data?.rows.find(
     (r) =>
       r.mode === mode &&
-      r.cold.timedOut &&
+      r.cold?.timedOut === true &&
       r.size.services <= size.services &&
       r.size.endpointsPerService <= size.endpointsPerService,
   );
   return hit
-    ? `kproxy sync --proxy-mode ${mode} at ${sizeLabel(hit.size)} did not finish within ${secs(hit.cold.process.wallS)} s (modes scenario)`
+    ? `kproxy sync --proxy-mode ${mode} at ${sizeLabel(hit.size)} did not finish within ${secs(hit.cold?.process.wallS)} s (modes scenario)`
     : undefined;
 }
 
@@ -127,7 +130,15 @@ export const modes: Scenario = {
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const rows: ModesRow[] = [];
     for (const size of ctx.options.sizes)
-      for (const mode of ctx.options.modes) rows.push(await measure(ctx, size, mode));
+      for (const mode of ctx.options.modes) {
+        try {
+          rows.push(await measure(ctx, size, mode));
+        } catch (err) {
+          const failed = err instanceof Error ? err.message : String(err);
+          ctx.log(`modes ${sizeLabel(size)} ${mode}: failed: ${failed}`);
+          rows.push({ size, mode, manifestBytes: NaN, verified: false, failed });
+        }
+      }
     const modeLabel = (r: ModesRow) => (r.flavor ? `${r.mode} (${r.flavor})` : r.mode);
     const lowerBound = (r: KproxySyncRun | undefined, text: string) => (r?.timedOut ? `>${text}` : text);
     const tables: Table[] = [
@@ -148,14 +159,14 @@ export const modes: Scenario = {
         rows: rows.map((r) => [
           sizeLabel(r.size),
           modeLabel(r),
-          lowerBound(r.cold, secs(wallS(r.cold))),
+          r.failed ? 'failed' : lowerBound(r.cold, secs(wallS(r.cold))),
           secs(syncS(r.cold)),
           secs(wallS(r.cold) - syncS(r.cold)),
-          secs(r.cold.process.userS),
-          secs(r.cold.process.sysS),
-          mib(r.cold.kproxyRssKiB),
-          mib(r.cold.process.maxRssKiB),
-          r.cold.log ? count(r.cold.log.changes) : '-',
+          secs(r.cold?.process.userS),
+          secs(r.cold?.process.sysS),
+          mib(r.cold?.kproxyRssKiB),
+          mib(r.cold?.process.maxRssKiB),
+          r.cold?.log ? count(r.cold.log.changes) : '-',
           r.kernelRules !== undefined ? count(r.kernelRules) : '-',
         ]),
       },
@@ -196,12 +207,14 @@ export const modes: Scenario = {
           ratio(syncS(i.cold) / syncS(n.cold)),
           ratio(wallS(i.restart) / wallS(n.restart)),
           ratio(syncS(i.restart) / syncS(n.restart)),
-          ratio((i.cold.kproxyRssKiB ?? NaN) / (n.cold.kproxyRssKiB ?? NaN)),
+          ratio((i.cold?.kproxyRssKiB ?? NaN) / (n.cold?.kproxyRssKiB ?? NaN)),
           ratio((i.kernelRules ?? NaN) / (n.kernelRules ?? NaN)),
         ]),
       });
     }
-    const manifestSizes = [...new Map(rows.map((r) => [sizeLabel(r.size), r.manifestBytes])).entries()]
+    const manifestSizes = [
+      ...new Map(rows.filter((r) => !r.failed).map((r) => [sizeLabel(r.size), r.manifestBytes])).entries(),
+    ]
       .map(([l, b]) => `${(b / 2 ** 20).toFixed(1)} MiB at ${l}`)
       .join(', ');
     return {
@@ -212,6 +225,9 @@ export const modes: Scenario = {
         'user/sys = CPU of kproxy and every tool it ran (nft, iptables-restore/-save; GNU time, rusage of the process tree); kproxy RSS = peak RSS of the Node process alone (rss-probe.ts); max RSS = the largest process of the tree (kproxy or a tool).',
         'restart = the same command again on the loaded kernel: it must write nothing ("kernel already up to date") — the check that the kernel holds the rules, and what a restart costs.',
         'kernel rules: nftables = rules in kproxy\'s two tables (`nft -a list ruleset`); iptables = `-A` lines of iptables-save and ip6tables-save. A ">" marks a run killed at the time limit (a lower bound).',
+        ...rows
+          .filter((r) => r.failed)
+          .map((r) => `${sizeLabel(r.size)} ${r.mode} failed: ${r.failed?.split('\n').slice(0, 4).join(' / ')}`),
       ],
       data: { rows } satisfies ModesData,
     };
