@@ -8,7 +8,7 @@
  */
 import type { ProxyConfig } from '../config/proxy-config.ts';
 import { ConntrackChannel } from '../kernel/conntrack-channel.ts';
-import { startCtnetlink } from '../kernel/ctnetlink-client.ts';
+import { ctnetlinkOver } from '../kernel/ctnetlink-client.ts';
 import { DEFAULT_KERNEL_TOOL_TIMEOUT_MS, withTimeout, type Exec } from '../kernel/exec.ts';
 import { startSpawner, type Spawner } from '../kernel/spawner.ts';
 import type { ClusterSource } from '../source/api-source.ts';
@@ -19,7 +19,8 @@ import { startHealthzServer } from './healthz-server.ts';
 import type { RunningServer } from './http-listen.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { AuditLogWriter } from './audit-log.ts';
-import type { FamilyState, KernelCall } from '../proxy/backend.ts';
+import type { FamilyState } from '../proxy/backend.ts';
+import type { KernelCall } from '../kernel/kernel-calls.ts';
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts';
 import { Proxier } from '../proxy/proxier.ts';
 import { loadProxyMode } from '../proxy/modes.ts';
@@ -42,10 +43,11 @@ export interface DaemonOptions {
   /** `--audit-log`: one JSON line per applied transaction, to `path` (`-`: stderr), rotated at `maxBytes`. */
   readonly auditLog?: { readonly path: string; readonly maxBytes: number };
   /**
-   * Where the persistent conntrack channel runs (the ctnetlink child, or the `conntrack -D` helpers
-   * when the library is missing): a command prefix entering the node's network namespace
+   * Whether a persistent conntrack channel runs, and where its `conntrack -D` helpers (used when
+   * ctnetlink is missing) run: a command prefix entering the node's network namespace
    * (`['ip', 'netns', 'exec', NS]`), or `[]` for this one. Default: `[]` when `exec` is not
-   * injected; with an injected `exec` and no prefix, conntrack runs through `exec`.
+   * injected; with an injected `exec` and no prefix, conntrack runs through `exec`. ctnetlink
+   * itself runs where `kernelCall` runs (the spawner's child).
    */
   readonly conntrackHelperPrefix?: readonly string[];
   /** false: no ctnetlink channel, the `conntrack` tool only (as when the library is missing). Default true. */
@@ -131,11 +133,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const syncFailures = new FailureLog({ log, what: 'sync' });
   let stopping: Promise<void> | undefined;
   const helperPrefix = o.conntrackHelperPrefix ?? (o.exec ? undefined : []);
-  // Started before the first sync: a stale UDP flow is deleted right after the commit that made it
-  // stale. ctnetlink (one child holding netlink sockets in the node's namespace) lists with the
-  // kernel's ids and deletes by exact tuple; without the library, `conntrack` helpers (one
-  // deletion per line, each walking the conntrack table) and `conntrack -L` do the same job slower.
-  const ctnetlink = helperPrefix && o.ctnetlink !== false ? startCtnetlink({ prefix: helperPrefix }) : undefined;
+  const kernelCall = o.kernelCall ?? spawner?.call;
+  // Opened before the first sync: a stale UDP flow is deleted right after the commit that made it
+  // stale. ctnetlink (in the spawner's child, in the node's namespace) lists with the kernel's ids
+  // and deletes by exact tuple; without the library, `conntrack` helpers (one deletion per line,
+  // each walking the conntrack table) and `conntrack -L` do the same job slower.
+  const ctnetlink = helperPrefix && kernelCall && o.ctnetlink !== false ? ctnetlinkOver(kernelCall) : undefined;
   let helpers: ConntrackChannel | undefined;
   const startHelpers = (prefix: readonly string[]): ConntrackChannel =>
     (helpers ??= new ConntrackChannel({ prefix, fallback: exec }).warm());
@@ -158,7 +161,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         return (helpers?.exec ?? exec)(file, args, stdin, options);
       }
     : undefined;
-  const kernelCall = o.kernelCall ?? spawner?.call;
   const backend = mode.createBackend({ config, exec, log, ...(kernelCall ? { kernelCall } : {}) });
   const proxier = new Proxier({
     config,

@@ -21,7 +21,7 @@
  *
  * A netlink socket belongs to the network namespace of the process that opens it, so this module
  * must run in the node's namespace: the daemon loads it in a long-lived child process started
- * there (`ctnetlink-child.ts`, `ctnetlink-client.ts`), never in itself. Reads and deletions are
+ * there (the spawner's child, through kernel-calls.ts; `ctnetlink-client.ts`), never in itself. Reads and deletions are
  * synchronous (hash lookups); a dump receives on a worker thread over its own socket (the kernel
  * walks its whole table meanwhile), one dump at a time.
  *

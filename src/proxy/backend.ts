@@ -10,6 +10,7 @@ import type { ProxyConfig, ProxyMode } from '../config/proxy-config.ts';
 import type { Family } from '../model/cluster.ts';
 import type { NodeState, ServicePortState } from '../model/node-state.ts';
 import type { Exec } from '../kernel/exec.ts';
+import type { KernelCall } from '../kernel/kernel-calls.ts';
 import type { Logger } from '../util/log.ts';
 import type { Problem } from '../util/problems.ts';
 
@@ -83,9 +84,6 @@ export interface BackendDependencies {
    */
   readonly kernelCall?: KernelCall;
 }
-
-/** Runs a named in-process kernel read (kernel/spawner.ts `call`, or the function itself in a one-shot CLI). */
-export type KernelCall = <T>(name: string, args: unknown) => Promise<T>;
 
 export interface DumpRequest {
   readonly states: readonly NodeState[];

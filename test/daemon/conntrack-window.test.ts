@@ -3,7 +3,7 @@
  * sends a datagram every 10 ms to a UDP Service while its only endpoint is swapped for another.
  * The client's conntrack entry keeps steering it to the old endpoint until kproxy deletes that
  * entry, so every datagram sent between the commit of the new rules and the deletion is lost (it
- * reaches a pod that is no longer the Service's). The daemon lists (through its ctnetlink child,
+ * reaches a pod that is no longer the Service's). The daemon lists (through ctnetlink in its spawner's child,
  * in the node's namespace) and plans while the commit runs, and deletes the stale entry by exact
  * tuple the moment the commit returns. Target: deleted within 20 ms of the commit, and no
  * datagram sent 20 ms or more after the commit goes astray.
@@ -16,7 +16,8 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logEventRecorder } from '../../src/daemon/events.ts';
 import { startDaemon, type Daemon } from '../../src/daemon/daemon.ts';
-import { inNetns, type Exec } from '../../src/kernel/exec.ts';
+import type { Exec } from '../../src/kernel/exec.ts';
+import { startSpawner, type Spawner } from '../../src/kernel/spawner.ts';
 import { apiSource } from '../../src/source/api-source.ts';
 import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
 import {
@@ -70,6 +71,7 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
   let topo: Topology;
   let server: FakeApiServer;
   let daemon: Daemon | undefined;
+  let spawner: Spawner | undefined;
   const procs: ResultPromise[] = [];
 
   beforeAll(async () => {
@@ -84,6 +86,7 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
 
   afterAll(async () => {
     await daemon?.stop();
+    spawner?.stop();
     for (const p of procs) p.kill();
     await Promise.allSettled(procs);
     await server?.close();
@@ -130,9 +133,11 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
     server.create('Service', service());
     server.create('EndpointSlice', slice('a'));
 
-    // Every commit's end, as the daemon sees it.
+    // Every commit's end, as the daemon sees it. Tools, libnftables and ctnetlink in the node's
+    // namespace, as `kproxy run` has them.
     const commits: number[] = [];
-    const inner = inNetns(topo.node.ns);
+    spawner = startSpawner(['ip', 'netns', 'exec', topo.node.ns]);
+    const inner = spawner.exec;
     const exec: Exec = async (file, args, stdin) => {
       const r = await inner(file, args, stdin);
       if (file === 'nft' && args.includes('-f')) commits.push(performance.timeOrigin + performance.now());
@@ -146,6 +151,7 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
       events: logEventRecorder(log),
       log,
       exec,
+      kernelCall: spawner.call,
       serviceHealthAddresses: ['127.0.0.1'],
       conntrackHelperPrefix: ['ip', 'netns', 'exec', topo.node.ns],
     });

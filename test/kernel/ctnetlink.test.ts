@@ -1,5 +1,5 @@
 /**
- * The ctnetlink channel (`kernel/ctnetlink.ts` in its child process, `kernel/ctnetlink-client.ts`)
+ * The ctnetlink channel (`kernel/ctnetlink.ts` in the spawner's child, `kernel/ctnetlink-client.ts`)
  * against the real kernel, in a `kpct-*` sandbox: a client sends UDP to a "Service" address the
  * node DNATs to pod a; the channel lists those flows as `conntrack -L` does (IPv4 and IPv6, with the
  * kernel's ids), deletes exactly the one it is asked to and leaves the others, refuses a wrong id
@@ -7,7 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listConntrackEntries, cleanupStaleConntrack } from '../../src/kernel/conntrack.ts';
-import { startCtnetlink, type CtnetlinkClient } from '../../src/kernel/ctnetlink-client.ts';
+import { ctnetlinkOver, type CtnetlinkClient } from '../../src/kernel/ctnetlink-client.ts';
+import { startSpawner, type Spawner } from '../../src/kernel/spawner.ts';
 import { inNetns } from '../../src/kernel/exec.ts';
 import type { ConntrackEntry } from '../../src/model/conntrack-plan.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
@@ -21,6 +22,7 @@ const PORT = 53;
 describe.skipIf(!isRoot)('ctnetlink channel (kernel)', () => {
   let topo: Topology;
   let ct: CtnetlinkClient;
+  let spawner: Spawner;
 
   beforeAll(async () => {
     topo = await createTopology({
@@ -30,11 +32,13 @@ describe.skipIf(!isRoot)('ctnetlink channel (kernel)', () => {
       udpPorts: [PORT],
       namePrefix: 'kpct-',
     });
-    ct = startCtnetlink({ prefix: ['ip', 'netns', 'exec', topo.node.ns] });
+    spawner = startSpawner(['ip', 'netns', 'exec', topo.node.ns]);
+    ct = ctnetlinkOver(spawner.call);
   }, 60_000);
 
   afterAll(async () => {
     ct?.close();
+    spawner?.stop();
     await topo?.destroy();
   });
 

@@ -1,13 +1,13 @@
 /**
  * The conntrack table seam (`ConntrackTable`, the ctnetlink channel in the daemon) and its
  * fallback to the `conntrack` tool: exact deletions of what the listing judged stale while the
- * table works, the tool's listing and filters the moment it does not; and a channel whose child
- * cannot start says so and refuses requests, so callers fall back.
+ * table works, the tool's listing and filters the moment it does not; and a channel that cannot
+ * open ctnetlink, or whose requests fail, says so and refuses requests, so callers fall back.
  */
 import { describe, expect, it } from 'vitest';
 import { bareState } from '../support/states.ts';
 import { cleanupStaleConntrack, type ConntrackTable } from '../../src/kernel/conntrack.ts';
-import { CtnetlinkUnavailable, startCtnetlink } from '../../src/kernel/ctnetlink-client.ts';
+import { CtnetlinkUnavailable, ctnetlinkOver } from '../../src/kernel/ctnetlink-client.ts';
 import type { Exec } from '../../src/kernel/exec.ts';
 import type { ConntrackEntry } from '../../src/model/conntrack-plan.ts';
 import type { EndpointTarget, ServicePortState } from '../../src/model/node-state.ts';
@@ -114,13 +114,32 @@ describe('stale conntrack cleanup through a ConntrackTable', () => {
   });
 });
 
-describe('ctnetlink channel whose child cannot start', () => {
-  it('says why, refuses requests (callers fall back), and gives up after repeated early deaths', async () => {
-    const ct = startCtnetlink({ prefix: ['false'] });
-    expect(await ct.ready).toMatch(/exited/);
-    for (let i = 0; i < 3; i++) await expect(ct.list('ipv4', 'UDP')).rejects.toBeInstanceOf(CtnetlinkUnavailable);
+describe('ctnetlink channel', () => {
+  it('that cannot open ctnetlink says why and refuses requests (callers fall back)', async () => {
+    const ct = ctnetlinkOver(
+      async <T>(name: string) => (name === 'conntrackOpen' ? 'cannot load libmnl.so.0' : []) as T,
+    );
+    expect(await ct.ready).toBe('cannot load libmnl.so.0');
+    await expect(ct.list('ipv4', 'UDP')).rejects.toBeInstanceOf(CtnetlinkUnavailable);
     expect(ct.available()).toBe(false);
     await expect(ct.destroy([listed[0] as ConntrackEntry])).rejects.toBeInstanceOf(CtnetlinkUnavailable);
+  });
+
+  it('whose request fails (the child died with it) refuses that request, and serves the next', async () => {
+    let dies = true;
+    const ct = ctnetlinkOver(async <T>(name: string) => {
+      if (name === 'conntrackOpen') return null as T;
+      if (dies) {
+        dies = false;
+        throw new Error("kproxy's tool spawner exited (9)");
+      }
+      return [] as T;
+    });
+    expect(await ct.ready).toBeUndefined();
+    await expect(ct.list('ipv4', 'UDP')).rejects.toBeInstanceOf(CtnetlinkUnavailable);
+    expect(ct.available()).toBe(true);
+    expect(await ct.list('ipv4', 'UDP')).toEqual({ entries: [], unparsed: 0 });
     ct.close();
+    expect(ct.available()).toBe(false);
   });
 });

@@ -11,7 +11,7 @@ import type { Exec } from '../../src/kernel/exec.ts';
 import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import type { ObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import { chainFingerprint, elementText, type Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
-import type { KernelCall } from '../../src/proxy/backend.ts';
+import type { KernelCall } from '../../src/kernel/kernel-calls.ts';
 import { runCase } from '../support/golden.ts';
 
 const CHAIN = { chain: { family: 'ip', table: 'kproxy', name: 'services' } };

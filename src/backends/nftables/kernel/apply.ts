@@ -17,7 +17,7 @@ import {
   type ObservedTable,
 } from '../render/observed.ts';
 import { chainFingerprint, isDynamic } from '../render/ruleset.ts';
-import type { KernelCall } from '../../../proxy/backend.ts';
+import type { KernelCall } from '../../../kernel/kernel-calls.ts';
 import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
