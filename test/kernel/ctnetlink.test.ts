@@ -11,9 +11,9 @@ import { ctnetlinkOver, type CtnetlinkClient } from '../../src/kernel/ctnetlink-
 import { startSpawner, type Spawner } from '../../src/kernel/spawner.ts';
 import { inNetns } from '../../src/kernel/exec.ts';
 import type { ConntrackEntry } from '../../src/model/conntrack-plan.ts';
-import type { EndpointTarget, NodeState, ServicePortState } from '../../src/model/node-state.ts';
+import type { NodeState } from '../../src/model/node-state.ts';
 import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
-import { bareState } from '../support/states.ts';
+import { bareState, udpServicePort } from '../support/states.ts';
 
 const isRoot = process.getuid?.() === 0;
 const VIP = { ipv4: '10.96.0.53', ipv6: 'fd00:96::53' } as const;
@@ -151,20 +151,7 @@ describe.skipIf(!isRoot)('ctnetlink channel (kernel)', () => {
     await topo.loadRuleset(rules('b'));
     expect(await send('ipv4', 41020)).toMatchObject({ kind: 'answered', pod: 'a' });
 
-    const ep = (ip: string): EndpointTarget => ({ ip, port: PORT, isLocal: false });
-    const b = ep(topo.pod('b').v4);
-    const sp: ServicePortState = {
-      ref: { namespace: 'default', name: 'dns', portName: 'dns', protocol: 'UDP' },
-      key: 'default/dns:dns/UDP',
-      clusterIP: VIP.ipv4,
-      port: PORT,
-      externalIPs: [],
-      loadBalancerIPs: [],
-      loadBalancerSourceRanges: [],
-      internal: { kind: 'cluster', endpoints: [b] },
-      localEndpointCount: 0,
-      servingEndpoints: [b],
-    };
+    const sp = udpServicePort(VIP.ipv4, PORT, { ip: topo.pod('b').v4, port: PORT, isLocal: false });
     const state: NodeState = bareState([sp], 'ipv4', 'node');
     // The tool path must not be taken: a runner that fails every call.
     const refuse = async () => ({ exitCode: 1, stdout: '', stderr: 'the tool must not run' });

@@ -24,6 +24,18 @@ export function servicePort(
   };
 }
 
+/** A UDP Service port `default/dns` whose one serving endpoint is `endpoint` (the conntrack tests' subject). */
+export function udpServicePort(clusterIP: string, port: number, endpoint: EndpointTarget): ServicePortState {
+  return servicePort({
+    ref: { namespace: 'default', name: 'dns', portName: 'dns', protocol: 'UDP' },
+    key: 'default/dns:dns/UDP',
+    clusterIP,
+    port,
+    internal: { kind: 'cluster', endpoints: [endpoint] },
+    servingEndpoints: [endpoint],
+  });
+}
+
 /** A NodeState with nothing but these service ports: no detector, NodePorts on every local address. */
 export function bareState(servicePorts: ServicePortState[], family: Family = 'ipv4', nodeName = 'node-a'): NodeState {
   return {

@@ -5,27 +5,16 @@
  * open ctnetlink, or whose requests fail, says so and refuses requests, so callers fall back.
  */
 import { describe, expect, it } from 'vitest';
-import { bareState } from '../support/states.ts';
+import { bareState, udpServicePort } from '../support/states.ts';
 import { cleanupStaleConntrack, type ConntrackTable } from '../../src/kernel/conntrack.ts';
 import { CtnetlinkUnavailable, ctnetlinkOver } from '../../src/kernel/ctnetlink-client.ts';
 import type { Exec } from '../../src/kernel/exec.ts';
 import type { ConntrackEntry } from '../../src/model/conntrack-plan.ts';
-import type { EndpointTarget, ServicePortState } from '../../src/model/node-state.ts';
+import type { EndpointTarget } from '../../src/model/node-state.ts';
 
 const ep = (ip: string): EndpointTarget => ({ ip, port: 5353, isLocal: false });
 const b = ep('10.244.0.3');
-const sp: ServicePortState = {
-  ref: { namespace: 'default', name: 'dns', portName: 'dns', protocol: 'UDP' },
-  key: 'default/dns:dns/UDP',
-  clusterIP: '10.96.0.10',
-  port: 53,
-  externalIPs: [],
-  loadBalancerIPs: [],
-  loadBalancerSourceRanges: [],
-  internal: { kind: 'cluster', endpoints: [b] },
-  localEndpointCount: 0,
-  servingEndpoints: [b],
-};
+const sp = udpServicePort('10.96.0.10', 53, b);
 const state = bareState([sp], 'ipv4');
 
 const flow = (sport: number, to: string, id: number): ConntrackEntry => ({
