@@ -227,7 +227,8 @@ function renderAll(family: FamilyState, ctx: FragmentContext, kept?: TableState)
   for (const ports of family.services.values())
     for (const sp of ports) {
       const was = kept?.get(sp.key);
-      out.push(was && isDeepStrictEqual(was.sp, sp) ? was : renderServicePort(sp, ctx));
+      // With the new port in it: the old one's objects (its endpoint lists) can go.
+      out.push(was && isDeepStrictEqual(was.sp, sp) ? { ...was, sp } : renderServicePort(sp, ctx));
     }
   return out;
 }
