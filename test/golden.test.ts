@@ -20,8 +20,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ServicePortState } from '../src/model/node-state.ts';
-import { elementText, type Ruleset } from '../src/backends/nftables/render/ruleset.ts';
-import { ruleText } from '../src/backends/nftables/render/syntax.ts';
+import type { Ruleset } from '../src/backends/nftables/render/ruleset.ts';
+import { elementKey, ruleText } from '../src/backends/nftables/render/syntax.ts';
 import type { RenderedFamilies } from '../src/backends/nftables/render/layout.ts';
 import { caseNames, GOLDEN_DIR, runCase, runPipeline } from './support/golden.ts';
 
@@ -92,17 +92,17 @@ function rulesetDifferences(fam: string, alone: Ruleset, full: Ruleset): string[
   const goodFrontends = new Set<string>();
   for (const set of alone.sets) {
     for (const e of set.elements) {
-      const fe = frontendOf(set.spec.name, e.key.text);
+      const fe = frontendOf(set.spec.name, elementKey(e));
       if (fe !== undefined) goodFrontends.add(fe);
     }
   }
-  const fullSets = new Map(full.sets.map((s) => [s.spec.name, new Set(s.elements.map(elementText))]));
+  const fullSets = new Map(full.sets.map((s) => [s.spec.name, new Set(s.elements)]));
   for (const set of alone.sets) {
     const have = fullSets.get(set.spec.name) ?? new Set<string>();
-    const want = new Set(set.elements.map(elementText));
+    const want = new Set(set.elements);
     for (const text of want) if (!have.has(text)) out.push(`${fam} ${set.spec.name}: missing { ${text} }`);
     for (const text of have) {
-      const fe = frontendOf(set.spec.name, text.split(' : ')[0] ?? text);
+      const fe = frontendOf(set.spec.name, elementKey(text));
       if (fe !== undefined && goodFrontends.has(fe) && !want.has(text))
         out.push(`${fam} ${set.spec.name}: extra { ${text} } on a good frontend`);
     }

@@ -9,6 +9,9 @@
  *        {"id":1,"kill":true}                                  stop it (SIGTERM, SIGKILL 2 s later)
  *        {"id":1,"call":"readNftTable","args":{…}}             a kernel read done here (kernel-calls.ts)
  *   out: {"id":1,"exitCode":0,"stdout":"…","stderr":"…"}       127 when it could not be started
+ *        {"id":1,"exitCode":0,"stdout":"","stderr":"","result":…} a call's answer, as JSON in the line
+ *                                                              (not a string of JSON: a table's
+ *                                                              elements are megabytes, once is enough)
  * A request is acted on only once its whole line has arrived, so a daemon killed while writing a
  * transaction leaves nothing half-sent. When stdin closes (the daemon is gone) the tools still
  * running are killed and this process exits.
@@ -32,7 +35,7 @@ interface Run {
 
 async function call(id: number, name: string, args: unknown): Promise<void> {
   try {
-    reply({ id, exitCode: 0, stdout: JSON.stringify(await runKernelCall(name, args)), stderr: '' });
+    reply({ id, exitCode: 0, stdout: '', stderr: '', result: await runKernelCall(name, args) });
   } catch (e) {
     reply({ id, exitCode: 1, stdout: '', stderr: e instanceof Error ? e.message : String(e) });
   }
@@ -50,7 +53,7 @@ interface ToolResult {
   readonly stderr: string;
 }
 
-function reply(o: ToolResult & { id: number }): void {
+function reply(o: ToolResult & { id: number; result?: unknown }): void {
   process.stdout.write(`${JSON.stringify(o)}\n`);
 }
 

@@ -22,6 +22,9 @@ import { diesWithKproxy } from './tool-command.ts';
 
 const CHILD = fileURLToPath(new URL('./spawner-child.ts', import.meta.url));
 
+/** The child's answer: a run's result, or a call's (`result`). */
+type Reply = ExecResult & { readonly result?: unknown };
+
 export interface Spawner {
   readonly exec: Exec;
   /** How the child serves `nft` runs: 'libnftables', or why not (then the `nft` tool); undefined until it has said. */
@@ -40,7 +43,7 @@ export interface Spawner {
  */
 export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (channel: string) => void): Spawner {
   /** The child and the runs it has not answered yet (each child fails only its own runs). */
-  let current: { readonly process: ChildProcess; readonly pending: Map<number, (r: ExecResult) => void> } | undefined;
+  let current: { readonly process: ChildProcess; readonly pending: Map<number, (r: Reply) => void> } | undefined;
   let nextId = 1;
   let nftChannel: string | undefined;
 
@@ -49,7 +52,7 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     const [first = process.execPath, ...rest] = [...prefix, process.execPath, CHILD];
     const [cmd, argv] = diesWithKproxy(first, rest);
     const c = spawn(cmd, [...argv], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const pending = new Map<number, (r: ExecResult) => void>();
+    const pending = new Map<number, (r: Reply) => void>();
     const failAll = (why: string): void => {
       for (const resolve of pending.values()) resolve({ exitCode: 1, stdout: '', stderr: why });
       pending.clear();
@@ -61,7 +64,7 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     });
     c.stdin?.on('error', () => undefined);
     createInterface({ input: c.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      let r: ExecResult & { id: number; nft?: string };
+      let r: Reply & { id: number; nft?: string };
       try {
         r = JSON.parse(line) as typeof r;
       } catch {
@@ -74,7 +77,7 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
       }
       const resolve = pending.get(r.id);
       pending.delete(r.id);
-      resolve?.({ exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr });
+      resolve?.(r);
     });
     current = { process: c, pending };
     return current;
@@ -84,7 +87,7 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     const { process: c, pending } = start();
     const id = nextId++;
     return new Promise<ExecResult>((resolve) => {
-      pending.set(id, resolve);
+      pending.set(id, ({ exitCode, stdout, stderr }) => resolve({ exitCode, stdout, stderr }));
       c.stdin?.write(`${JSON.stringify({ id, file, args, ...(stdin !== undefined ? { stdin } : {}) })}\n`);
       options?.signal?.addEventListener('abort', () => c.stdin?.write(`${JSON.stringify({ id, kill: true })}\n`), {
         once: true,
@@ -95,12 +98,12 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
   const call = async <T>(name: string, args: unknown): Promise<T> => {
     const { process: c, pending } = start();
     const id = nextId++;
-    const r = await new Promise<ExecResult>((resolve) => {
+    const r = await new Promise<Reply>((resolve) => {
       pending.set(id, resolve);
       c.stdin?.write(`${JSON.stringify({ id, call: name, args })}\n`);
     });
     if (r.exitCode !== 0) throw new Error(`${name} failed: ${r.stderr}`);
-    return JSON.parse(r.stdout) as T;
+    return r.result as T;
   };
 
   return {

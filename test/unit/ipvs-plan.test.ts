@@ -12,7 +12,7 @@ import { parseIpvsSave, type ConnectionCounts } from '../../src/backends/ipvs/re
 import { drainKey, planAddresses, planIpvs, type IpvsPlanInput } from '../../src/backends/ipvs/render/plan.ts';
 import { keyText, type VirtualServerKey } from '../../src/backends/ipvs/render/syntax.ts';
 import type { Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
-import { value } from '../../src/backends/nftables/render/syntax.ts';
+import { element, value } from '../../src/backends/nftables/render/syntax.ts';
 import type { Protocol } from '../../src/model/cluster.ts';
 import type { ServicePortState } from '../../src/model/node-state.ts';
 
@@ -246,13 +246,12 @@ describe('planHelper: two transactions around the batch', () => {
     table: 'kproxy-ipvs',
     chains: [{ name: 'reject-chain', rules: [{ statements: [{ text: 'reject', json: { reject: null } }] }] }],
     sets: [
-      { spec: spec('virtual-servers'), elements: owned.map((ip) => ({ key: frontend(ip) })) },
+      { spec: spec('virtual-servers'), elements: owned.map((ip) => element.set(frontend(ip))) },
       {
         spec: spec('no-endpoint-services', true),
-        elements: rejects.map(([ip, v]) => ({
-          key: frontend(ip),
-          verdict: v === 'drop' ? { kind: 'drop' as const } : { kind: 'goto' as const, chain: 'reject-chain' },
-        })),
+        elements: rejects.map(([ip, v]) =>
+          element.vmap(frontend(ip), v === 'drop' ? { kind: 'drop' } : { kind: 'goto', chain: 'reject-chain' }),
+        ),
       },
     ],
   });
@@ -277,11 +276,10 @@ describe('planHelper: two transactions around the batch', () => {
   });
 
   it('reads elements back only in the shapes kproxy writes', () => {
-    expect(elementFromText('10.96.0.1 . tcp . 80', spec('x'))?.key.text).toBe('10.96.0.1 . tcp . 80');
-    expect(elementFromText('10.96.0.1 . tcp . 80 : goto reject-chain', spec('x', true))?.verdict).toEqual({
-      kind: 'goto',
-      chain: 'reject-chain',
-    });
+    expect(elementFromText('10.96.0.1 . tcp . 80', spec('x'))).toBe('10.96.0.1 . tcp . 80');
+    expect(elementFromText('10.96.0.1 . tcp . 80 : goto reject-chain', spec('x', true))).toBe(
+      '10.96.0.1 . tcp . 80 : goto reject-chain',
+    );
     for (const bad of [
       '10.96.0.01 . tcp . 80',
       '10.96.0.1 . icmp . 80',

@@ -46,9 +46,7 @@ function servers(r: IpvsFamilyState): string[] {
 }
 
 function elements(r: IpvsFamilyState, set: string): string[] {
-  return (r.ruleset.sets.find((s) => s.spec.name === set)?.elements ?? []).map((e) =>
-    e.verdict ? `${e.key.text} : ${e.verdict.kind}${'chain' in e.verdict ? ` ${e.verdict.chain}` : ''}` : e.key.text,
-  );
+  return [...(r.ruleset.sets.find((s) => s.spec.name === set)?.elements ?? [])];
 }
 
 const LB = { type: 'LoadBalancer', ports: [{ name: 'http', protocol: 'TCP', port: 80, nodePort: 30080 }] } as const;

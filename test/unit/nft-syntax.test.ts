@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { expr, identifier, ruleText, stmt, value } from '../../src/backends/nftables/render/syntax.ts';
+import {
+  element,
+  elementJson,
+  elementKey,
+  expr,
+  identifier,
+  ruleText,
+  stmt,
+  value,
+  verdictValue,
+} from '../../src/backends/nftables/render/syntax.ts';
 
 /** Strings that would end a quoted string, a statement or a command if they reached rule text. */
 const HOSTILE = ['a"b', 'a;b', 'a\nb', 'a b', '$(reboot)', 'a}b', 'a#b', '', 'x'.repeat(300), 'é'];
@@ -39,5 +49,38 @@ describe('the only writer of rule text refuses anything it cannot write safely',
     expect(
       stmt.vmap(expr.concat([expr.daddr('ip'), expr.l4proto(), expr.dport()]), value.setRef('service-ips')).text,
     ).toBe('ip daddr . meta l4proto . th dport vmap @service-ips');
+  });
+});
+
+describe('elements are text; their JSON is read from it', () => {
+  // The values elements are made of, each with the JSON its builder gives.
+  const v4 = value.ip('10.96.0.10');
+  const v6 = value.ip('fd00::a');
+  const parts = [
+    v4,
+    v6,
+    value.cidr({ family: 'ipv4', address: '10.0.0.0', prefixLength: 8 }),
+    value.cidr({ family: 'ipv6', address: 'fd00::', prefixLength: 64 }),
+    value.cidr({ family: 'ipv4', address: '192.0.2.1', prefixLength: 32 }),
+    value.protocol('SCTP'),
+    value.port(8080),
+    value.number(0),
+    value.number(4096),
+  ];
+
+  it('gives what the values themselves give', () => {
+    for (const p of parts) expect(elementJson(element.set(p)), p.text).toEqual(p.json);
+    const key = value.concat([v4, value.protocol('TCP'), value.port(80), value.number(3)]);
+    expect(elementJson(element.set(key))).toEqual(key.json);
+    expect(elementJson(element.map(key, v6))).toEqual([key.json, v6.json]);
+    expect(elementJson(element.map(key, value.port(8080)))).toEqual([key.json, 8080]);
+    for (const v of [{ kind: 'drop' }, { kind: 'return' }, { kind: 'goto', chain: 'svc-ab12-ns/x/tcp/80' }] as const)
+      expect(elementJson(element.vmap(key, v))).toEqual([key.json, verdictValue(v).json]);
+  });
+
+  it('a map element is named by its key', () => {
+    const key = value.concat([v6, value.protocol('UDP'), value.port(53)]);
+    expect(elementKey(element.vmap(key, { kind: 'jump', chain: 'x' }))).toBe('fd00::a . udp . 53');
+    expect(elementKey(element.set(key))).toBe('fd00::a . udp . 53');
   });
 });

@@ -10,7 +10,7 @@ import { Nft } from '../../src/backends/nftables/kernel/nft.ts';
 import type { Exec } from '../../src/kernel/exec.ts';
 import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import type { ObservedTable } from '../../src/backends/nftables/render/observed.ts';
-import { chainFingerprint, elementText, type Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
+import { chainFingerprint, type Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
 import type { KernelCall } from '../../src/kernel/kernel-calls.ts';
 import { runCase } from '../support/golden.ts';
 
@@ -90,7 +90,7 @@ describe('planning against what was read', () => {
         s.spec.name,
         {
           spec: s.spec,
-          elements: new Set([...s.elements.map(elementText), ...(extra?.set === s.spec.name ? [extra.text] : [])]),
+          elements: new Set([...s.elements, ...(extra?.set === s.spec.name ? [extra.text] : [])]),
         },
       ]),
     ),

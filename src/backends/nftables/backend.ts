@@ -6,6 +6,7 @@
  * holds (adopting it at start, repairing drift). Every sync is ONE `nft -f -` transaction for both
  * families: the kernel takes all of it or none of it.
  */
+import { isDeepStrictEqual } from 'node:util';
 import type { Family } from '../../model/cluster.ts';
 import {
   nodeStateOf,
@@ -155,7 +156,8 @@ export class NftablesProxyBackend implements ProxyBackend {
         const reading = complete
           ? await this.applier.startObserving({ family: nftFamily(family.context.family), table: TABLE })
           : undefined;
-        table = new TableState(family.context, renderAll(family, ctx));
+        const kept = was?.contextKey === contextKey ? was.table : undefined;
+        table = new TableState(family.context, renderAll(family, ctx, kept));
         const rs = table.ruleset();
         const observed = reading ? await reading.result : await this.applier.observeLight(rs, committed as Ruleset);
         const plan = planTransaction(rs, observed);
@@ -215,9 +217,19 @@ export class NftablesProxyBackend implements ProxyBackend {
   }
 }
 
-function renderAll(family: FamilyState, ctx: FragmentContext): ServicePortFragment[] {
+/**
+ * Every port's fragment. A port equal to its fragment's in `kept` (rendered in the same context)
+ * keeps that fragment, as rendering is pure: a periodic full sync (every 30 s by default) then
+ * neither renders the unchanged ports again nor holds two copies of them while it runs.
+ */
+function renderAll(family: FamilyState, ctx: FragmentContext, kept?: TableState): ServicePortFragment[] {
   const out: ServicePortFragment[] = [];
-  for (const ports of family.services.values()) for (const sp of ports) out.push(renderServicePort(sp, ctx));
+  for (const ports of family.services.values())
+    for (const sp of ports) {
+      const was = kept?.get(sp.key);
+      // With the new port in it: the old one's objects (its endpoint lists) can go.
+      out.push(was && isDeepStrictEqual(was.sp, sp) ? { ...was, sp } : renderServicePort(sp, ctx));
+    }
   return out;
 }
 

@@ -15,14 +15,20 @@ import type { ObservedTable } from '../../nftables/render/observed.ts';
 import {
   chainFingerprint,
   createCommands,
-  elementText,
   type Chain,
-  type Element,
   type NftSet,
   type Ruleset,
   type SetSpec,
 } from '../../nftables/render/ruleset.ts';
-import { type Fragment, value, type Value, type Verdict } from '../../nftables/render/syntax.ts';
+import {
+  element,
+  elementKey,
+  type Element,
+  type Fragment,
+  value,
+  type Value,
+  type Verdict,
+} from '../../nftables/render/syntax.ts';
 import { shortCircuitChainOf } from './helper-rules.ts';
 import { markOfShortCircuitChain, SET } from './names.ts';
 import { keyText } from './syntax.ts';
@@ -47,14 +53,14 @@ function retaining(desired: Ruleset, observed: ObservedTable): Ruleset {
   const sets: NftSet[] = desired.sets.map((set) => {
     const seen = observed.sets.get(set.spec.name);
     if (!seen || set.spec.flags.includes('interval')) return set;
-    const texts = new Set(set.elements.map(elementText));
-    const keys = new Set(set.elements.map((e) => e.key.text));
+    const texts = new Set(set.elements);
+    const keys = new Set(set.elements.map(elementKey));
     const kept: Element[] = [];
     for (const text of seen.elements) {
       if (texts.has(text)) continue;
       const e = elementFromText(text, set.spec);
       // A map element whose key the desired state gives another verdict is replaced, not kept.
-      if (e && !keys.has(e.key.text)) kept.push(e);
+      if (e && !keys.has(elementKey(e))) kept.push(e);
     }
     return kept.length === 0 ? set : { spec: set.spec, elements: [...set.elements, ...kept] };
   });
@@ -81,7 +87,7 @@ export function observedOf(rs: Ruleset): ObservedTable {
         },
       ]),
     ),
-    sets: new Map(rs.sets.map((s) => [s.spec.name, { spec: s.spec, elements: new Set(s.elements.map(elementText)) }])),
+    sets: new Map(rs.sets.map((s) => [s.spec.name, { spec: s.spec, elements: new Set(s.elements) }])),
   };
 }
 
@@ -102,9 +108,9 @@ export function elementFromText(text: string, spec: SetSpec): Element | undefine
     values.push(v);
   }
   const key = value.concat(values);
-  if (verdictText === undefined) return { key };
+  if (verdictText === undefined) return element.set(key);
   const verdict = verdictFromText(verdictText);
-  return verdict ? { key, verdict } : undefined;
+  return verdict ? element.vmap(key, verdict) : undefined;
 }
 
 function partValue(part: string, type: string): Value | undefined {

@@ -19,9 +19,11 @@
  */
 import type { NodeState } from '../../../model/node-state.ts';
 import { outermostCidrs } from '../../nftables/render/cidrs.ts';
-import type { BaseChainSpec, Chain, Element, NftSet, SetSpec } from '../../nftables/render/ruleset.ts';
+import type { BaseChainSpec, Chain, NftSet, SetSpec } from '../../nftables/render/ruleset.ts';
 import { localTrafficMatch } from '../../nftables/render/service-port.ts';
 import {
+  element,
+  type Element,
   expr,
   type Fragment,
   nftFamily,
@@ -201,7 +203,7 @@ export function helperSets(state: Omit<NodeState, 'servicePorts'>, elements: (se
     { spec: spec(SET.firewallAllow, [...frontend, addr], false, true), elements: elements(SET.firewallAllow) },
     {
       spec: spec(SET.serviceCidrs, [addr], false, true),
-      elements: outermostCidrs(state.serviceCIDRs).map((c) => ({ key: value.cidr(c) })),
+      elements: outermostCidrs(state.serviceCIDRs).map((c) => element.set(value.cidr(c))),
     },
     { spec: spec(SET.hairpin, [addr, addr]), elements: elements(SET.hairpin) },
   ];

@@ -24,8 +24,17 @@ import type { IpvsScheduler } from '../../../model/ipvs-schedulers.ts';
 import type { EndpointTarget, NodeState, ServicePortState } from '../../../model/node-state.ts';
 import type { Problem } from '../../../util/problems.ts';
 import { outermostCidrs } from '../../nftables/render/cidrs.ts';
-import type { Element, Ruleset } from '../../nftables/render/ruleset.ts';
-import { nftFamily, value, type Value, type Verdict } from '../../nftables/render/syntax.ts';
+import type { Ruleset } from '../../nftables/render/ruleset.ts';
+import {
+  element,
+  elementKey,
+  nftFamily,
+  sortByKey,
+  value,
+  type Element,
+  type Value,
+  type Verdict,
+} from '../../nftables/render/syntax.ts';
 import { helperChains, helperSets, shortCircuitChainOf } from './helper-rules.ts';
 import { CHAIN, SET, shortCircuitChain, TABLE, type SetName } from './names.ts';
 import { keyText, type RealServer, type SchedulerFlag, type VirtualServer, type VirtualServerKey } from './syntax.ts';
@@ -79,11 +88,11 @@ export function renderIpvs(state: NodeState, ctx: IpvsRenderContext): IpvsFamily
   const owners = new Map<string, string>();
   const addresses = new Set<string>();
   const bySet = new Map<SetName, Map<string, Element>>();
-  const add = (set: SetName, element: Element) => {
+  const add = (set: SetName, e: Element) => {
     let m = bySet.get(set);
     if (!m) bySet.set(set, (m = new Map()));
-    const text = element.key.text;
-    if (!m.has(text)) m.set(text, element);
+    const key = elementKey(e);
+    if (!m.has(key)) m.set(key, e);
   };
   const local = new Set(ctx.localAddresses);
   const nodePortAddresses = nodePortAddressesOf(state, ctx.localAddresses);
@@ -121,17 +130,14 @@ export function renderIpvs(state: NodeState, ctx: IpvsRenderContext): IpvsFamily
       if (fe.dvs.vs.key.kind === 'fwmark') marks.push(fe.dvs.vs.key.mark);
       for (const rs of fe.dvs.realServers) {
         // Only a pod on this node can send a packet that this node sends back to the same pod.
-        if (isLocalEndpoint(sp, rs)) add(SET.hairpin, { key: value.concat([value.ip(rs.ip), value.ip(rs.ip)]) });
+        if (isLocalEndpoint(sp, rs)) add(SET.hairpin, element.set(value.concat([value.ip(rs.ip), value.ip(rs.ip)])));
       }
     }
-    if (claimedAny) add(SET.clusterIps, { key: value.ip(sp.clusterIP) });
+    if (claimedAny) add(SET.clusterIps, element.set(value.ip(sp.clusterIP)));
   }
-  for (const a of addresses) add(SET.ipvsAddresses, { key: value.ip(a) });
+  for (const a of addresses) add(SET.ipvsAddresses, element.set(value.ip(a)));
 
-  const sorted = (set: SetName): Element[] =>
-    [...(bySet.get(set)?.values() ?? [])].sort((x, y) =>
-      x.key.text < y.key.text ? -1 : x.key.text > y.key.text ? 1 : 0,
-    );
+  const sorted = (set: SetName): Element[] => sortByKey([...(bySet.get(set)?.values() ?? [])]);
   const chains = helperChains(state);
   for (const mark of [...new Set(marks)].sort((a, b) => a - b)) chains.push(shortCircuitChainOf(mark));
   const ruleset: Ruleset = {
@@ -223,11 +229,11 @@ function servicePortFrontends(sp: ServicePortState, pc: PortContext): Frontend[]
   // The ClusterIP.
   const internal = sp.internal;
   const cipKey = frontendKey(sp.clusterIP, sp.port);
-  const cipElements: Frontend['elements'][number][] = [{ set: SET.virtualServers, element: { key: cipKey } }];
+  const cipElements: Frontend['elements'][number][] = [{ set: SET.virtualServers, element: element.set(cipKey) }];
   if (internal.kind === 'reject' || internal.kind === 'drop') {
     cipElements.push({
       set: SET.noEndpointServices,
-      element: { key: cipKey, verdict: internal.kind === 'reject' ? REJECT : DROP },
+      element: element.vmap(cipKey, internal.kind === 'reject' ? REJECT : DROP),
     });
   }
   out.push({
@@ -260,15 +266,15 @@ function servicePortFrontends(sp: ServicePortState, pc: PortContext): Frontend[]
 
   for (const o of outside) {
     const key = frontendKey(o.ip, o.port);
-    const elements: Frontend['elements'][number][] = [{ set: SET.virtualServers, element: { key } }];
-    if (external.kind === 'reject') elements.push({ set: SET.noEndpointServices, element: { key, verdict: REJECT } });
-    else if (external.kind === 'cluster') elements.push({ set: SET.externalCluster, element: { key } });
+    const elements: Frontend['elements'][number][] = [{ set: SET.virtualServers, element: element.set(key) }];
+    if (external.kind === 'reject') elements.push({ set: SET.noEndpointServices, element: element.vmap(key, REJECT) });
+    else if (external.kind === 'cluster') elements.push({ set: SET.externalCluster, element: element.set(key) });
     else {
-      if (external.local.length === 0) elements.push({ set: SET.noLocalEndpoints, element: { key } });
+      if (external.local.length === 0) elements.push({ set: SET.noLocalEndpoints, element: element.set(key) });
       if (shortCircuit !== undefined)
         elements.push({
           set: SET.shortCircuit,
-          element: { key, verdict: { kind: 'goto', chain: shortCircuitChain(shortCircuit) } },
+          element: element.vmap(key, { kind: 'goto', chain: shortCircuitChain(shortCircuit) }),
         });
     }
     out.push({
@@ -291,7 +297,7 @@ function servicePortFrontends(sp: ServicePortState, pc: PortContext): Frontend[]
         servicePort: sp.key,
         protocol,
       },
-      elements: [{ set: SET.shortCircuitMarks, element: { key: value.number(shortCircuit) } }],
+      elements: [{ set: SET.shortCircuitMarks, element: element.set(value.number(shortCircuit)) }],
     });
   }
   return out;
@@ -315,10 +321,10 @@ function firewallElements(
   ];
   const key = value.concat([value.ip(o.ip), proto, value.port(o.port)]);
   return [
-    { set: SET.firewallIps, element: { key } },
+    { set: SET.firewallIps, element: element.set(key) },
     ...outermostCidrs(sources).map((src) => ({
       set: SET.firewallAllow,
-      element: { key: value.concat([value.ip(o.ip), proto, value.port(o.port), value.cidr(src)]) },
+      element: element.set(value.concat([value.ip(o.ip), proto, value.port(o.port), value.cidr(src)])),
     })),
   ];
 }

@@ -4,9 +4,9 @@
  * only what differs: chains are flushed and refilled only when their fingerprint or rule count
  * differ, set and map elements are added and deleted one by one. Pure.
  */
-import type { Fragment, Value } from './syntax.ts';
-import type { Chain, Element, Ruleset } from './ruleset.ts';
-import { chainFingerprint, Commands, createCommands, elementText, isDynamic, TransactionBuilder } from './ruleset.ts';
+import { elementKey, type Element, type Fragment } from './syntax.ts';
+import type { Chain, Ruleset } from './ruleset.ts';
+import { chainFingerprint, Commands, createCommands, isDynamic, TransactionBuilder } from './ruleset.ts';
 import type { ObservedTable } from './observed.ts';
 import { sameSetSpec } from './observed.ts';
 
@@ -46,22 +46,17 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     if (isDynamic(set.spec)) continue;
     // One pass each way over up to ~150k elements (10k Services): no intermediate copies.
     const existing = seen?.elements ?? NONE;
-    const wanted = new Set<string>();
-    const adds: Element[] = [];
-    for (const e of set.elements) {
-      const text = elementText(e);
-      wanted.add(text);
-      if (!existing.has(text)) adds.push(e);
-    }
-    const deletes: Value[] = [];
+    const wanted = new Set<Element>(set.elements);
+    const adds = set.elements.filter((e) => !existing.has(e));
+    const deletes: string[] = [];
     for (const text of existing) {
       if (wanted.has(text)) continue;
-      // A map element is deleted by its key alone; the key is the text before " : ".
-      const key = text.split(' : ')[0] ?? text;
+      // A map element is deleted by its key alone.
+      const key = elementKey(text);
       // An element someone else wrote that the plan could not name safely: replace the table instead.
       if (!KEY_TEXT.test(key))
         return replacePlan(desired, `set ${set.spec.name} holds an element kproxy did not write`);
-      deletes.push(keyFromText(key));
+      deletes.push(key);
     }
     tx.deleteElements(set.spec.name, deletes);
     tx.addElements(set.spec.name, adds);
@@ -128,25 +123,8 @@ const KEY_TEXT = /^[A-Za-z0-9.:/ -]+$/;
 export function unrecognisedElement(observed: ObservedTable): string | undefined {
   for (const [name, set] of observed.sets) {
     for (const text of set.elements) {
-      if (!KEY_TEXT.test(text.split(' : ')[0] ?? '')) return `set ${name} holds an element kproxy did not write`;
+      if (!KEY_TEXT.test(elementKey(text))) return `set ${name} holds an element kproxy did not write`;
     }
   }
   return undefined;
-}
-
-/** An observed element's key as a Value, from its canonical text (checked against KEY_TEXT). */
-function keyFromText(keyText: string): Value {
-  return { text: keyText, json: keyJsonFromText(keyText) };
-}
-
-/** nft JSON for a key written as canonical element text: parts joined by " . ". */
-function keyJsonFromText(text: string): unknown {
-  const parts = text.split(' . ').map((p): unknown => {
-    if (/^\d+$/.test(p)) return Number(p);
-    const slash = p.lastIndexOf('/');
-    if (slash > 0 && /^\d+$/.test(p.slice(slash + 1)))
-      return { prefix: { addr: p.slice(0, slash), len: Number(p.slice(slash + 1)) } };
-    return p;
-  });
-  return parts.length === 1 ? parts[0] : { concat: parts };
 }

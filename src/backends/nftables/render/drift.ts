@@ -6,7 +6,7 @@
  */
 import { incompatibility, sameContent, unrecognisedElement } from './diff.ts';
 import type { ObservedTable } from './observed.ts';
-import { elementText, isDynamic, type Ruleset } from './ruleset.ts';
+import { isDynamic, type Ruleset } from './ruleset.ts';
 
 /** At most this many elements are listed per set and direction; the rest are counted. */
 const MAX_LISTED = 20;
@@ -38,7 +38,7 @@ export function describeTableDrift(desired: Ruleset, observed: ObservedTable | u
       continue;
     }
     if (isDynamic(set.spec)) continue;
-    const wanted = new Set(set.elements.map(elementText));
+    const wanted = new Set(set.elements);
     const missing = [...wanted].filter((t) => !seen.elements.has(t));
     const extra = [...seen.elements].filter((t) => !wanted.has(t));
     out.push(...listed(`${table}: ${what} lacks`, missing), ...listed(`${table}: ${what} also holds`, extra));

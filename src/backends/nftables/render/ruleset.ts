@@ -5,8 +5,8 @@
  * be printed as nft text (one command per line) or as nftables JSON, checked, or applied.
  */
 import { createHash } from 'node:crypto';
-import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
-import { commentCheck, identifier, lazyFragment, ruleJsonExpr, ruleText, verdictValue } from './syntax.ts';
+import type { Element, Fragment, NftFamily, Rule } from './syntax.ts';
+import { commentCheck, elementJson, identifier, lazyFragment, ruleJsonExpr, ruleText } from './syntax.ts';
 import { appendAll } from '../../../util/arrays.ts';
 
 export type Hook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
@@ -42,13 +42,6 @@ export interface SetSpec {
   readonly timeoutSeconds?: number;
 }
 
-export interface Element {
-  readonly key: Value;
-  readonly verdict?: Verdict;
-  /** A data map element's data (an endpoint's address . port). */
-  readonly data?: Value;
-}
-
 export interface NftSet {
   readonly spec: SetSpec;
   /** Ignored for dynamic sets: the kernel fills those from the packet path. */
@@ -78,11 +71,6 @@ export function chainFingerprint(chain: Chain): string {
   const fp = `sum:${h.digest('base64url').slice(0, 16)}`;
   fingerprints.set(chain, fp);
   return fp;
-}
-
-export function elementText(e: Element): string {
-  if (e.verdict) return `${e.key.text} : ${verdictValue(e.verdict).text}`;
-  return e.data ? `${e.key.text} : ${e.data.text}` : e.key.text;
 }
 
 export function isDynamic(spec: SetSpec): boolean {
@@ -195,27 +183,16 @@ export class Commands {
     return this.elements('add', set, elements);
   }
 
-  /** Deleting a map element names only its key. */
-  deleteElements(set: string, keys: readonly Value[]): Fragment {
-    return this.elements(
-      'delete',
-      set,
-      keys.map((key) => ({ key })),
-    );
+  /** Deleting a map element names only its key (`elementKey`). */
+  deleteElements(set: string, keys: readonly string[]): Fragment {
+    return this.elements('delete', set, keys);
   }
 
   private elements(op: 'add' | 'delete', set: string, elements: readonly Element[]): Fragment {
     const head = `${op} element ${this.where()} ${identifier(set)}`;
     const text =
-      elements.length === 1 && elements[0]
-        ? `${head} { ${elementText(elements[0])} }`
-        : `${head} {\n${elements.map((e) => `\t${elementText(e)}`).join(',\n')}\n}`;
-    return lazyFragment(text, () => {
-      const elem = elements.map((e) =>
-        e.verdict ? [e.key.json, verdictValue(e.verdict).json] : e.data ? [e.key.json, e.data.json] : e.key.json,
-      );
-      return { [op]: { element: this.ref({ name: set, elem }) } };
-    });
+      elements.length === 1 && elements[0] ? `${head} { ${elements[0]} }` : `${head} {\n\t${elements.join(',\n\t')}\n}`;
+    return lazyFragment(text, () => ({ [op]: { element: this.ref({ name: set, elem: elements.map(elementJson) }) } }));
   }
 }
 
@@ -276,7 +253,7 @@ export class TransactionBuilder {
   }
 
   /** Map elements are deleted by key alone. */
-  deleteElements(set: string, keys: readonly Value[]): void {
+  deleteElements(set: string, keys: readonly string[]): void {
     if (keys.length === 0) return;
     this.elementDeletes.push(this.c.deleteElements(set, keys));
     this.counts.elementsDeleted += keys.length;

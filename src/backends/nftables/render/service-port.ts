@@ -8,9 +8,9 @@
 import type { Cidr, Family } from '../../../model/cluster.ts';
 import { cidrContains, hostCidr } from '../../../model/ip.ts';
 import type { EndpointTarget, LocalTrafficDetector, ServicePortState } from '../../../model/node-state.ts';
-import type { Chain, Element } from './ruleset.ts';
-import type { Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
-import { expr, nftFamily, stmt, value } from './syntax.ts';
+import type { Chain } from './ruleset.ts';
+import type { Element, Fragment, NftFamily, Rule, Value, Verdict } from './syntax.ts';
+import { element, expr, nftFamily, stmt, value } from './syntax.ts';
 import {
   CHAIN,
   ENDPOINT_MAP,
@@ -79,15 +79,15 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
   const frontendOf = (parts: Value[], nodePort: boolean): Frontend => ({ key: value.concat(parts), parts, nodePort });
   const ipFrontend = (ip: string) => frontendOf([value.ip(ip), proto, value.port(sp.port)], false);
   const frontends = new Map<string, SetElement[]>();
-  const on = (frontend: Value, set: SetName, element: Element) => {
+  const on = (frontend: Value, set: SetName, e: Element) => {
     const list = frontends.get(frontend.text);
-    if (list) list.push({ set, element });
-    else frontends.set(frontend.text, [{ set, element }]);
+    if (list) list.push({ set, element: e });
+    else frontends.set(frontend.text, [{ set, element: e }]);
   };
   const chains = new Map<string, { chain: Chain; frontends: Set<string> }>();
   const sharedChains = new Map<string, Chain>();
   const affinitySets = new Map<string, number>();
-  const sharedElements: SetElement[] = [{ set: SET.clusterIps, element: { key: value.ip(sp.clusterIP) } }];
+  const sharedElements: SetElement[] = [{ set: SET.clusterIps, element: element.set(value.ip(sp.clusterIP)) }];
   // The maps hold one target port per frontend: endpoints on different ports (a named port
   // resolved differently per pod) keep a ladder, as ClientIP affinity does.
   const targetPort = commonTargetPort(sp);
@@ -97,7 +97,10 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     for (const ep of endpoints) {
       // Only a pod on this node can send a packet that this node DNATs back to the same pod.
       if (ep.isLocal)
-        sharedElements.push({ set: SET.hairpin, element: { key: value.concat([value.ip(ep.ip), value.ip(ep.ip)]) } });
+        sharedElements.push({
+          set: SET.hairpin,
+          element: element.set(value.concat([value.ip(ep.ip), value.ip(ep.ip)])),
+        });
     }
   };
 
@@ -132,14 +135,15 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     const base = local ? LOCAL_INDEX : 0;
     const addresses = fe.nodePort ? ENDPOINT_MAP.nodePortAddresses : ENDPOINT_MAP.addresses;
     endpoints.forEach((ep, i) => {
-      on(fe.key, addresses, { key: value.concat([...fe.parts, value.number(base + i)]), data: value.ip(ep.ip) });
+      on(fe.key, addresses, element.map(value.concat([...fe.parts, value.number(base + i)]), value.ip(ep.ip)));
     });
     if (!withPort.has(fe.key.text) && targetPort !== undefined) {
       withPort.add(fe.key.text);
-      on(fe.key, fe.nodePort ? ENDPOINT_MAP.nodePortPorts : ENDPOINT_MAP.ports, {
-        key: fe.key,
-        data: value.port(targetPort),
-      });
+      on(
+        fe.key,
+        fe.nodePort ? ENDPOINT_MAP.nodePortPorts : ENDPOINT_MAP.ports,
+        element.map(fe.key, value.port(targetPort)),
+      );
     }
     hairpin(endpoints);
     return { kind: 'goto', chain: pickChain({ nodePort: fe.nodePort, local, masquerade }, endpoints.length) };
@@ -151,9 +155,9 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     const verdict = maps
       ? pick(cluster, internal.endpoints, false, false)
       : ladder(internal.kind === 'cluster' ? 'svc' : 'lcl', internal.endpoints, [cluster.key.text]);
-    on(cluster.key, SET.serviceIps, { key: cluster.key, verdict });
+    on(cluster.key, SET.serviceIps, element.vmap(cluster.key, verdict));
   } else {
-    on(cluster.key, SET.noEndpointServices, { key: cluster.key, verdict: noEndpointVerdict(internal.kind) });
+    on(cluster.key, SET.noEndpointServices, element.vmap(cluster.key, noEndpointVerdict(internal.kind)));
   }
 
   const external = sp.external;
@@ -170,7 +174,7 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
         : noEndpoints
           ? SET.noEndpointServices
           : SET.serviceIps;
-      on(fe.key, set, { key: fe.key, verdict });
+      on(fe.key, set, element.vmap(fe.key, verdict));
     };
     if (external.kind === 'reject') {
       for (const fe of outside) add(fe, noEndpointVerdict('reject'), true);
@@ -227,9 +231,13 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     ];
     for (const lb of sp.loadBalancerIPs) {
       const key = ipFrontend(lb).key;
-      on(key, SET.firewallIps, { key });
+      on(key, SET.firewallIps, element.set(key));
       for (const src of outermostCidrs(sources)) {
-        on(key, SET.firewallAllow, { key: value.concat([value.ip(lb), proto, value.port(sp.port), value.cidr(src)]) });
+        on(
+          key,
+          SET.firewallAllow,
+          element.set(value.concat([value.ip(lb), proto, value.port(sp.port), value.cidr(src)])),
+        );
       }
     }
   }

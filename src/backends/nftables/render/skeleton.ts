@@ -7,9 +7,9 @@
  */
 import type { Cidr } from '../../../model/cluster.ts';
 import type { NodeState } from '../../../model/node-state.ts';
-import type { Chain, Element, NftSet, SetSpec } from './ruleset.ts';
-import type { NftFamily } from './syntax.ts';
-import { nftFamily } from './syntax.ts';
+import type { Chain, NftSet, SetSpec } from './ruleset.ts';
+import type { Element, NftFamily } from './syntax.ts';
+import { nftFamily, sortByKey } from './syntax.ts';
 import { ENDPOINT_MAP, type SetName } from './names.ts';
 import { localTrafficMatch, type EndpointLayout } from './service-port.ts';
 import { outermostCidrs } from './cidrs.ts';
@@ -41,8 +41,7 @@ export function skeletonSets(
     for (const spec of endpointMapSpecs(nftFamily(state.family))) sets.push({ spec, elements: [] });
   return sets.map(({ spec, elements }) => {
     const list = [...(bySet.get(spec.name as SetName) ?? []), ...elements];
-    list.sort((x, y) => (x.key.text < y.key.text ? -1 : x.key.text > y.key.text ? 1 : 0));
-    return { spec, elements: list };
+    return { spec, elements: sortByKey(list) };
   });
 }
 

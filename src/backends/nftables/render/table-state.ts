@@ -10,10 +10,10 @@
  * ports may add (ClusterIPs, hairpin pairs) are reference-counted.
  */
 import type { Problem } from '../../../util/problems.ts';
-import type { Fragment } from './syntax.ts';
-import { nftFamily } from './syntax.ts';
-import type { Chain, Element, Ruleset } from './ruleset.ts';
-import { chainFingerprint, elementText, TransactionBuilder } from './ruleset.ts';
+import type { Element, Fragment } from './syntax.ts';
+import { elementKey, nftFamily } from './syntax.ts';
+import type { Chain, Ruleset } from './ruleset.ts';
+import { chainFingerprint, TransactionBuilder } from './ruleset.ts';
 import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
 import { TABLE, type SetName } from './names.ts';
 import { appendAll } from '../../../util/arrays.ts';
@@ -28,7 +28,7 @@ interface Contribution {
 }
 
 const serviceOf = (f: ServicePortFragment) => `${f.sp.ref.namespace}/${f.sp.ref.name}`;
-const elementId = (e: SetElement) => `${e.set}\u0000${elementText(e.element)}`;
+const elementId = (e: SetElement) => `${e.set}\u0000${e.element}`;
 
 export class TableState {
   readonly context: TableContext;
@@ -287,11 +287,7 @@ export class TableState {
     for (const name of before.chains.keys()) if (!after.chains.has(name)) tx.deleteChain(name);
     for (const [name, timeout] of before.affinitySets)
       if (!after.affinitySets.has(name)) tx.deleteSet(affinitySetSpec(f, name, timeout).spec);
-    for (const [set, list] of bySet(before.elements, after.elements))
-      tx.deleteElements(
-        set,
-        list.map((e) => e.key),
-      );
+    for (const [set, list] of bySet(before.elements, after.elements)) tx.deleteElements(set, list.map(elementKey));
     for (const [set, list] of bySet(after.elements, before.elements)) tx.addElements(set, list);
     return tx.commands();
   }

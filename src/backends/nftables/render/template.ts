@@ -24,9 +24,9 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Cidr } from '../../../model/cluster.ts';
-import type { BaseChainSpec, Chain, Element, Hook, SetFlag, SetSpec } from './ruleset.ts';
-import type { Expr, Fragment, NftFamily, Rule, Value } from './syntax.ts';
-import { expr, identifier, stmt, value } from './syntax.ts';
+import type { BaseChainSpec, Chain, Hook, SetFlag, SetSpec } from './ruleset.ts';
+import type { Element, Expr, Fragment, NftFamily, Rule, Value } from './syntax.ts';
+import { element, expr, identifier, stmt, value } from './syntax.ts';
 import { CHAIN, SET, TABLE } from './names.ts';
 
 /** The nftables mode's template, relative to this module (the repository's rules-templates/). */
@@ -190,7 +190,8 @@ export function renderTemplateSets(
         verdictMap: s.verdictMap,
         flags: s.flags,
       },
-      elements: name === undefined ? [] : at(t.file, s.line, () => v[name].map((c) => ({ key: cidrValue(family, c) }))),
+      elements:
+        name === undefined ? [] : at(t.file, s.line, () => v[name].map((c) => element.set(cidrValue(family, c)))),
     };
   });
 }
