@@ -162,6 +162,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       }
     : undefined;
   const backend = mode.createBackend({ config, exec, log, ...(kernelCall ? { kernelCall } : {}) });
+  // What the kernel holds is read while the caches fill: a restart's first sync need not wait for it.
+  backend.readKernelAhead?.();
   const proxier = new Proxier({
     config,
     source,

@@ -67,6 +67,12 @@ export interface ProxyBackend {
    */
   describeDrift(families: readonly FamilyState[]): Promise<string[]>;
   /**
+   * Starts reading what the kernel holds ahead of the first sync, while the caches fill (the
+   * daemon calls it at start); the first sync takes the reading only if the kernel is known not
+   * to have changed since. Modes that cannot know that leave it out.
+   */
+  readKernelAhead?(): void;
+  /**
    * Engines other software can flush under us (iptables): polls every `intervalMs` and calls
    * `onLost` when kproxy's rules are gone, so the reconciler forces a full sync. Returns a stop.
    */

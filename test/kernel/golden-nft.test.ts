@@ -5,7 +5,8 @@
  *
  * Each loaded table is then read back both ways a sync reads it — `nft -j list table`, and the
  * netlink dump served by the spawner's child (kernel/netlink-dump.ts) — which must agree exactly,
- * and a plan against either must be empty: what kproxy wrote reads back as what it wants.
+ * and a plan against either must be empty: what kproxy wrote reads back as what it wants. The dump
+ * reports the ruleset generation it saw, the kernel's current one.
  */
 import { describe, expect, it } from 'vitest';
 import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
@@ -28,7 +29,7 @@ async function load(run: PipelineRun): Promise<void> {
       const dumps: unknown[] = [];
       const byNetlink = new NftablesApplier(nft, async <T>(name: string, args: unknown) => {
         const r = await spawner.call<T>(name, args);
-        dumps.push(r);
+        if (name === 'readNftTable') dumps.push(r);
         return r;
       });
       for (const { ruleset } of run.desired.families) {
@@ -37,9 +38,12 @@ async function load(run: PipelineRun): Promise<void> {
         expect(dumped, ruleset.family).toEqual(listed);
         expect(planTransaction(ruleset, dumped).commands, ruleset.family).toEqual([]);
       }
-      // Read by netlink indeed, not by the nft fallback.
+      // Read by netlink indeed, not by the nft fallback, and consistent (one ruleset generation).
       expect(dumps).toHaveLength(run.desired.families.length);
-      for (const d of dumps) expect(d).not.toHaveProperty('undecodable');
+      for (const d of dumps) {
+        expect(d).not.toHaveProperty('undecodable');
+        expect(d).toHaveProperty('generation', await spawner.call('nftGeneration', null));
+      }
     } finally {
       spawner.stop();
     }

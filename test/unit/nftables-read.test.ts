@@ -71,6 +71,69 @@ describe('reading the nftables table back', () => {
   });
 });
 
+describe('reading ahead (a restart reads the kernel while its caches fill)', () => {
+  /** A kernel whose ruleset generation the test moves; counts the dumps. */
+  function kernel(): { call: KernelCall; dumps: () => number; commit: () => void } {
+    let generation = 7;
+    let dumps = 0;
+    const call: KernelCall = async <T>(name: string) => {
+      if (name === 'nftGeneration') return generation as T;
+      dumps++;
+      return {
+        chains: { services: { ruleCount: 1, fingerprint: `sum:gen-${generation}` } },
+        elements: { 'target-ports': [] },
+        generation,
+      } as T;
+    };
+    return { call, dumps: () => dumps, commit: () => void generation++ };
+  }
+
+  it('takes the reading made ahead when nothing was committed since, once', async () => {
+    const k = kernel();
+    const applier = new NftablesApplier(fakeNft(true, []), k.call);
+    applier.prefetch(where);
+    const seen = await applier.observe(where);
+    expect(seen?.chains.get('services')?.fingerprint).toBe('sum:gen-7');
+    expect(k.dumps()).toBe(1);
+    await applier.observe(where);
+    expect(k.dumps()).toBe(2);
+  });
+
+  it('reads again when the ruleset generation moved since the reading (anyone committed)', async () => {
+    const k = kernel();
+    const applier = new NftablesApplier(fakeNft(true, []), k.call);
+    applier.prefetch(where);
+    await new Promise((r) => setTimeout(r, 10));
+    k.commit();
+    const seen = await applier.observe(where);
+    expect(seen?.chains.get('services')?.fingerprint).toBe('sum:gen-8');
+    expect(k.dumps()).toBe(2);
+  });
+
+  it('never takes a reading whose dump saw another generation, nor one made before its own commit', async () => {
+    let generation = 1;
+    let dumps = 0;
+    // A commit lands between the generation read before the declarations and the dump.
+    const racing: KernelCall = async <T>(name: string) => {
+      if (name === 'nftGeneration') return generation as T;
+      dumps++;
+      generation++;
+      return { chains: {}, elements: { 'target-ports': [] }, generation } as T;
+    };
+    const applier = new NftablesApplier(fakeNft(true, []), racing);
+    applier.prefetch(where);
+    await applier.observe(where);
+    expect(dumps).toBe(2);
+
+    const k = kernel();
+    const committing = new NftablesApplier(fakeNft(true, []), k.call);
+    committing.prefetch(where);
+    await committing.apply([]);
+    await committing.observe(where);
+    expect(k.dumps()).toBe(2);
+  });
+});
+
 describe('planning against what was read', () => {
   const { ruleset } = runCase('clusterip-basic').desired.families[0] as { ruleset: Ruleset };
   /** What the kernel holds after committing `ruleset`, as a read reports it. */

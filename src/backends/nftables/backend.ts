@@ -57,6 +57,11 @@ export class NftablesProxyBackend implements ProxyBackend {
     this.applier = new NftablesApplier(new Nft(deps.exec), deps.kernelCall);
   }
 
+  /** Reads kproxy's tables of both families now: a restart's first sync plans against this reading. */
+  readKernelAhead(): void {
+    for (const family of ['ip', 'ip6'] as const) this.applier.prefetch({ family, table: TABLE });
+  }
+
   async sync(request: SyncRequest): Promise<SyncReport> {
     this.generation++;
     try {

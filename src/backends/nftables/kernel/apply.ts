@@ -37,9 +37,17 @@ export interface SyncReport {
   readonly commands: number;
 }
 
+/** A reading of a table, and the ruleset generation it is known to show (netlink reads only). */
+interface Reading {
+  readonly observed: ObservedTable | undefined;
+  readonly generation?: number;
+}
+
 export class NftablesApplier {
   private readonly nft: Nft;
   private readonly kernelCall: KernelCall | undefined;
+  /** Readings started ahead of the sync that takes them, by `family table`. */
+  private readonly prefetched = new Map<string, Promise<Reading>>();
   /** `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`. */
   constructor(nft: Nft, kernelCall?: KernelCall) {
     this.nft = nft;
@@ -67,6 +75,8 @@ export class NftablesApplier {
 
   /** Commits commands planned elsewhere (a partial sync's), atomically. */
   async apply(commands: Transaction): Promise<void> {
+    // What was read ahead shows the kernel before this commit: nobody may take it after.
+    this.prefetched.clear();
     await this.nft.apply(commands);
   }
 
@@ -78,14 +88,51 @@ export class NftablesApplier {
   /**
    * Starts reading the table and resolves as soon as the read is under way: over netlink, the
    * dump then runs in the spawner's child while this process renders (a full sync's render and
-   * read overlap: ~1 s each at 10,000 Services). `result` is the reading.
+   * read overlap: ~1 s each at 10,000 Services). `result` is the reading. A reading prefetched for
+   * this table is taken instead when the kernel's ruleset generation shows nothing was committed
+   * since it was made.
    */
   async startObserving(where: TableRef): Promise<{ readonly result: Promise<ObservedTable | undefined> }> {
-    const byNetlink = this.kernelCall ? await this.startNetlinkRead(where, this.kernelCall) : undefined;
-    const result = byNetlink?.result ?? this.readByNft(where);
+    const early = this.prefetched.get(tableKey(where));
+    this.prefetched.delete(tableKey(where));
+    const reading = early && this.kernelCall ? this.ifStillCurrent(early, where, this.kernelCall) : this.read(where);
+    const result = (await reading).result.then((r) => r.observed);
     // Awaited later, after the render: a failure must not count as unhandled meanwhile.
     result.catch(() => undefined);
     return { result };
+  }
+
+  /**
+   * Starts reading a table now, for the next {@link startObserving} of it: at start the daemon
+   * reads what the kernel holds while its caches fill, instead of after they have (1-2 s at
+   * 10,000 Services). Only over netlink, whose readings carry the ruleset generation.
+   */
+  prefetch(where: TableRef): void {
+    if (!this.kernelCall) return;
+    const reading = this.read(where).then((r) => r.result);
+    reading.catch(() => undefined);
+    this.prefetched.set(tableKey(where), reading);
+  }
+
+  /** The prefetched reading if the kernel's ruleset generation still is the one it showed, else a new one. */
+  private async ifStillCurrent(
+    early: Promise<Reading>,
+    where: TableRef,
+    kernelCall: KernelCall,
+  ): Promise<{ readonly result: Promise<Reading> }> {
+    const now = kernelCall<number>('nftGeneration', null);
+    const result = Promise.all([early, now]).then(
+      async ([r, generation]) =>
+        r.generation !== undefined && r.generation === generation ? r : (await this.read(where)).result,
+      async () => (await this.read(where)).result,
+    );
+    return { result };
+  }
+
+  /** A reading under way: over netlink when it can, else through nft. */
+  private async read(where: TableRef): Promise<{ readonly result: Promise<Reading> }> {
+    const byNetlink = this.kernelCall ? await this.startNetlinkRead(where, this.kernelCall) : undefined;
+    return byNetlink ?? { result: this.readByNft(where).then((observed) => ({ observed })) };
   }
 
   private async readByNft(where: TableRef): Promise<ObservedTable | undefined> {
@@ -97,12 +144,15 @@ export class NftablesApplier {
    * The reading from the declarations (`nft -t`: no rules, no elements) and a netlink dump of the
    * rules' fingerprints and the elements. Undefined when the table declares nothing (absent or
    * empty: nft tells them apart); a result that falls back to nft when the dump cannot decode it.
+   * The reading carries the ruleset generation when the dump saw the one current before the
+   * declarations were listed (nothing was committed in between).
    * (The result is wrapped: an async function would wait for a promise it returned.)
    */
   private async startNetlinkRead(
     where: TableRef,
     kernelCall: KernelCall,
-  ): Promise<{ readonly result: Promise<ObservedTable | undefined> } | undefined> {
+  ): Promise<{ readonly result: Promise<Reading> } | undefined> {
+    const generation = kernelCall<number>('nftGeneration', null).catch(() => undefined);
     const listings = await Promise.all(
       (['chains', 'sets', 'maps'] as const).map((kind) => this.nft.listObjects(kind, where.family, true)),
     );
@@ -125,12 +175,15 @@ export class NftablesApplier {
     };
     // Sent now (the call writes its request before it first waits); read when it is answered.
     const dumping = kernelCall<DumpResult>('readNftTable', request);
+    const byNft = async (): Promise<Reading> => ({ observed: await this.readByNft(where) });
     return {
       // A dump that fails (libraries missing, the child gone) or cannot decode: nft reads instead.
-      result: dumping.then(
-        (dump) => ('undecodable' in dump ? this.readByNft(where) : observedFrom(declared, dump)),
-        () => this.readByNft(where),
-      ),
+      result: dumping.then(async (dump) => {
+        if ('undecodable' in dump) return byNft();
+        const before = await generation;
+        const observed = observedFrom(declared, dump);
+        return before !== undefined && dump.generation === before ? { observed, generation: before } : { observed };
+      }, byNft),
     };
   }
 
@@ -196,6 +249,8 @@ export interface TableRef {
   readonly family: NftFamily;
   readonly table: string;
 }
+
+const tableKey = (where: TableRef): string => `${where.family} ${where.table}`;
 
 /** The declarations with the dump's rule counts, fingerprints and elements. */
 function observedFrom(declared: ObservedTable, dump: Exclude<DumpResult, { undecodable: string }>): ObservedTable {

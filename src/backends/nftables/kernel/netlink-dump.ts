@@ -15,11 +15,23 @@
  * sync` itself).
  */
 import { parseIp } from '../../../model/ip.ts';
-import { attr, attrs, encodeStringAttr, netfilterDump, stringAttr, type Attr } from '../../../kernel/netlink.ts';
+import {
+  attr,
+  attrs,
+  encodeStringAttr,
+  netfilterDump,
+  netfilterGet,
+  stringAttr,
+  type Attr,
+} from '../../../kernel/netlink.ts';
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_GETRULE = 7;
 const NFT_MSG_GETSETELEM = 13;
+const NFT_MSG_GETGEN = 16;
+const GEN_ID = 1;
+/** Reads of a table that a commit kept overlapping before giving up on a consistent one. */
+const DUMP_TRIES = 3;
 const NFPROTO = { ip: 2, ip6: 10 } as const;
 
 // nf_tables.h attribute numbers.
@@ -60,6 +72,8 @@ export type DumpResult =
   | {
       readonly chains: Record<string, { ruleCount: number; fingerprint?: string }>;
       readonly elements: Record<string, string[]>;
+      /** The ruleset generation the whole dump saw; absent when commits kept landing during it. */
+      readonly generation?: number;
     }
   | { readonly undecodable: string };
 
@@ -78,14 +92,30 @@ class Undecodable extends Error {}
 
 export function dumpTable(req: DumpRequest): DumpResult {
   try {
-    return {
-      chains: dumpRules(req),
-      elements: Object.fromEntries(req.sets.map((s) => [s.name, dumpElements(req, s)])),
-    };
+    for (let tries = 1; ; tries++) {
+      // A dump is many reads; a commit between two of them would mix two rulesets.
+      const before = nftGeneration();
+      const chains = dumpRules(req);
+      const elements = Object.fromEntries(req.sets.map((s) => [s.name, dumpElements(req, s)]));
+      const generation = nftGeneration();
+      if (generation === before) return { chains, elements, generation };
+      if (tries === DUMP_TRIES) return { chains, elements };
+    }
   } catch (e) {
     if (e instanceof Undecodable) return { undecodable: e.message };
     throw e;
   }
+}
+
+/**
+ * The kernel's nftables ruleset generation in this network namespace: every committed
+ * transaction (of any table, anyone's) bumps it, so an unchanged number means an unchanged ruleset.
+ */
+export function nftGeneration(): number {
+  const answer = attrs(netfilterGet((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 0, []));
+  const id = attr(answer, GEN_ID);
+  if (!id || id.length < 4) throw new Error('nftables generation: no NFTA_GEN_ID in the answer');
+  return id.readUInt32BE(0);
 }
 
 function dumpRules(req: DumpRequest): Record<string, { ruleCount: number; fingerprint?: string }> {
