@@ -7,8 +7,8 @@
  *    1.2 s); iptables mode lists the endpoint's own KUBE-SEP chain (`iptables -t nat -S CHAIN`,
  *    the name computed as kproxy does);
  *  - `serviceHasEndpoint`: any endpoint of a Service, by key from kproxy's `endpoint-addresses`
- *    map (`nft get element`; nft 1.0.6 still reads every element of the table first: ~0.5 s at
- *    2000 × 10);
+ *    map or the shard of it that holds the Service (`nft get element`; nft 1.0.6 still reads every
+ *    element of the table first: ~0.5 s at 2000 × 10);
  *  - `NftMonitor`: `nft monitor` running beside the daemon, so an element's (nftables mode) or a
  *    rule's (iptables-nft, which writes through nf_tables too) arrival is seen when the kernel
  *    announces the commit, without polling.
@@ -16,6 +16,7 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { endpointChainName } from '../backends/iptables/render/names.ts';
+import { ENDPOINT_MAP, endpointAddressMap, shardOf } from '../backends/nftables/render/names.ts';
 import type { IptablesFlavor } from '../config/proxy-config.ts';
 import { TARGET_PORT, type EndpointRef } from './cluster-gen.ts';
 import { now } from './kproxy-run.ts';
@@ -69,12 +70,22 @@ export async function serviceHasEndpoint(
   svc: ServicePortRef,
   ip: string,
 ): Promise<boolean> {
-  const keys = Array.from({ length: svc.endpoints }, (_, k) => `${svc.clusterIp} . tcp . ${svc.port} . ${k}`);
-  const text =
-    mode === 'nftables'
-      ? await output('nft', ['get', 'element', 'ip', 'kproxy', 'endpoint-addresses', `{ ${keys.join(', ')} }`])
-      : await output(iptablesTool(flavor, '-save'), ['-t', 'nat']);
+  const frontend = `${svc.clusterIp} . tcp . ${svc.port}`;
+  const keys = Array.from({ length: svc.endpoints }, (_, k) => `${frontend} . ${k}`);
+  let text: string | undefined;
+  if (mode === 'nftables') {
+    const map = await endpointAddressMapOf(frontend);
+    text = map && (await output('nft', ['get', 'element', 'ip', 'kproxy', map, `{ ${keys.join(', ')} }`]));
+  } else text = await output(iptablesTool(flavor, '-save'), ['-t', 'nat']);
   return text !== undefined && mentions(text, ip);
+}
+
+/** The address map `frontend` is in, as kproxy shards them: from the maps the table declares (`nft -t`, no elements). */
+async function endpointAddressMapOf(frontend: string): Promise<string | undefined> {
+  const maps = await output('nft', ['-t', 'list', 'maps', 'ip']);
+  if (maps === undefined) return undefined;
+  const shards = maps.match(new RegExp(`map ${ENDPOINT_MAP.addresses}-\\d+ `, 'g'))?.length ?? 1;
+  return endpointAddressMap(false, shardOf(frontend, shards), shards);
 }
 
 /**

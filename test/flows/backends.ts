@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Topology } from '../../src/sandbox/topology.ts';
 import { ipvsCleanup, ipvsSync } from '../ipvs/in-process.ts';
+import { ENDPOINT_MAP, PORTS_PER_SHARD } from '../../src/backends/nftables/render/names.ts';
+import { endpoints, service, type ServiceSpec } from './cluster.ts';
 
 const KPROXY = fileURLToPath(new URL('../../bin/kproxy', import.meta.url));
 
@@ -36,6 +38,8 @@ export interface ModeBehaviour {
 
 export interface Backend {
   readonly name: string;
+  /** Its `--proxy-mode`. */
+  readonly mode: string;
   /** Why the suite cannot run against it here; undefined: it runs. */
   readonly skip?: string;
   readonly behaviour: ModeBehaviour;
@@ -84,6 +88,7 @@ function backend(
 ): Backend {
   return {
     name: mode,
+    mode,
     ...(skip ? { skip } : {}),
     behaviour,
     sync: (topo, objects, flags) => kproxySync(mode, topo, objects, flags),
@@ -103,8 +108,11 @@ const NFTABLES: ModeBehaviour = {
   localhostNodePorts: false,
 };
 
+const nftables = backend('nftables', NFTABLES, async (topo) => (await topo.nft(['list', 'tables'])).includes('kproxy'));
+
 export const BACKENDS: readonly Backend[] = [
-  backend('nftables', NFTABLES, async (topo) => (await topo.nft(['list', 'tables'])).includes('kproxy')),
+  nftables,
+  shardedEndpointMaps(nftables),
   backend(
     'iptables',
     {
@@ -122,6 +130,38 @@ export const BACKENDS: readonly Backend[] = [
   ipvsBackend(),
 ];
 
+/** Services added to every sync by {@link shardedEndpointMaps}: each family's table then has this many more ports. */
+const PADDING_SERVICES = PORTS_PER_SHARD + 76;
+
+/**
+ * nftables mode past {@link PORTS_PER_SHARD} service ports, where endpoints are spread over
+ * several address maps (`endpoint-addresses-0`, `-1`, and their DNAT chains): every flow again,
+ * with that many more Services (each with pod a behind it) beside the suite's own.
+ */
+function shardedEndpointMaps(b: Backend): Backend {
+  const padding = (topo: Topology): object[] =>
+    Array.from({ length: PADDING_SERVICES }, (_, i) => {
+      const s: ServiceSpec = {
+        name: `padding-${i}`,
+        index: 1000 + i,
+        ports: [{ name: 'http', port: 80, targetPort: 8080 }],
+      };
+      return [...service(s), ...endpoints(topo, s, [{ pod: 'a' }])];
+    }).flat();
+  return {
+    ...b,
+    name: `${b.name}-sharded`,
+    sync: async (topo, objects, flags) => {
+      const outcome = await b.sync(topo, [...objects, ...padding(topo)], flags);
+      // The variant tests what it says only if the tables really are sharded.
+      if (outcome.exitCode === 0)
+        for (const family of ['ip', 'ip6'])
+          await topo.nft(['list', 'map', family, 'kproxy', `${ENDPOINT_MAP.addresses}-1`]);
+      return outcome;
+    },
+  };
+}
+
 /**
  * IPVS mode needs a kernel with IPVS: test/ipvs/ipvs-vm.test.ts boots the IPVS VM and runs this
  * suite there (KPROXY_IPVS_VM=1). Its syncs run in-process, exactly as the CLI runs them
@@ -131,6 +171,7 @@ function ipvsBackend(): Backend {
   const inVm = process.env['KPROXY_IPVS_VM'] === '1';
   return {
     name: 'ipvs',
+    mode: 'ipvs',
     ...(inVm ? {} : { skip: 'this kernel has no IPVS: test/ipvs/ipvs-vm.test.ts runs it in the IPVS VM' }),
     behaviour: {
       // Upstream's KUBE-IPVS-FILTER: a new connection to any other port of an address on kube-ipvs0 is rejected.

@@ -14,7 +14,7 @@ export const CLUSTER_CIDR = '10.244.0.0/16,fd00:244::/56';
 export const SERVICE_CIDRS = { v4: '10.96.0.0/16', v6: 'fd00:96::/108' } as const;
 
 export function clusterIP(i: number, fam: Fam): string {
-  return fam === 'v4' ? `10.96.0.${i}` : `fd00:96::${i.toString(16)}`;
+  return fam === 'v4' ? `10.96.${i >> 8}.${i & 255}` : `fd00:96::${i.toString(16)}`;
 }
 export function externalIP(i: number, fam: Fam): string {
   return fam === 'v4' ? `203.0.113.${i}` : `2001:db8:113::${i.toString(16)}`;

@@ -210,7 +210,7 @@ for (const backend of BACKENDS) {
        */
       const unallocated = () => (backend.behaviour.dropsUnallocatedServiceIps ? 'timeout' : 'error');
       // Inside the IPVS VM each CLI start costs tens of seconds: explain answers in-process there.
-      const explain = explainChecker(backend.name, () => topo, IN_VM);
+      const explain = explainChecker(backend.mode, () => topo, IN_VM);
       const explained = explain.expectExplained;
       const sync = async (objects: readonly object[], flags: readonly string[] = []) => {
         const all = [...BASE_FLAGS, ...flags];

@@ -5,6 +5,7 @@ import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
 import { fragmentContext, renderNftables } from '../../src/backends/nftables/render/layout.ts';
 import { renderServicePort } from '../../src/backends/nftables/render/service-port.ts';
 import { TableState } from '../../src/backends/nftables/render/table-state.ts';
+import { ENDPOINT_MAP, PORTS_PER_SHARD } from '../../src/backends/nftables/render/names.ts';
 import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
@@ -100,7 +101,8 @@ describe('incremental nftables sync', () => {
 });
 
 describe('TableState.update: the commands of a partial sync', () => {
-  const fragmentsOf = (s: NodeState) => s.servicePorts.map((sp) => renderServicePort(sp, fragmentContext(s)));
+  const fragmentsOf = (s: NodeState) =>
+    s.servicePorts.map((sp) => renderServicePort(sp, fragmentContext(s, s.servicePorts.length)));
   // Changes of service ports only; a context change makes the daemon re-render everything.
   const portChanges = [
     'a Service added',
@@ -179,6 +181,41 @@ describe('light observation (periodic consistency checks)', () => {
       expect(await backend.matches([rs])).toBe(false);
       await nft.deleteTable('ip', 'kproxy');
       expect(await backend.observeLight(rs, rs)).toBeUndefined();
+    });
+  });
+});
+
+describe('endpoint maps crossing the shard threshold (PORTS_PER_SHARD)', () => {
+  const withPorts = (n: number): NodeState => ({
+    ...base,
+    servicePorts: Array.from({ length: n }, (_, i) => {
+      const ep = { ip: `10.244.${i >> 8}.${i & 255}`, port: 8080, isLocal: false };
+      return servicePort({
+        ref: { namespace: 'default', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
+        key: `default/svc-${i}:p`,
+        clusterIP: `10.96.${i >> 8}.${i & 255}`,
+        internal: { kind: 'cluster', endpoints: [ep] },
+        servingEndpoints: [ep],
+      });
+    }),
+  });
+
+  it('moves every endpoint between one map and two in one update, both ways', async () => {
+    const one = withPorts(PORTS_PER_SHARD);
+    const two = withPorts(PORTS_PER_SHARD + 1);
+    const freshTwo = await freshView(two);
+    const freshOne = await freshView(one);
+    expect(Object.keys(freshTwo.sets)).toContain(`${ENDPOINT_MAP.addresses}-1`);
+    await withNetns(async (ns) => {
+      const nft = new Nft(inNetns(ns));
+      const backend = new NftablesApplier(nft);
+      await backend.sync([renderNftables(one).ruleset]);
+      const up = await backend.sync([renderNftables(two).ruleset]);
+      expect(up.families[0]?.summary.kind).toBe('update');
+      expect(await kernelView(nft)).toEqual(freshTwo);
+      const down = await backend.sync([renderNftables(one).ruleset]);
+      expect(down.families[0]?.summary.kind).toBe('update');
+      expect(await kernelView(nft)).toEqual(freshOne);
     });
   });
 });

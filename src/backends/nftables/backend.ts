@@ -147,9 +147,9 @@ export class NftablesProxyBackend implements ProxyBackend {
     let drift = false;
     const servicePorts: number[] = [];
     for (const family of request.families) {
-      const contextKey = JSON.stringify(family.context);
+      const ctx = fragmentContext(family.context, portCount(family));
+      const contextKey = JSON.stringify([family.context, ctx.endpointShards]);
       const was = this.committed.get(family.context.family);
-      const ctx = fragmentContext(family.context);
       let table: TableState;
       if (request.full || !was || was.contextKey !== contextKey) {
         full = true;
@@ -162,7 +162,7 @@ export class NftablesProxyBackend implements ProxyBackend {
           ? await this.applier.startObserving({ family: nftFamily(family.context.family), table: TABLE })
           : undefined;
         const kept = was?.contextKey === contextKey ? was.table : undefined;
-        table = new TableState(family.context, renderAll(family, ctx, kept));
+        table = new TableState(family.context, renderAll(family, ctx, kept), ctx);
         const rs = table.ruleset();
         const observed = reading ? await reading.result : await this.applier.observeLight(rs, committed as Ruleset);
         const plan = planTransaction(rs, observed);
@@ -236,6 +236,13 @@ function renderAll(family: FamilyState, ctx: FragmentContext, kept?: TableState)
       out.push(was && isDeepStrictEqual(was.sp, sp) ? { ...was, sp } : renderServicePort(sp, ctx));
     }
   return out;
+}
+
+/** The number of service ports of a family (what decides its endpoint maps' shards). */
+function portCount(family: FamilyState): number {
+  let n = 0;
+  for (const ports of family.services.values()) n += ports.length;
+  return n;
 }
 
 /** The complete desired ruleset of a family (`kproxy sync`'s final check). */

@@ -16,6 +16,7 @@ import type { Problem } from '../../../util/problems.ts';
 import type { Ruleset } from './ruleset.ts';
 import { renderServicePort, type EndpointLayout, type FragmentContext } from './service-port.ts';
 import { TableState } from './table-state.ts';
+import { endpointShards } from './names.ts';
 import type { TableContext } from './skeleton.ts';
 
 export { TABLE } from './names.ts';
@@ -27,8 +28,19 @@ export interface RenderResult {
   readonly problems: readonly Problem[];
 }
 
-export function fragmentContext(state: TableContext, endpointLayout: EndpointLayout = 'maps'): FragmentContext {
-  return { family: state.family, localDetector: state.localDetector, nodeIPs: state.nodeIPs, endpointLayout };
+/** The context of a table's fragments; `servicePorts`, the table's number of ports, decides its endpoint maps' shards. */
+export function fragmentContext(
+  state: TableContext,
+  servicePorts: number,
+  endpointLayout: EndpointLayout = 'maps',
+): FragmentContext {
+  return {
+    family: state.family,
+    localDetector: state.localDetector,
+    nodeIPs: state.nodeIPs,
+    endpointLayout,
+    endpointShards: endpointShards(servicePorts),
+  };
 }
 
 /** A family's state and its rendered ruleset. */
@@ -58,11 +70,11 @@ export function renderFamilies(states: readonly NodeState[]): RenderedFamilies {
  * which cannot express the endpoint maps (ADR 0008): the same packet behaviour in rules.
  */
 export function renderNftables(state: NodeState, endpointLayout: EndpointLayout = 'maps'): RenderResult {
-  const ctx = fragmentContext(state, endpointLayout);
+  const ctx = fragmentContext(state, state.servicePorts.length, endpointLayout);
   const table = new TableState(
     state,
     state.servicePorts.map((sp) => renderServicePort(sp, ctx)),
-    endpointLayout,
+    ctx,
   );
   return { ruleset: table.ruleset(), problems: table.problems() };
 }

@@ -17,8 +17,10 @@ import {
   LOCAL_INDEX,
   SET,
   affinitySetName,
+  endpointAddressMap,
   pickChainName,
   servicePortNames,
+  shardOf,
   type PickSpec,
   type SetName,
 } from './names.ts';
@@ -37,7 +39,12 @@ export interface FragmentContext {
   readonly localDetector: LocalTrafficDetector;
   readonly nodeIPs: readonly string[];
   readonly endpointLayout: EndpointLayout;
+  /** How many address maps of each kind endpoints are spread over (`endpointShards`). */
+  readonly endpointShards: number;
 }
+
+/** Where endpoints go: what the skeleton declares for them depends on it too. */
+export type EndpointMaps = Pick<FragmentContext, 'endpointLayout' | 'endpointShards'>;
 
 export interface SetElement {
   readonly set: SetName;
@@ -133,7 +140,9 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     // Nothing to pick from: back to the hook, as an empty ladder would.
     if (endpoints.length === 0) return { kind: 'return' };
     const base = local ? LOCAL_INDEX : 0;
-    const addresses = fe.nodePort ? ENDPOINT_MAP.nodePortAddresses : ENDPOINT_MAP.addresses;
+    const shards = ctx.endpointShards;
+    const shard = shardOf(fe.key.text, shards);
+    const addresses = endpointAddressMap(fe.nodePort, shard, shards);
     endpoints.forEach((ep, i) => {
       on(fe.key, addresses, element.map(value.concat([...fe.parts, value.number(base + i)]), value.ip(ep.ip)));
     });
@@ -146,7 +155,10 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
       );
     }
     hairpin(endpoints);
-    return { kind: 'goto', chain: pickChain({ nodePort: fe.nodePort, local, masquerade }, endpoints.length) };
+    return {
+      kind: 'goto',
+      chain: pickChain({ nodePort: fe.nodePort, local, masquerade, shard, shards }, endpoints.length),
+    };
   };
 
   const cluster = ipFrontend(sp.clusterIP);
@@ -363,9 +375,8 @@ function sharedPickChain(f: NftFamily, spec: PickSpec, n: number): Chain {
   } else {
     const frontend = [...(spec.nodePort ? [] : [expr.daddr(f)]), expr.l4proto(), expr.dport()];
     const index = expr.numgenRandom(n, spec.local ? LOCAL_INDEX : 0);
-    const [addresses, ports] = spec.nodePort
-      ? [ENDPOINT_MAP.nodePortAddresses, ENDPOINT_MAP.nodePortPorts]
-      : [ENDPOINT_MAP.addresses, ENDPOINT_MAP.ports];
+    const addresses = endpointAddressMap(spec.nodePort, spec.shard, spec.shards);
+    const ports = spec.nodePort ? ENDPOINT_MAP.nodePortPorts : ENDPOINT_MAP.ports;
     rules = [
       { statements: [stmt.dnatMaps(expr.concat([...frontend, index]), addresses, expr.concat(frontend), ports)] },
     ];

@@ -10,8 +10,8 @@ import type { NodeState } from '../../../model/node-state.ts';
 import type { Chain, NftSet, SetSpec } from './ruleset.ts';
 import type { Element, NftFamily } from './syntax.ts';
 import { nftFamily, sortByKey } from './syntax.ts';
-import { ENDPOINT_MAP, type SetName } from './names.ts';
-import { localTrafficMatch, type EndpointLayout } from './service-port.ts';
+import { ENDPOINT_MAP, endpointAddressMap, type SetName } from './names.ts';
+import { localTrafficMatch, type EndpointMaps } from './service-port.ts';
 import { outermostCidrs } from './cidrs.ts';
 import { nftablesTemplate, renderTemplateChains, renderTemplateSets, type TemplateValues } from './template.ts';
 
@@ -34,11 +34,12 @@ const TEMPLATE = nftablesTemplate();
 export function skeletonSets(
   state: TableContext,
   bySet: ReadonlyMap<SetName, readonly Element[]>,
-  endpointLayout: EndpointLayout,
+  endpoints: EndpointMaps,
 ): NftSet[] {
   const sets = renderTemplateSets(TEMPLATE, templateValues(state));
-  if (endpointLayout === 'maps')
-    for (const spec of endpointMapSpecs(nftFamily(state.family))) sets.push({ spec, elements: [] });
+  if (endpoints.endpointLayout === 'maps')
+    for (const spec of endpointMapSpecs(nftFamily(state.family), endpoints.endpointShards))
+      sets.push({ spec, elements: [] });
   return sets.map(({ spec, elements }) => {
     const list = [...(bySet.get(spec.name as SetName) ?? []), ...elements];
     return { spec, elements: sortByKey(list) };
@@ -50,18 +51,20 @@ export function skeletonSets(
  * `typeof` because the index is numgen's integer, which `type` cannot name (nft lists the types
  * below back). Ports: frontend → target port. Address and port are separate maps because nft
  * 1.0.6 mishandles `… : ip daddr . th dport` data: a later transaction cannot add a rule using the
- * map ("conflicting protocols"), and `tcp dport` there makes the rule match TCP only.
+ * map ("conflicting protocols"), and `tcp dport` there makes the rule match TCP only. The address
+ * maps come in `shards` (names.ts, `endpointShards`).
  */
-function endpointMapSpecs(f: NftFamily): SetSpec[] {
+function endpointMapSpecs(f: NftFamily, shards: number): SetSpec[] {
   const addr = f === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
-  const addresses = (name: SetName, keyType: string[], keyExpr: string): SetSpec => ({
-    name,
-    keyType: [...keyType, 'integer'],
-    dataType: [addr],
-    verdictMap: false,
-    flags: [],
-    typeOf: `${keyExpr} . numgen random mod 1 : ${f} daddr`,
-  });
+  const addresses = (nodePort: boolean, keyType: string[], keyExpr: string): SetSpec[] =>
+    Array.from({ length: shards }, (_, shard) => ({
+      name: endpointAddressMap(nodePort, shard, shards),
+      keyType: [...keyType, 'integer'],
+      dataType: [addr],
+      verdictMap: false,
+      flags: [],
+      typeOf: `${keyExpr} . numgen random mod 1 : ${f} daddr`,
+    }));
   const ports = (name: SetName, keyType: string[]): SetSpec => ({
     name,
     keyType,
@@ -70,9 +73,9 @@ function endpointMapSpecs(f: NftFamily): SetSpec[] {
     flags: [],
   });
   return [
-    addresses(ENDPOINT_MAP.addresses, [addr, 'inet_proto', 'inet_service'], `${f} daddr . meta l4proto . th dport`),
+    ...addresses(false, [addr, 'inet_proto', 'inet_service'], `${f} daddr . meta l4proto . th dport`),
     ports(ENDPOINT_MAP.ports, [addr, 'inet_proto', 'inet_service']),
-    addresses(ENDPOINT_MAP.nodePortAddresses, ['inet_proto', 'inet_service'], 'meta l4proto . th dport'),
+    ...addresses(true, ['inet_proto', 'inet_service'], 'meta l4proto . th dport'),
     ports(ENDPOINT_MAP.nodePortPorts, ['inet_proto', 'inet_service']),
   ];
 }

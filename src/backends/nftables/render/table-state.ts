@@ -17,7 +17,7 @@ import { chainFingerprint, TransactionBuilder } from './ruleset.ts';
 import { affinitySetSpec, skeletonChains, skeletonSets, type TableContext } from './skeleton.ts';
 import { TABLE, type SetName } from './names.ts';
 import { appendAll } from '../../../util/arrays.ts';
-import type { EndpointLayout, ServicePortFragment, SetElement } from './service-port.ts';
+import type { EndpointMaps, ServicePortFragment, SetElement } from './service-port.ts';
 
 /** What a set of fragments puts in the table, by identity, for diffing. */
 interface Contribution {
@@ -43,15 +43,15 @@ export class TableState {
   /** Shared DNAT chains by name, with how many ports route through each. */
   private readonly sharedChains = new Map<string, { readonly chain: Chain; count: number }>();
 
-  readonly endpointLayout: EndpointLayout;
+  readonly endpointMaps: EndpointMaps;
 
   constructor(
     context: TableContext,
     fragments: Iterable<ServicePortFragment> = [],
-    endpointLayout: EndpointLayout = 'maps',
+    endpointMaps: EndpointMaps = { endpointLayout: 'maps', endpointShards: 1 },
   ) {
     this.context = context;
-    this.endpointLayout = endpointLayout;
+    this.endpointMaps = endpointMaps;
     for (const f of fragments) this.insert(f);
   }
 
@@ -144,7 +144,7 @@ export class TableState {
       table: TABLE,
       chains: [...skeletonChains(this.context), ...shared, ...chains],
       sets: [
-        ...skeletonSets(this.context, bySet, this.endpointLayout),
+        ...skeletonSets(this.context, bySet, this.endpointMaps),
         ...[...affinitySets].map(([name, timeout]) => affinitySetSpec(family, name, timeout)),
       ],
     };
