@@ -64,6 +64,7 @@ export const LIMITS = {
 // Validators (Kubernetes `apimachinery/pkg/util/validation` rules)
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 
@@ -74,7 +75,7 @@ export function isDns1123Label(s: string): boolean {
 
 /** Dot-separated DNS-1123 labels, at most 253 (EndpointSlice, Node, ServiceCIDR names). */
 export function isDns1123Subdomain(s: string): boolean {
-  return s.length <= 253 && s.split('.').every((label) => DNS1123_LABEL.test(label));
+  return s.length <= 253 && DNS1123_SUBDOMAIN.test(s);
 }
 
 /** A DNS-1123 label that starts with a letter (Service names). */
@@ -157,16 +158,26 @@ const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 class Field {
   readonly value: unknown;
-  /** The path, or how to make it: most fields are valid, and only problems need their path. */
-  #path: string | (() => string);
+  /** Where the value sits: the parent and the key or index under it (the root has neither). */
+  readonly #parent: Field | undefined;
+  readonly #step: string | number;
+  /** Made on demand: most fields are valid, and only problems need their path. */
+  #path: string | undefined;
 
-  constructor(value: unknown, path: string | (() => string)) {
+  constructor(value: unknown, parent?: Field, step: string | number = '') {
     this.value = value;
-    this.#path = path;
+    this.#parent = parent;
+    this.#step = step;
   }
 
   get path(): string {
-    if (typeof this.#path !== 'string') this.#path = this.#path();
+    if (this.#path === undefined) {
+      const base = this.#parent?.path ?? '';
+      const step = this.#step;
+      if (typeof step === 'number') this.#path = `${base}[${step}]`;
+      else if (this.#parent === undefined) this.#path = step;
+      else this.#path = PLAIN_KEY.test(step) ? `${base}${base ? '.' : ''}${step}` : `${base}[${JSON.stringify(step)}]`;
+    }
     return this.#path;
   }
 
@@ -186,11 +197,9 @@ class Field {
 
   /** A member; own properties only. Reading from an absent object gives absent; from a non-object, an error. */
   get(key: string): Field {
-    const path = (): string =>
-      this.path + (PLAIN_KEY.test(key) ? `${this.path ? '.' : ''}${key}` : `[${JSON.stringify(key)}]`);
-    if (this.absent) return new Field(undefined, path);
+    if (this.absent) return new Field(undefined, this, key);
     const o = this.record();
-    return new Field(Object.hasOwn(o, key) ? o[key] : undefined, path);
+    return new Field(Object.hasOwn(o, key) ? o[key] : undefined, this, key);
   }
 
   record(): Record<string, unknown> {
@@ -205,7 +214,7 @@ class Field {
     if (this.value.length > limit) {
       throw this.invalid(`has ${this.value.length} elements, more than the limit of ${limit}`);
     }
-    return this.value.map((v: unknown, i) => new Field(v, () => `${this.path}[${i}]`));
+    return this.value.map((v: unknown, i) => new Field(v, this, i));
   }
 
   optString(): string | undefined {
@@ -744,7 +753,7 @@ export function normalizeObject<K extends ObjectKind>(kind: K, raw: unknown, nod
     const name = isRecord(meta) && Object.hasOwn(meta, 'name') ? meta['name'] : undefined;
     if (typeof name === 'string' && name !== nodeName) return { kind, key: undefined, value: undefined, problems };
   }
-  const entry = readObject(SPECS[kind], new Field(raw, ''), problems);
+  const entry = readObject(SPECS[kind], new Field(raw), problems);
   return { kind, key: entry?.key, value: entry?.value, problems };
 }
 
