@@ -46,8 +46,14 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     if (isDynamic(set.spec)) continue;
     // One pass each way over up to ~150k elements (10k Services): no intermediate copies.
     const existing = seen?.elements ?? NONE;
-    const wanted = new Set<Element>(set.elements);
     const adds = set.elements.filter((e) => !existing.has(e));
+    // Every existing element is wanted when the others are the rest of the (distinct) wanted ones:
+    // then no set of the wanted is built (most sets, after a restart or a periodic full sync).
+    if (existing.size === set.elements.length - adds.length && distinctSorted(set.elements)) {
+      tx.addElements(set.spec.name, adds);
+      continue;
+    }
+    const wanted = new Set<Element>(set.elements);
     const deletes: string[] = [];
     for (const text of existing) {
       if (wanted.has(text)) continue;
@@ -68,6 +74,13 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
 }
 
 const NONE: ReadonlySet<string> = new Set();
+
+/** Sorted without repeats (a ruleset's elements are sorted: repeats would be neighbours). */
+function distinctSorted(elements: readonly Element[]): boolean {
+  for (let i = 1; i < elements.length; i++)
+    if (!((elements[i - 1] as Element) < (elements[i] as Element))) return false;
+  return true;
+}
 
 function replacePlan(desired: Ruleset, reason: string): Plan {
   const c = new Commands(desired.family, desired.table);
