@@ -269,7 +269,9 @@ function collectEndpoints(
       if (!existing || target.isLocal) byKey.set(key, { target, endpoint });
     }
   }
-  return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c);
+  const entries = [...byKey];
+  entries.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  return entries.map((e) => e[1]);
 }
 
 export function endpointKey(t: EndpointTarget): string {
