@@ -78,6 +78,15 @@ describe('elements are text; their JSON is read from it', () => {
       expect(elementJson(element.vmap(key, v))).toEqual([key.json, verdictValue(v).json]);
   });
 
+  it('an indexed map element is the map element of the key with the index appended', () => {
+    const frontend = value.concat([v4, value.protocol('TCP'), value.port(80)]);
+    expect(element.indexedMap(frontend, 3, v6)).toBe(element.map(value.concat([frontend, value.number(3)]), v6));
+    expect(element.indexedMap(frontend, 3, v6)).toBe(
+      element.map(value.concat([v4, value.protocol('TCP'), value.port(80), value.number(3)]), v6),
+    );
+    expect(() => element.indexedMap(frontend, -1, v6)).toThrow(/invalid number/);
+  });
+
   it('a map element is named by its key', () => {
     const key = value.concat([v6, value.protocol('UDP'), value.port(53)]);
     expect(elementKey(element.vmap(key, { kind: 'jump', chain: 'x' }))).toBe('fd00::a . udp . 53');

@@ -75,7 +75,6 @@ type Role = 'svc' | 'lcl';
 /** A destination the node answers for: address . protocol . port, or protocol . NodePort. */
 interface Frontend {
   readonly key: Value;
-  readonly parts: readonly Value[];
   readonly nodePort: boolean;
 }
 
@@ -83,7 +82,7 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
   const f = nftFamily(ctx.family);
   const names = servicePortNames(sp);
   const proto = value.protocol(sp.ref.protocol);
-  const frontendOf = (parts: Value[], nodePort: boolean): Frontend => ({ key: value.concat(parts), parts, nodePort });
+  const frontendOf = (parts: Value[], nodePort: boolean): Frontend => ({ key: value.concat(parts), nodePort });
   const ipFrontend = (ip: string) => frontendOf([value.ip(ip), proto, value.port(sp.port)], false);
   const frontends = new Map<string, SetElement[]>();
   const on = (frontend: Value, set: SetName, e: Element) => {
@@ -144,7 +143,7 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     const shard = shardOf(fe.key.text, shards);
     const addresses = endpointAddressMap(fe.nodePort, shard, shards);
     endpoints.forEach((ep, i) => {
-      on(fe.key, addresses, element.map(value.concat([...fe.parts, value.number(base + i)]), value.ip(ep.ip)));
+      on(fe.key, addresses, element.indexedMap(fe.key, base + i, value.ip(ep.ip)));
     });
     if (!withPort.has(fe.key.text) && targetPort !== undefined) {
       withPort.add(fe.key.text);

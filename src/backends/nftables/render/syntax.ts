@@ -173,6 +173,9 @@ export const element = {
   set: (key: Value): Element => key.text,
   /** A data map's element (an endpoint's address or port). */
   map: (key: Value, data: Value): Element => [key.text, data.text].join(' : '),
+  /** `map(concat([...key's parts, number(index)]), data)`, without building that key (one per endpoint). */
+  indexedMap: (key: Value, index: number, data: Value): Element =>
+    [key.text, ' . ', value.number(index).text, ' : ', data.text].join(''),
   vmap: (key: Value, v: Verdict): Element => [key.text, verdictValue(v).text].join(' : '),
 };
 
