@@ -514,13 +514,15 @@ function readEndpoint(f: Field, addressType: 'IPv4' | 'IPv6', r: Reporter): Endp
     r.add(err.path, `${err.message}; the endpoint's hints are ignored`);
   }
 
-  return {
+  // Assigned, not spread: ~100k endpoints at 10k Services, and each spread was an object more.
+  const endpoint: { -readonly [K in keyof Endpoint]: Endpoint[K] } = {
     address,
     conditions: CONDITIONS[(ready ? 4 : 0) + (serving ? 2 : 0) + (terminating ? 1 : 0)] as EndpointConditions,
-    ...(nodeName !== undefined ? { nodeName } : {}),
-    ...(zone !== undefined ? { zone } : {}),
-    ...(hints !== undefined ? { hints } : {}),
   };
+  if (nodeName !== undefined) endpoint.nodeName = nodeName;
+  if (zone !== undefined) endpoint.zone = zone;
+  if (hints !== undefined) endpoint.hints = hints;
+  return endpoint;
 }
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
