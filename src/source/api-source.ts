@@ -42,6 +42,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { KubeConfig, KubernetesListObject, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 import type { ClusterSnapshot, EndpointSlice, Service } from '../model/cluster.ts';
 import type { Logger } from '../util/log.ts';
+import { jsonLongerThan } from '../util/json-size.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
 import { normalizeObject, snapshotFrom, type KindValues, type ObjectKind } from './normalize.ts';
 
@@ -637,13 +638,12 @@ class ApiSource implements ClusterSource {
   }
 
   #validate<K extends ObjectKind>(kind: K, id: string, raw: KubernetesObject): KindValues[K] | undefined {
-    const size = jsonLength(raw);
-    if (size > MAX_OBJECT_JSON_CHARS) {
+    if (jsonLongerThan(raw, MAX_OBJECT_JSON_CHARS)) {
       this.#report({
         kind,
         object: id,
         path: '',
-        message: `the object is ${size} characters of JSON, more than the limit of ${MAX_OBJECT_JSON_CHARS}; ${kind} skipped`,
+        message: `the object is more than ${MAX_OBJECT_JSON_CHARS} characters of JSON (the limit); ${kind} skipped`,
       });
       return undefined;
     }
@@ -1110,14 +1110,6 @@ interface CacheStub extends KubernetesObject {
 function cacheStub(obj: NamedObject): CacheStub {
   const { name, namespace, resourceVersion } = obj.metadata;
   return { metadata: { name, namespace, resourceVersion }, arrived: obj };
-}
-
-function jsonLength(obj: KubernetesObject): number {
-  try {
-    return JSON.stringify(obj).length;
-  } catch {
-    return Number.POSITIVE_INFINITY;
-  }
 }
 
 /** The identity client-node's cache uses: `namespace/name`, or `name` when cluster-scoped. */
