@@ -1097,10 +1097,10 @@ function isKubeObject(v: unknown): v is NamedObject {
  * an object's metadata.namespace and .name (its keys; a relist deletes the keys it no longer sees)
  * and .resourceVersion (the same version again is no update; the last one seen is where the watch
  * resumes), so that is all the stub keeps: kproxy's stores hold the normalized values, and the raw
- * objects (~70 MiB at 10k Services) are not kept twice. The object rides along in `arrived` until
- * the add or update callback takes it (`objectEvent`, synchronously, in the same list or event);
- * one the informer already holds at that resourceVersion gets no callback, so it is dropped with
- * its stub unvalidated, as the informer would have dropped it.
+ * objects are not kept (at 10k Services × 10, ~27 MB less live heap). The object rides along in
+ * `arrived` until the add or update callback takes it (`objectEvent`, synchronously, in the same
+ * list or event); one the informer already holds at that resourceVersion gets no callback, so it
+ * is dropped with its stub unvalidated, as the informer would have dropped it.
  */
 interface CacheStub extends KubernetesObject {
   readonly metadata: { readonly name: string; readonly namespace?: string; readonly resourceVersion?: string };
