@@ -22,6 +22,8 @@
  *   would otherwise reconnect after `stop()` when stopped during its backoff sleep).
  * - Its list function is ours: a raw GET through the kubeconfig's credentials, so objects reach
  *   normalization as the server sent them (the generated typed client drops and converts fields).
+ * - Its cache keeps whatever the list and the watch hand it, for ever: we hand it `CacheStub`s
+ *   (identity and resourceVersion), and only kproxy's stores hold the objects, normalized.
  *
  * Start-up (docs/adr/0007): loading client-node takes 1–2 s of CPU (its generated models), more
  * than everything else kproxy loads together. Given a `bootstrap` endpoint (`bootstrapEndpoint`:
@@ -40,6 +42,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { KubeConfig, KubernetesListObject, KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 import type { ClusterSnapshot, EndpointSlice, Service } from '../model/cluster.ts';
 import type { Logger } from '../util/log.ts';
+import { jsonLongerThan } from '../util/json-size.ts';
 import { formatProblem, type Problem } from '../util/problems.ts';
 import { normalizeObject, snapshotFrom, type KindValues, type ObjectKind } from './normalize.ts';
 
@@ -136,7 +139,7 @@ export interface ApiSourceOptions {
   readonly onProblem?: (problem: Problem) => void;
 }
 
-/** Objects with more JSON than this are kept only as a stub (identity) and skipped with a problem. */
+/** Objects with more JSON than this are skipped with a problem. */
 export const MAX_OBJECT_JSON_CHARS = 2 * 1024 * 1024;
 
 const DEFAULT_BACKOFF: Backoff = { initialMs: 800, maxMs: 30_000 };
@@ -235,9 +238,6 @@ interface PendingChange {
   serviceCIDRsChanged: boolean;
 }
 
-/** Stubs standing in for oversized objects, with their JSON size. */
-const oversized = new WeakMap<object, number>();
-
 /** client-node's classes the informers use, loaded when the informers start. */
 interface InformerClasses {
   readonly ListWatch: typeof ListWatch;
@@ -253,9 +253,7 @@ class ApiSource implements ClusterSource {
   /** Reflectors asked for before the informer classes were loaded. */
   readonly #queued: ResourceDef[] = [];
   /** First lists made through the bootstrap endpoint, handed to each informer's first list. */
-  readonly #prefetched = new Map<CacheName, Promise<KubernetesListObject<KubernetesObject> | undefined>>();
-  /** Objects of those lists, already applied: their informer's first 'add' is skipped. */
-  readonly #appliedRaw = new WeakSet<object>();
+  readonly #prefetched = new Map<CacheName, Promise<KubernetesListObject<CacheStub> | undefined>>();
   readonly #synced = new Set<CacheName>();
   readonly #nodeName: string;
   readonly #log: Logger;
@@ -375,14 +373,11 @@ class ApiSource implements ClusterSource {
   }
 
   /** The first list of a cache through the bootstrap endpoint, applied at once; undefined if it failed. */
-  async #prefetch(def: ResourceDef, onSent: () => void): Promise<KubernetesListObject<KubernetesObject> | undefined> {
+  async #prefetch(def: ResourceDef, onSent: () => void): Promise<KubernetesListObject<CacheStub> | undefined> {
     try {
       const list = await listResource(this, def, true, this.#bootstrapTarget(), onSent);
       if (this.stopped) return undefined;
-      for (const item of list.items) {
-        this.objectEvent(def.kind, 'add', item);
-        this.#appliedRaw.add(item);
-      }
+      for (const item of list.items) this.objectEvent(def.kind, 'add', item);
       this.cacheSynced(def.name);
       return list;
     } catch (err) {
@@ -394,7 +389,7 @@ class ApiSource implements ClusterSource {
   }
 
   /** The bootstrap list of a cache, once (the informer's first list); undefined: list normally. */
-  takePrefetched(name: CacheName): Promise<KubernetesListObject<KubernetesObject> | undefined> | undefined {
+  takePrefetched(name: CacheName): Promise<KubernetesListObject<CacheStub> | undefined> | undefined {
     const p = this.#prefetched.get(name);
     this.#prefetched.delete(name);
     return p;
@@ -490,10 +485,7 @@ class ApiSource implements ClusterSource {
     try {
       const list = await listResource(this, def, true, this.#bootstrapTarget());
       if (this.stopped) return;
-      for (const item of list.items) {
-        this.objectEvent(def.kind, 'add', item);
-        this.#appliedRaw.add(item);
-      }
+      for (const item of list.items) this.objectEvent(def.kind, 'add', item);
       this.#prefetched.set(def.name, Promise.resolve(list));
       this.cacheSynced(def.name);
       this.#startReflector(def);
@@ -578,33 +570,35 @@ class ApiSource implements ClusterSource {
     }
   }
 
-  /** An informer callback: one object added, updated or deleted in client-node's cache. */
-  objectEvent(kind: ObjectKind, event: 'add' | 'update' | 'delete', raw: KubernetesObject): void {
+  /**
+   * An informer callback: client-node's cache took `stub` for an added or updated object (the
+   * object is its `arrived`, taken here), or let it go (deleted).
+   */
+  objectEvent(kind: ObjectKind, event: 'add' | 'update' | 'delete', stub: CacheStub): void {
     if (this.stopped) return;
-    // The informer replaying the bootstrap list: those very objects are in the caches already.
-    if (event === 'add' && this.#appliedRaw.has(raw)) {
-      this.#appliedRaw.delete(raw);
-      return;
-    }
+    const raw = stub.arrived;
+    stub.arrived = undefined;
+    // Taken already: the informer replaying the bootstrap list, applied when it arrived.
+    if (event !== 'delete' && raw === undefined) return;
     try {
-      this.#apply(kind, event, raw);
+      this.#apply(kind, rawIdentity(stub), event === 'delete' ? undefined : raw);
     } catch (err) {
       this.#log.error(
-        { kind, object: rawIdentity(raw), err: errorText(err) },
+        { kind, object: rawIdentity(stub), err: errorText(err) },
         'unexpected error handling an object; it is skipped',
       );
     }
   }
 
-  #apply<K extends ObjectKind>(kind: K, event: 'add' | 'update' | 'delete', raw: KubernetesObject): void {
-    const id = rawIdentity(raw);
+  /** Sets the object `id` of the store from `raw` (validated), or deletes it (`raw` undefined). */
+  #apply<K extends ObjectKind>(kind: K, id: string, raw: KubernetesObject | undefined): void {
     const store = this.#stores[kind];
     const prev = store.get(id);
-    const next = event === 'delete' ? undefined : this.#validate(kind, raw);
+    const next = raw === undefined ? undefined : this.#validate(kind, id, raw);
     if (next === undefined) {
       if (prev === undefined) return;
       store.delete(id);
-      if (event !== 'delete')
+      if (raw !== undefined)
         this.#log.warn({ kind, object: id }, `${kind} ${id} is no longer valid; removed from kproxy's view`);
     } else {
       if (prev !== undefined && isDeepStrictEqual(prev, next)) return;
@@ -643,14 +637,13 @@ class ApiSource implements ClusterSource {
     return out;
   }
 
-  #validate<K extends ObjectKind>(kind: K, raw: KubernetesObject): KindValues[K] | undefined {
-    const size = oversized.get(raw);
-    if (size !== undefined) {
+  #validate<K extends ObjectKind>(kind: K, id: string, raw: KubernetesObject): KindValues[K] | undefined {
+    if (jsonLongerThan(raw, MAX_OBJECT_JSON_CHARS)) {
       this.#report({
         kind,
-        object: rawIdentity(raw),
+        object: id,
         path: '',
-        message: `the object is ${size} characters of JSON, more than the limit of ${MAX_OBJECT_JSON_CHARS}; ${kind} skipped`,
+        message: `the object is more than ${MAX_OBJECT_JSON_CHARS} characters of JSON (the limit); ${kind} skipped`,
       });
       return undefined;
     }
@@ -723,7 +716,7 @@ class ApiSource implements ClusterSource {
 class Reflector {
   readonly #source: ApiSource;
   readonly #def: ResourceDef;
-  readonly #lw: ListWatch<KubernetesObject>;
+  readonly #lw: ListWatch<CacheStub>;
   #failures = 0;
   #restartPending = false;
   /** The 401/403 last reported for this cache (reported again only after it changed or cleared). */
@@ -734,7 +727,7 @@ class Reflector {
   constructor(source: ApiSource, def: ResourceDef, classes: InformerClasses) {
     this.#source = source;
     this.#def = def;
-    this.#lw = new classes.ListWatch<KubernetesObject>(
+    this.#lw = new classes.ListWatch<CacheStub>(
       def.path,
       new classes.GuardedWatch(source.kubeConfig, this, source.watchIdleTimeoutMs),
       () => this.#list(),
@@ -838,7 +831,7 @@ class Reflector {
     }
   }
 
-  async #list(): Promise<KubernetesListObject<KubernetesObject>> {
+  async #list(): Promise<KubernetesListObject<CacheStub>> {
     const prefetched = await this.#source.takePrefetched(this.#def.name);
     if (prefetched) {
       this.#listedOnce = true;
@@ -852,14 +845,14 @@ class Reflector {
   }
 }
 
-/** One LIST of a resource, validated item by item (malformed items skipped, oversized ones stubbed). */
+/** One LIST of a resource, as cache stubs (malformed items skipped). */
 async function listResource(
   source: ApiSource,
   def: ResourceDef,
   first: boolean,
   target: HttpTarget,
   onSent?: () => void,
-): Promise<KubernetesListObject<KubernetesObject>> {
+): Promise<KubernetesListObject<CacheStub>> {
   const query: Record<string, string> = {};
   if (def.fieldSelector !== undefined) query['fieldSelector'] = def.fieldSelector;
   // The first list may come from the API server's watch cache; later ones (after a 410) read through.
@@ -870,10 +863,10 @@ async function listResource(
   if (!isRecord(body) || !Array.isArray(body['items'])) throw new Error(`list ${def.path}: the answer is not a list`);
   const meta = isRecord(body['metadata']) ? body['metadata'] : {};
   const resourceVersion = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : '';
-  const items: KubernetesObject[] = [];
+  const items: CacheStub[] = [];
   let malformed = 0;
   for (const item of body['items'] as unknown[]) {
-    if (isKubeObject(item)) items.push(bounded(item));
+    if (isKubeObject(item)) items.push(cacheStub(item));
     else malformed += 1;
   }
   if (malformed > 0) {
@@ -885,7 +878,7 @@ async function listResource(
 
 /**
  * client-node's `Watch`, plus: bookmarks and a server-side timeout requested; no watch opened once
- * the source is stopped; malformed and oversized objects filtered before they reach the cache; a
+ * the source is stopped; malformed objects filtered, the others handed on as cache stubs; a
  * synchronous throw (credentials, kubeconfig) reported through `done` instead of escaping.
  */
 type GuardedWatchClass = new (kc: KubeConfig, owner: Reflector, idleTimeoutMs: number) => Watch;
@@ -935,7 +928,7 @@ function guardedWatchClass(WatchBase: typeof Watch): GuardedWatchClass {
               return;
             }
             owner.healthy();
-            callback(phase, bounded(obj), watchObj);
+            callback(phase, cacheStub(obj), watchObj);
             return;
           case 'BOOKMARK':
             owner.healthy();
@@ -1089,35 +1082,34 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Enough shape for client-node's cache (it keys by metadata.namespace and metadata.name). */
-function isKubeObject(v: unknown): v is KubernetesObject {
+/** An object with the identity client-node's cache keys by (metadata.namespace and metadata.name). */
+type NamedObject = KubernetesObject & { metadata: { name: string } };
+
+/** Enough shape for client-node's cache. */
+function isKubeObject(v: unknown): v is NamedObject {
   if (!isRecord(v) || !isRecord(v['metadata'])) return false;
   const { name, namespace } = v['metadata'];
   return typeof name === 'string' && name !== '' && (namespace === undefined || typeof namespace === 'string');
 }
 
-/** The object, or a stub holding only its identity when its JSON is over the limit. */
-function bounded(obj: KubernetesObject): KubernetesObject {
-  let size: number;
-  try {
-    size = JSON.stringify(obj).length;
-  } catch {
-    size = Number.POSITIVE_INFINITY;
-  }
-  if (size <= MAX_OBJECT_JSON_CHARS) return obj;
-  const m = obj.metadata ?? {};
-  const stub: KubernetesObject = {
-    ...(obj.apiVersion !== undefined ? { apiVersion: obj.apiVersion } : {}),
-    ...(obj.kind !== undefined ? { kind: obj.kind } : {}),
-    metadata: {
-      ...(m.name !== undefined ? { name: m.name } : {}),
-      ...(m.namespace !== undefined ? { namespace: m.namespace } : {}),
-      ...(m.resourceVersion !== undefined ? { resourceVersion: m.resourceVersion } : {}),
-      ...(m.uid !== undefined ? { uid: m.uid } : {}),
-    },
-  };
-  oversized.set(stub, size);
-  return stub;
+/**
+ * What client-node's informer (ListWatch) caches in place of an API object. ListWatch reads only
+ * an object's metadata.namespace and .name (its keys; a relist deletes the keys it no longer sees)
+ * and .resourceVersion (the same version again is no update; the last one seen is where the watch
+ * resumes), so that is all the stub keeps: kproxy's stores hold the normalized values, and the raw
+ * objects are not kept (at 10k Services × 10, ~27 MB less live heap). The object rides along in
+ * `arrived` until the add or update callback takes it (`objectEvent`, synchronously, in the same
+ * list or event); one the informer already holds at that resourceVersion gets no callback, so it
+ * is dropped with its stub unvalidated, as the informer would have dropped it.
+ */
+interface CacheStub extends KubernetesObject {
+  readonly metadata: { readonly name: string; readonly namespace?: string; readonly resourceVersion?: string };
+  arrived: KubernetesObject | undefined;
+}
+
+function cacheStub(obj: NamedObject): CacheStub {
+  const { name, namespace, resourceVersion } = obj.metadata;
+  return { metadata: { name, namespace, resourceVersion }, arrived: obj };
 }
 
 /** The identity client-node's cache uses: `namespace/name`, or `name` when cluster-scoped. */
