@@ -10,7 +10,7 @@ import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import type { NodeState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
-import { sampleStateV4, servicePort, STATE_CHANGES } from '../support/states.ts';
+import { numberedServicePorts, sampleStateV4, servicePort, STATE_CHANGES } from '../support/states.ts';
 
 /** What a sync compares, as plain data: chains with fingerprints and counts, sets with elements. */
 async function kernelView(nft: Nft) {
@@ -186,19 +186,7 @@ describe('light observation (periodic consistency checks)', () => {
 });
 
 describe('endpoint maps crossing the shard threshold (PORTS_PER_SHARD)', () => {
-  const withPorts = (n: number): NodeState => ({
-    ...base,
-    servicePorts: Array.from({ length: n }, (_, i) => {
-      const ep = { ip: `10.244.${i >> 8}.${i & 255}`, port: 8080, isLocal: false };
-      return servicePort({
-        ref: { namespace: 'default', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
-        key: `default/svc-${i}:p`,
-        clusterIP: `10.96.${i >> 8}.${i & 255}`,
-        internal: { kind: 'cluster', endpoints: [ep] },
-        servingEndpoints: [ep],
-      });
-    }),
-  });
+  const withPorts = (n: number): NodeState => ({ ...base, servicePorts: numberedServicePorts(n) });
 
   it('moves every endpoint between one map and two in one update, both ways', async () => {
     const one = withPorts(PORTS_PER_SHARD);

@@ -36,6 +36,20 @@ export function udpServicePort(clusterIP: string, port: number, endpoint: Endpoi
   });
 }
 
+/** `n` ClusterIP ports `default/svc-i:p`, each with one endpoint (10.96.x.y → 10.244.x.y:8080). */
+export function numberedServicePorts(n: number): ServicePortState[] {
+  return Array.from({ length: n }, (_, i) => {
+    const endpoint = ep(`10.244.${i >> 8}.${i & 255}`, 8080);
+    return servicePort({
+      ref: { namespace: 'default', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
+      key: `default/svc-${i}:p`,
+      clusterIP: `10.96.${i >> 8}.${i & 255}`,
+      internal: { kind: 'cluster', endpoints: [endpoint] },
+      servingEndpoints: [endpoint],
+    });
+  });
+}
+
 /** A NodeState with nothing but these service ports: no detector, NodePorts on every local address. */
 export function bareState(servicePorts: ServicePortState[], family: Family = 'ipv4', nodeName = 'node-a'): NodeState {
   return {

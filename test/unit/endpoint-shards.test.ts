@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { ENDPOINT_MAP, PORTS_PER_SHARD, endpointShards, shardOf } from '../../src/backends/nftables/render/names.ts';
 import { renderNftables } from '../../src/backends/nftables/render/layout.ts';
-import { bareState, servicePort } from '../support/states.ts';
+import { bareState, numberedServicePorts } from '../support/states.ts';
 
 describe('endpointShards', () => {
   it('is 1 up to PORTS_PER_SHARD ports, then doubles, up to 64', () => {
@@ -40,16 +40,7 @@ describe('shardOf', () => {
 });
 
 describe('a table past PORTS_PER_SHARD ports', () => {
-  const ports = Array.from({ length: PORTS_PER_SHARD + 1 }, (_, i) => {
-    const ep = { ip: `10.244.${i >> 8}.${i & 255}`, port: 8080, isLocal: false };
-    return servicePort({
-      ref: { namespace: 'default', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
-      key: `default/svc-${i}:p`,
-      clusterIP: `10.96.${i >> 8}.${i & 255}`,
-      internal: { kind: 'cluster', endpoints: [ep] },
-      servingEndpoints: [ep],
-    });
-  });
+  const ports = numberedServicePorts(PORTS_PER_SHARD + 1);
   const { ruleset } = renderNftables(bareState(ports));
   const maps = ruleset.sets.filter((s) => s.spec.name.startsWith(`${ENDPOINT_MAP.addresses}-`));
 
