@@ -1,5 +1,5 @@
 /**
- * Endpoint maps split into shards above PORTS_PER_SHARD service ports (ADR 0008, "Sharded maps"):
+ * Endpoint maps split into shards above PORTS_PER_SHARD service ports (ADR 0008, "Sharded address maps"):
  * how many, which frontend goes where, and that a rendered table routes each frontend through the
  * map its elements are in. (Packets through sharded maps: the packet-flow suite's
  * `nftables-sharded` backend.)

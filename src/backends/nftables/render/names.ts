@@ -60,7 +60,7 @@ export const ENDPOINT_MAP = {
  * Service ports per endpoint-address map before the maps are split. The kernel dumps a set in
  * ~32 KiB batches and resumes each one by walking past the elements it already sent, so reading a
  * map back costs its size squared: 100k elements in one map took ~1.1 s to read, in 16 maps
- * ~0.25 s (ADR 0008, "Sharded maps").
+ * ~0.25 s (ADR 0008, "Sharded address maps").
  */
 export const PORTS_PER_SHARD = 1024;
 const MAX_SHARDS = 64;
