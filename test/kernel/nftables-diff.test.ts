@@ -8,7 +8,7 @@ import { TableState } from '../../src/backends/nftables/render/table-state.ts';
 import { ENDPOINT_MAP, PORTS_PER_SHARD } from '../../src/backends/nftables/render/names.ts';
 import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
-import type { NodeState } from '../../src/model/node-state.ts';
+import type { NodeState, ServicePortState } from '../../src/model/node-state.ts';
 import { withNetns } from '../support/netns.ts';
 import { numberedServicePorts, sampleStateV4, servicePort, STATE_CHANGES } from '../support/states.ts';
 
@@ -187,6 +187,43 @@ describe('light observation (periodic consistency checks)', () => {
 
 describe('endpoint maps crossing the shard threshold (PORTS_PER_SHARD)', () => {
   const withPorts = (n: number): NodeState => ({ ...base, servicePorts: numberedServicePorts(n) });
+
+  it('a partial sync in a sharded table (an endpoint changed, a Service added, one removed) equals a fresh load', async () => {
+    const ports = numberedServicePorts(PORTS_PER_SHARD + 50);
+    const sharded: NodeState = { ...base, servicePorts: ports };
+    const moved = { ip: '10.250.0.3', port: 8080, isLocal: false };
+    const [added] = numberedServicePorts(PORTS_PER_SHARD + 51).slice(-1);
+    const nextPorts = ports
+      .filter((sp) => sp.key !== 'default/svc-7:p')
+      .map(
+        (sp): ServicePortState =>
+          sp.key === 'default/svc-3:p'
+            ? { ...sp, internal: { kind: 'cluster', endpoints: [moved] }, servingEndpoints: [moved] }
+            : sp,
+      )
+      .concat(added ? [added] : []);
+    const next: NodeState = { ...base, servicePorts: nextPorts };
+    const fresh = await freshView(next);
+    await withNetns(async (ns) => {
+      const nft = new Nft(inNetns(ns));
+      const ctx = fragmentContext(sharded, ports.length);
+      expect(ctx.endpointShards).toBe(2);
+      const table = new TableState(
+        sharded,
+        ports.map((sp) => renderServicePort(sp, ctx)),
+        ctx,
+      );
+      await new NftablesApplier(nft).sync([table.ruleset()]);
+      const changed = nextPorts.filter((sp) => !ports.includes(sp));
+      await nft.apply(
+        table.update(
+          ['default/svc-3:p', 'default/svc-7:p'],
+          changed.map((sp) => renderServicePort(sp, ctx)),
+        ),
+      );
+      expect(await kernelView(nft)).toEqual(fresh);
+    });
+  });
 
   it('moves every endpoint between one map and two in one update, both ways', async () => {
     const one = withPorts(PORTS_PER_SHARD);
