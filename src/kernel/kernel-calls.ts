@@ -36,6 +36,8 @@ async function ctnetlink(): Promise<Ctnetlink> {
 const CALLS: Record<string, () => Promise<(args: never) => unknown>> = {
   /** nftables mode's table, as backends/nftables/kernel/netlink-dump.ts reads it. */
   readNftTable: async () => (await import('../backends/nftables/kernel/netlink-dump.ts')).dumpTable,
+  /** Elements added to sets of a table no packet reaches yet, as backends/nftables/kernel/netlink-elements.ts writes them. */
+  loadNftElements: async () => (await import('../backends/nftables/kernel/netlink-elements.ts')).loadElements,
   /** The nftables ruleset generation (bumped by every commit), as netlink-dump.ts reads it. */
   nftGeneration: async () => (await import('../backends/nftables/kernel/netlink-dump.ts')).nftGeneration,
   /** Whether ctnetlink can be used here: null, or why not. */

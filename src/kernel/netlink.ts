@@ -17,6 +17,17 @@ const NLM_F_REQUEST = 0x1;
 const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
+const NLM_F_ACK = 0x4;
+const NLA_F_NESTED = 0x8000;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
+const SOL_SOCKET = 1;
+const SO_SNDBUFFORCE = 32;
+const SOL_NETLINK = 270;
+/** Errors echo only the failing message's header, not the whole message. */
+const NETLINK_CAP_ACK = 10;
+const MSG_DONTWAIT = 0x40;
+const EAGAIN = 11;
 /** Attribute type bits that are flags, not the type. */
 const NLA_TYPE_MASK = 0x3fff;
 
@@ -25,6 +36,7 @@ interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
+  setsockopt(fd: number, level: number, name: number, value: Buffer, len: number): number;
   close(fd: number): number;
   errno(): number;
 }
@@ -41,6 +53,7 @@ function load(): Libc {
     bind: c.func('int bind(int fd, void *addr, uint32_t len)') as Libc['bind'],
     send: c.func('intptr_t send(int fd, void *buf, size_t len, int flags)') as Libc['send'],
     recv: c.func('intptr_t recv(int fd, void *buf, size_t len, int flags)') as Libc['recv'],
+    setsockopt: c.func('int setsockopt(int fd, int level, int name, void *value, uint32_t len)') as Libc['setsockopt'],
     close: c.func('int close(int fd)') as Libc['close'],
     errno: () => koffi.errno(),
   };
@@ -90,12 +103,105 @@ export function stringAttr(b: Buffer | undefined): string | undefined {
 
 /** A string attribute, NUL-terminated, as the kernel expects it. */
 export function encodeStringAttr(type: number, s: string): Buffer {
-  const value = Buffer.from(`${s}\0`, 'utf8');
+  return encodeAttr(type, Buffer.from(`${s}\0`, 'utf8'));
+}
+
+/** An attribute holding `value` (padded to 4 bytes). */
+export function encodeAttr(type: number, value: Buffer): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
   b.writeUInt16LE(4 + value.length, 0);
   b.writeUInt16LE(type, 2);
   value.copy(b, 4);
   return b;
+}
+
+/** A nested attribute holding already encoded attributes. */
+export function encodeNested(type: number, children: readonly Buffer[]): Buffer {
+  return encodeAttr(type | NLA_F_NESTED, Buffer.concat(children));
+}
+
+/** One message of a batch: netlink type (subsystem << 8 | message), flags, nfgenmsg family, attributes. */
+export interface BatchMessage {
+  readonly type: number;
+  readonly flags: number;
+  readonly family: number;
+  readonly body: Buffer;
+}
+
+/**
+ * Sends `messages` as one nfnetlink batch of `subsystem`: the kernel runs it as one transaction
+ * (all or nothing) inside this send, so every answer is queued when it returns. Each message asks
+ * for an acknowledgement; throws the first refusal, or when any acknowledgement is missing.
+ */
+export function netfilterBatch(subsystem: number, messages: readonly BatchMessage[]): void {
+  if (messages.length === 0) return;
+  const c = load();
+  const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) throw new NetlinkError('netlink socket', c.errno());
+  try {
+    const local = Buffer.alloc(12);
+    local.writeUInt16LE(AF_NETLINK, 0);
+    if (c.bind(fd, local, local.length) < 0) throw new NetlinkError('netlink bind', c.errno());
+    const control = Buffer.from([subsystem >> 8, subsystem & 0xff]); // res_id, network order
+    const parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, control)];
+    for (const [i, m] of messages.entries()) {
+      parts.push(
+        message(m.type, m.flags | NLM_F_REQUEST | NLM_F_ACK, i + 2, m.family, undefined, m.body.length),
+        m.body,
+      );
+    }
+    parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, messages.length + 2, 0, control));
+    const batch = Buffer.concat(parts);
+    // The whole batch is one datagram: the send buffer must hold it (CAP_NET_ADMIN may force it).
+    setIntOption(c, fd, SOL_SOCKET, SO_SNDBUFFORCE, batch.length + 4096);
+    setIntOption(c, fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    if (c.send(fd, batch, batch.length, 0) !== batch.length) throw new NetlinkError('netlink batch send', c.errno());
+    let acknowledged = 0;
+    const buf = Buffer.alloc(1 << 16);
+    for (;;) {
+      const n = c.recv(fd, buf, buf.length, MSG_DONTWAIT);
+      if (n < 0) {
+        const errno = c.errno();
+        if (errno === EAGAIN) break;
+        throw new NetlinkError('netlink batch recv', errno);
+      }
+      for (let at = 0; at + 20 <= n; at += (buf.readUInt32LE(at) + 3) & ~3) {
+        if (buf.readUInt16LE(at + 4) !== NLMSG_ERROR) continue;
+        const err = -buf.readInt32LE(at + 16);
+        if (err !== 0) throw new NetlinkError('netlink batch refused', err);
+        acknowledged++;
+      }
+    }
+    if (acknowledged !== messages.length)
+      throw new NetlinkError(`netlink batch: ${acknowledged} of ${messages.length} messages acknowledged`, 0);
+  } finally {
+    c.close(fd);
+  }
+}
+
+/** A message's header and nfgenmsg (family, version 0, res_id), for a body of `bodyLength` bytes that follows. */
+function message(
+  type: number,
+  flags: number,
+  seq: number,
+  family: number,
+  resId = Buffer.alloc(2),
+  bodyLength = 0,
+): Buffer {
+  const b = Buffer.alloc(20);
+  b.writeUInt32LE(20 + bodyLength, 0);
+  b.writeUInt16LE(type, 4);
+  b.writeUInt16LE(flags, 6);
+  b.writeUInt32LE(seq, 8);
+  b[16] = family;
+  resId.copy(b, 18);
+  return b;
+}
+
+function setIntOption(c: Libc, fd: number, level: number, name: number, value: number): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value, 0);
+  if (c.setsockopt(fd, level, name, v, 4) < 0) throw new NetlinkError(`netlink setsockopt ${level}/${name}`, c.errno());
 }
 
 /**
@@ -137,13 +243,9 @@ function exchange(
     const local = Buffer.alloc(12);
     local.writeUInt16LE(AF_NETLINK, 0);
     if (c.bind(fd, local, local.length) < 0) throw new NetlinkError('netlink bind', c.errno());
-    const payload = Buffer.concat([Buffer.from([family, 0, 0, 0]), ...body]);
-    const request = Buffer.alloc(16 + payload.length);
-    request.writeUInt32LE(request.length, 0);
-    request.writeUInt16LE(type, 4);
-    request.writeUInt16LE(NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0), 6);
-    request.writeUInt32LE(1, 8);
-    payload.copy(request, 16);
+    const attributes = Buffer.concat(body);
+    const flags = NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0);
+    const request = Buffer.concat([message(type, flags, 1, family, undefined, attributes.length), attributes]);
     if (c.send(fd, request, request.length, 0) !== request.length) throw new NetlinkError('netlink send', c.errno());
     const buf = Buffer.alloc(1 << 20);
     for (;;) {

@@ -7,6 +7,10 @@
  * netlink dump served by the spawner's child (kernel/netlink-dump.ts) — which must agree exactly,
  * and a plan against either must be empty: what kproxy wrote reads back as what it wants. The dump
  * reports the ruleset generation it saw, the kernel's current one.
+ *
+ * Each case is also created the way kproxy creates a table the kernel does not hold yet (the
+ * staged create of kernel/apply.ts: the elements of most sets encoded and sent over netlink by
+ * kernel/netlink-elements.ts) in a second namespace, and the two kernels must list the same tables.
  */
 import { describe, expect, it } from 'vitest';
 import { NftablesApplier } from '../../src/backends/nftables/kernel/apply.ts';
@@ -15,12 +19,48 @@ import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import { parseObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import { inNetns } from '../../src/kernel/exec.ts';
 import { startSpawner } from '../../src/kernel/spawner.ts';
-import { createCommands } from '../../src/backends/nftables/render/ruleset.ts';
+import { createCommands, isDynamic } from '../../src/backends/nftables/render/ruleset.ts';
+import { loadableOverNetlink, type ElementLoad } from '../../src/backends/nftables/kernel/netlink-elements.ts';
 import { withNetns } from '../support/netns.ts';
 import { caseNames, runCase, runPipeline, type PipelineRun } from '../support/golden.ts';
 
+/** `nft -j list table`, without handles, elements sorted: what two loads must agree on. */
+function comparable(listing: unknown): string[] {
+  const items = (listing as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+  return items
+    .filter((item) => !('metainfo' in item))
+    .map((item) => {
+      const [[kind, body]] = Object.entries(item) as [[string, Record<string, unknown>]];
+      const { handle: _, ...rest } = body;
+      if (Array.isArray(rest['elem'])) rest['elem'] = rest['elem'].map((e) => JSON.stringify(e)).sort();
+      return `${kind} ${JSON.stringify(rest)}`;
+    })
+    .sort();
+}
+
 async function load(run: PipelineRun): Promise<void> {
   const tx = run.desired.families.flatMap((f) => createCommands(f.ruleset));
+  const rulesets = run.desired.families.map((f) => f.ruleset);
+  const staged = await withNetns(async (ns) => {
+    const nft = new Nft(inNetns(ns));
+    const spawner = startSpawner(['ip', 'netns', 'exec', ns]);
+    try {
+      const loaded: string[] = [];
+      const call = async <T>(name: string, args: unknown): Promise<T> => {
+        if (name === 'loadNftElements') loaded.push((args as ElementLoad).family);
+        return spawner.call<T>(name, args);
+      };
+      await new NftablesApplier(nft, call).apply([], rulesets);
+      // Over netlink indeed: every family with elements to load there.
+      const withBulk = rulesets.filter((rs) =>
+        rs.sets.some((s) => s.elements.length > 0 && !isDynamic(s.spec) && loadableOverNetlink(s.spec)),
+      );
+      expect(loaded).toEqual(withBulk.map((rs) => rs.family));
+      return await Promise.all(rulesets.map(async (rs) => comparable(await nft.listTable(rs.family, rs.table))));
+    } finally {
+      spawner.stop();
+    }
+  });
   await withNetns(async (ns) => {
     const nft = new Nft(inNetns(ns));
     await nft.apply(tx);
@@ -38,6 +78,8 @@ async function load(run: PipelineRun): Promise<void> {
         expect(dumped, ruleset.family).toEqual(listed);
         expect(planTransaction(ruleset, dumped).commands, ruleset.family).toEqual([]);
       }
+      const plain = await Promise.all(rulesets.map(async (rs) => comparable(await nft.listTable(rs.family, rs.table))));
+      expect(staged).toEqual(plain);
       // Read by netlink indeed, not by the nft fallback, and consistent (one ruleset generation).
       expect(dumps).toHaveLength(run.desired.families.length);
       for (const d of dumps) {

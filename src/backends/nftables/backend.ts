@@ -141,6 +141,9 @@ export class NftablesProxyBackend implements ProxyBackend {
 
   private async syncNow(request: SyncRequest): Promise<SyncReport> {
     const commands: Fragment[] = [];
+    /** Tables the kernel does not hold yet: the applier creates them (in stages). */
+    const created: Ruleset[] = [];
+    let changes = 0;
     const next = new Map<Family, Committed>();
     const problems: Problem[] = [];
     let full = false;
@@ -169,7 +172,9 @@ export class NftablesProxyBackend implements ProxyBackend {
         if (was && was.contextKey === contextKey && request.changed.size === 0 && plan.commands.length > 0) {
           drift = true;
         }
-        appendAll(commands, plan.commands);
+        if (plan.summary.kind === 'create') created.push(rs);
+        else appendAll(commands, plan.commands);
+        changes += plan.commands.length;
       } else {
         table = was.table;
         const removed: string[] = [];
@@ -179,7 +184,9 @@ export class NftablesProxyBackend implements ProxyBackend {
           for (const sp of table.portsOfService(key)) removed.push(sp);
           for (const sp of family.services.get(key) ?? []) added.push(renderServicePort(sp, ctx));
         }
-        appendAll(commands, table.update(removed, added));
+        const update = table.update(removed, added);
+        appendAll(commands, update);
+        changes += update.length;
       }
       next.set(family.context.family, { contextKey, table });
       appendAll(problems, table.problems());
@@ -187,11 +194,11 @@ export class NftablesProxyBackend implements ProxyBackend {
     }
     // Until the kernel has taken the transaction nothing is known: a failure leaves every family unknown.
     this.committed.clear();
-    await this.applier.apply(commands);
+    await this.applier.apply(commands, created);
     for (const [family, c] of next) this.committed.set(family, c);
     this.lastSynced = new WeakSet(request.families);
     if (full) this.fullSyncs++;
-    return { kind: full ? 'full' : 'partial', changes: commands.length, drift, problems, detail: { servicePorts } };
+    return { kind: full ? 'full' : 'partial', changes, drift, problems, detail: { servicePorts } };
   }
 
   /**

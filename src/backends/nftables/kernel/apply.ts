@@ -21,6 +21,9 @@ import type { KernelCall } from '../../../kernel/kernel-calls.ts';
 import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
+import { createCommands, stagedCreateCommands } from '../render/ruleset.ts';
+import { loadableOverNetlink, type ElementLoad } from './netlink-elements.ts';
+import { NftError } from './nft.ts';
 import { appendAll } from '../../../util/arrays.ts';
 
 export interface FamilySyncReport {
@@ -54,14 +57,19 @@ export class NftablesApplier {
     this.kernelCall = kernelCall;
   }
 
-  /** Plans every family against what the kernel holds now and commits the difference atomically. */
+  /**
+   * Plans every family against what the kernel holds now and commits the difference atomically
+   * (a table the kernel does not hold yet is created as `apply` creates it).
+   */
   async sync(rulesets: readonly Ruleset[], options: { check?: boolean } = {}): Promise<SyncReport> {
     const families: FamilySyncReport[] = [];
     const commands: Fragment[] = [];
+    const created: Ruleset[] = [];
     for (const rs of rulesets) {
       const observed = await this.observe(rs);
       const plan = planTransaction(rs, observed);
-      appendAll(commands, plan.commands);
+      if (plan.summary.kind === 'create' && !options.check) created.push(rs);
+      else appendAll(commands, plan.commands);
       families.push({
         family: rs.family,
         summary: plan.summary,
@@ -69,15 +77,56 @@ export class NftablesApplier {
         ...(plan.reason ? { reason: plan.reason } : {}),
       });
     }
-    await this.nft.apply(commands, options);
-    return { families, commands: commands.length };
+    await (options.check ? this.nft.apply(commands, options) : this.apply(commands, created));
+    return { families, commands: families.reduce((n, f) => n + f.commands, 0) };
   }
 
-  /** Commits commands planned elsewhere (a partial sync's), atomically. */
-  async apply(commands: Transaction): Promise<void> {
+  /**
+   * Commits commands planned elsewhere (a partial sync's), atomically, and creates the tables of
+   * `created`, which the kernel does not hold: in stages when their elements can go over netlink
+   * (`createStaged`), else in the same transaction.
+   */
+  async apply(commands: Transaction, created: readonly Ruleset[] = []): Promise<void> {
     // What was read ahead shows the kernel before this commit: nobody may take it after.
     this.prefetched.clear();
-    await this.nft.apply(commands);
+    if (created.length > 0 && this.kernelCall) await this.createStaged(created, commands, this.kernelCall);
+    else await this.nft.apply([...commands, ...created.flatMap(createCommands)]);
+  }
+
+  /**
+   * Creates tables the kernel does not hold (with `others`, the other families' changes, in the
+   * first commit): nft commits each table without its base chains (no packet reaches it) and
+   * the elements of its large sets; those go over netlink, where nft would spend ~1 s parsing
+   * them at 10,000 Services; the last nft commit adds the base chains, and with them the whole
+   * ruleset takes effect at once. If any step fails the new tables are deleted, so the kernel is
+   * back to holding none of them, and the error goes on (the caller retries with a full sync).
+   */
+  private async createStaged(created: readonly Ruleset[], others: Transaction, kernelCall: KernelCall): Promise<void> {
+    const staged = created.map((rs) => ({ rs, ...stagedCreateCommands(rs, (s) => loadableOverNetlink(s.spec)) }));
+    // Nothing for netlink (small tables): one transaction, as any other.
+    if (staged.every((s) => s.bulk.length === 0))
+      return this.nft.apply([...others, ...created.flatMap(createCommands)]);
+    try {
+      await this.nft.apply([...others, ...staged.flatMap((s) => s.unhooked)]);
+      for (const { rs, bulk } of staged) {
+        const load: ElementLoad = {
+          family: rs.family,
+          table: rs.table,
+          sets: bulk.map(({ spec, elements }) => ({
+            name: spec.name,
+            keyType: spec.keyType,
+            ...(spec.dataType ? { dataType: spec.dataType } : {}),
+            verdictMap: spec.verdictMap,
+            elements,
+          })),
+        };
+        if (load.sets.length > 0) await loadOverNetlink(kernelCall, load);
+      }
+      await this.nft.apply(staged.flatMap((s) => s.hooks));
+    } catch (e) {
+      for (const { rs } of staged) await this.nft.deleteTable(rs.family, rs.table).catch(() => false);
+      throw e;
+    }
   }
 
   /** What the kernel holds in kproxy's table of this family, or undefined if nothing. */
@@ -251,6 +300,20 @@ export interface TableRef {
 }
 
 const tableKey = (where: TableRef): string => `${where.family} ${where.table}`;
+
+/** Elements loaded by the kernel call; a refusal is nft's kind of error, classified `Rejected`. */
+async function loadOverNetlink(kernelCall: KernelCall, load: ElementLoad): Promise<void> {
+  try {
+    await kernelCall<number>('loadNftElements', load);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new NftError(
+      'Rejected',
+      `the kernel refused the elements of ${load.family} ${load.table}: ${message}`,
+      message,
+    );
+  }
+}
 
 /** The declarations with the dump's rule counts, fingerprints and elements. */
 function observedFrom(declared: ObservedTable, dump: Exclude<DumpResult, { undecodable: string }>): ObservedTable {

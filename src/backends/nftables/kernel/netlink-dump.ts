@@ -24,31 +24,25 @@ import {
   stringAttr,
   type Attr,
 } from '../../../kernel/netlink.ts';
+import {
+  DATA,
+  FIELD_SIZE,
+  fieldWidth,
+  GEN_ID,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO,
+  NFT_MSG,
+  PROTOCOL_NUMBER,
+  RULE,
+  SET_ELEM_INTERVAL_END,
+  SETELEM,
+  SETELEM_LIST,
+  VERDICT,
+  VERDICT_CODE,
+} from './nf-tables-abi.ts';
 
-const NFNL_SUBSYS_NFTABLES = 10;
-const NFT_MSG_GETRULE = 7;
-const NFT_MSG_GETSETELEM = 13;
-const NFT_MSG_GETGEN = 16;
-const GEN_ID = 1;
 /** Reads of a table that a commit kept overlapping before giving up on a consistent one. */
 const DUMP_TRIES = 3;
-const NFPROTO = { ip: 2, ip6: 10 } as const;
-
-// nf_tables.h attribute numbers.
-const RULE_TABLE = 1;
-const RULE_CHAIN = 2;
-const RULE_USERDATA = 7;
-const SETELEM_LIST_TABLE = 1;
-const SETELEM_LIST_SET = 2;
-const SETELEM_LIST_ELEMENTS = 3;
-const SETELEM_KEY = 1;
-const SETELEM_DATA = 2;
-const SETELEM_FLAGS = 3;
-const SETELEM_KEY_END = 10;
-const SET_ELEM_INTERVAL_END = 1;
-const DATA_VERDICT = 2;
-const VERDICT_CODE = 1;
-const VERDICT_CHAIN = 2;
 /** libnftnl's rule user data: the comment. */
 const UDATA_RULE_COMMENT = 0;
 
@@ -77,16 +71,12 @@ export type DumpResult =
     }
   | { readonly undecodable: string };
 
-/** Bytes of a field alone, and its width inside a concatenation (registers are 4 bytes). */
-const FIELD_SIZE: Record<string, number> = {
-  ipv4_addr: 4,
-  ipv6_addr: 16,
-  inet_proto: 1,
-  inet_service: 2,
-  integer: 4,
-};
-
-const PROTOCOL_NAME: Record<number, string> = { 6: 'tcp', 17: 'udp', 132: 'sctp' };
+const PROTOCOL_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(PROTOCOL_NUMBER).map(([name, n]) => [n, name]),
+);
+const VERDICT_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(VERDICT_CODE).map(([name, n]) => [n, name]),
+);
 
 class Undecodable extends Error {}
 
@@ -112,7 +102,7 @@ export function dumpTable(req: DumpRequest): DumpResult {
  * transaction (of any table, anyone's) bumps it, so an unchanged number means an unchanged ruleset.
  */
 export function nftGeneration(): number {
-  const answer = attrs(netfilterGet((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 0, []));
+  const answer = attrs(netfilterGet((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG.GETGEN, 0, []));
   const id = attr(answer, GEN_ID);
   if (!id || id.length < 4) throw new Error('nftables generation: no NFTA_GEN_ID in the answer');
   return id.readUInt32BE(0);
@@ -121,16 +111,16 @@ export function nftGeneration(): number {
 function dumpRules(req: DumpRequest): Record<string, { ruleCount: number; fingerprint?: string }> {
   const chains: Record<string, { ruleCount: number; fingerprint?: string }> = {};
   netfilterDump(
-    (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+    (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG.GETRULE,
     NFPROTO[req.family],
-    [encodeStringAttr(RULE_TABLE, req.table)],
+    [encodeStringAttr(RULE.TABLE, req.table)],
     (msg) => {
       const a = attrs(msg);
-      if (stringAttr(attr(a, RULE_TABLE)) !== req.table) return;
-      const chain = stringAttr(attr(a, RULE_CHAIN)) ?? '';
+      if (stringAttr(attr(a, RULE.TABLE)) !== req.table) return;
+      const chain = stringAttr(attr(a, RULE.CHAIN)) ?? '';
       const seen = (chains[chain] ??= { ruleCount: 0 });
       if (seen.ruleCount === 0) {
-        const comment = ruleComment(attr(a, RULE_USERDATA));
+        const comment = ruleComment(attr(a, RULE.USERDATA));
         if (comment !== undefined) seen.fingerprint = comment;
       }
       seen.ruleCount++;
@@ -176,12 +166,12 @@ function dumpElements(req: DumpRequest, set: DumpSet): string[] {
   const keyEnd: Span = { start: 0, end: 0 };
   const data: Span = { start: 0, end: 0 };
   netfilterDump(
-    (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+    (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG.GETSETELEM,
     NFPROTO[req.family],
-    [encodeStringAttr(SETELEM_LIST_TABLE, req.table), encodeStringAttr(SETELEM_LIST_SET, set.name)],
+    [encodeStringAttr(SETELEM_LIST.TABLE, req.table), encodeStringAttr(SETELEM_LIST.SET, set.name)],
     (msg) => {
       // Walked by offsets, not as attribute objects: ~150k elements at 10k Services.
-      const list = attr(attrs(msg), SETELEM_LIST_ELEMENTS);
+      const list = attr(attrs(msg), SETELEM_LIST.ELEMENTS);
       if (!list) return;
       for (let at = 0; at + 4 <= list.length; at += align(list.readUInt16LE(at))) {
         const elemEnd = Math.min(at + list.readUInt16LE(at), list.length);
@@ -191,10 +181,10 @@ function dumpElements(req: DumpRequest, set: DumpSet): string[] {
         for (let a = at + 4; a + 4 <= elemEnd; a += align(list.readUInt16LE(a))) {
           const end = Math.min(a + list.readUInt16LE(a), elemEnd);
           const type = list.readUInt16LE(a + 2) & 0x3fff;
-          if (type === SETELEM_KEY) firstAttr(list, a + 4, end, key);
-          else if (type === SETELEM_KEY_END) firstAttr(list, a + 4, end, keyEnd);
-          else if (type === SETELEM_DATA) verdict = firstAttr(list, a + 4, end, data) === DATA_VERDICT;
-          else if (type === SETELEM_FLAGS && a + 8 <= end)
+          if (type === SETELEM.KEY) firstAttr(list, a + 4, end, key);
+          else if (type === SETELEM.KEY_END) firstAttr(list, a + 4, end, keyEnd);
+          else if (type === SETELEM.DATA) verdict = firstAttr(list, a + 4, end, data) === DATA.VERDICT;
+          else if (type === SETELEM.FLAGS && a + 8 <= end)
             intervalEnd = (list.readUInt32BE(a + 4) & SET_ELEM_INTERVAL_END) !== 0;
         }
         if (key.end === 0) throw new Undecodable(`set ${set.name}: an element without a key`);
@@ -229,12 +219,10 @@ function firstAttr(b: Buffer, from: number, to: number, span: Span): number {
   return b.readUInt16LE(from + 2) & 0x3fff;
 }
 
-const VERDICT_NAME: Record<number, string> = { 1: 'accept', 0: 'drop', [-1]: 'continue', [-5]: 'return' };
-
 function verdictText(set: DumpSet, v: Attr[]): string {
-  const code = attr(v, VERDICT_CODE)?.readInt32BE(0);
-  if (code === -3 || code === -4) return `${code === -3 ? 'jump' : 'goto'} ${stringAttr(attr(v, VERDICT_CHAIN)) ?? ''}`;
+  const code = attr(v, VERDICT.CODE)?.readInt32BE(0);
   const name = code === undefined ? undefined : VERDICT_NAME[code];
+  if (name === 'jump' || name === 'goto') return `${name} ${stringAttr(attr(v, VERDICT.CHAIN)) ?? ''}`;
   if (!name) throw new Undecodable(`set ${set.name}: verdict ${code}`);
   return name;
 }
@@ -248,7 +236,6 @@ function fieldsText(
   set: string,
 ): string {
   if (!types) throw new Undecodable(`set ${set}: data it does not declare`);
-  const concat = types.length > 1;
   let text = '';
   let lo = at.start;
   let hi = end?.start ?? 0;
@@ -260,7 +247,7 @@ function fieldsText(
       end && b.compare(b, hi, hi + size, lo, lo + size) !== 0
         ? rangeText(t, b.subarray(lo, lo + size), b.subarray(hi, hi + size))
         : fieldText(t, b, lo, size);
-    const width = concat ? (size + 3) & ~3 : size;
+    const width = fieldWidth(size, types.length);
     lo += width;
     hi += width;
   }

@@ -279,11 +279,45 @@ export function createCommands(rs: Ruleset): Fragment[] {
   const out: Fragment[] = [c.addTable()];
   for (const chain of rs.chains) out.push(c.addChain(chain));
   for (const set of rs.sets) out.push(c.addSet(set.spec));
-  for (const set of rs.sets) {
-    if (!isDynamic(set.spec) && set.elements.length > 0) out.push(c.addElements(set.spec.name, set.elements));
-  }
+  appendAll(out, elementCommands(c, rs.sets));
   for (const chain of rs.chains) appendAll(out, ruleCommands(c, chain));
   return out;
+}
+
+/**
+ * A create in stages that packets never see half done: `unhooked` is the whole table but its
+ * base chains and without the elements of the sets `bulk` picks (a table with no base chain is
+ * on no packet's path); those elements are loaded next, in any number of commits; `hooks` then
+ * adds the base chains with their rules, and the ruleset takes effect in that one commit.
+ */
+export function stagedCreateCommands(
+  rs: Ruleset,
+  bulk: (set: NftSet) => boolean,
+): { readonly unhooked: Fragment[]; readonly bulk: NftSet[]; readonly hooks: Fragment[] } {
+  const c = new Commands(rs.family, rs.table);
+  const regular = rs.chains.filter((ch) => !ch.base);
+  const base = rs.chains.filter((ch) => ch.base);
+  const bulkSets = rs.sets.filter((s) => !isDynamic(s.spec) && s.elements.length > 0 && bulk(s));
+  const unhooked: Fragment[] = [c.addTable()];
+  for (const chain of regular) unhooked.push(c.addChain(chain));
+  for (const set of rs.sets) unhooked.push(c.addSet(set.spec));
+  appendAll(
+    unhooked,
+    elementCommands(
+      c,
+      rs.sets.filter((s) => !bulkSets.includes(s)),
+    ),
+  );
+  for (const chain of regular) appendAll(unhooked, ruleCommands(c, chain));
+  const hooks = base.map((chain) => c.addChain(chain));
+  for (const chain of base) appendAll(hooks, ruleCommands(c, chain));
+  return { unhooked, bulk: bulkSets, hooks };
+}
+
+function elementCommands(c: Commands, sets: readonly NftSet[]): Fragment[] {
+  return sets
+    .filter((set) => !isDynamic(set.spec) && set.elements.length > 0)
+    .map((set) => c.addElements(set.spec.name, set.elements));
 }
 
 /** The rules of a chain, the first carrying the chain's fingerprint. */
