@@ -18,7 +18,6 @@ const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const NLM_F_ACK = 0x4;
-const NLA_F_NESTED = 0x8000;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 const SOL_SOCKET = 1;
@@ -107,17 +106,12 @@ export function encodeStringAttr(type: number, s: string): Buffer {
 }
 
 /** An attribute holding `value` (padded to 4 bytes). */
-export function encodeAttr(type: number, value: Buffer): Buffer {
+function encodeAttr(type: number, value: Buffer): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
   b.writeUInt16LE(4 + value.length, 0);
   b.writeUInt16LE(type, 2);
   value.copy(b, 4);
   return b;
-}
-
-/** A nested attribute holding already encoded attributes. */
-export function encodeNested(type: number, children: readonly Buffer[]): Buffer {
-  return encodeAttr(type | NLA_F_NESTED, Buffer.concat(children));
 }
 
 /** One message of a batch: netlink type (subsystem << 8 | message), flags, nfgenmsg family, attributes. */

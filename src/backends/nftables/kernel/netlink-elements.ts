@@ -12,13 +12,7 @@
  * Runs in the process whose network namespace holds the table (spawner-child.ts, or `kproxy
  * sync` itself).
  */
-import {
-  encodeAttr,
-  encodeNested,
-  encodeStringAttr,
-  netfilterBatch,
-  type BatchMessage,
-} from '../../../kernel/netlink.ts';
+import { netfilterBatch, type BatchMessage } from '../../../kernel/netlink.ts';
 import { ipToBigInt, parseIp } from '../../../model/ip.ts';
 import {
   DATA,
@@ -60,10 +54,41 @@ export function loadableOverNetlink(spec: {
   return [...spec.keyType, ...(spec.dataType ?? [])].every((t) => FIELD_SIZE[t] !== undefined);
 }
 
-/** An attribute's payload may be at most this long (its length is 16 bits); room kept for headers. */
-const ELEMENTS_PER_MESSAGE_BYTES = 60_000;
+/** An attribute's length is 16 bits: a message's elements stay below this. */
+const ELEMENTS_BYTES = 65_000;
+/** Room for the largest element kproxy writes (two IPv6 keys' worth and a verdict's chain name). */
+const ELEMENT_ROOM = 512;
 /** Bytes of one batch (one commit): the kernel copies a batch whole before running it. */
 const BATCH_BYTES = 4 << 20;
+const NESTED = 0x8000;
+
+/**
+ * Writes netlink attributes in place into one zeroed buffer: an element is ~40 bytes and a table
+ * holds ~150k, so nothing is allocated per attribute.
+ */
+class AttrWriter {
+  readonly buf: Buffer;
+  at = 0;
+  constructor(size: number) {
+    this.buf = Buffer.alloc(size);
+  }
+  /** Starts an attribute; `end(start)` closes it once its payload (or nested attributes) is written. */
+  begin(type: number): number {
+    const start = this.at;
+    this.buf.writeUInt16LE(type, start + 2);
+    this.at += 4;
+    return start;
+  }
+  end(start: number): void {
+    this.buf.writeUInt16LE(this.at - start, start);
+    this.at = (this.at + 3) & ~3;
+  }
+  string(type: number, s: string): void {
+    const a = this.begin(type);
+    this.at += this.buf.write(s, this.at, 'utf8') + 1; // NUL-terminated (the buffer is zeroed)
+    this.end(a);
+  }
+}
 
 /** Adds every element of `req`'s sets to them (already declared, empty); returns how many. */
 export function loadElements(req: ElementLoad): number {
@@ -77,12 +102,17 @@ export function loadElements(req: ElementLoad): number {
   };
   for (const set of req.sets) {
     if (!loadableOverNetlink({ ...set, flags: [] })) throw new Error(`set ${set.name}: types it cannot encode`);
-    const head = [encodeStringAttr(SETELEM_LIST.TABLE, req.table), encodeStringAttr(SETELEM_LIST.SET, set.name)];
-    let chunk: Buffer[] = [];
-    let chunkBytes = 0;
-    const flush = (): void => {
-      if (chunk.length === 0) return;
-      const body = Buffer.concat([...head, encodeNested(SETELEM_LIST.ELEMENTS, chunk)]);
+    for (let next = 0; next < set.elements.length; ) {
+      const w = new AttrWriter(ELEMENTS_BYTES + ELEMENT_ROOM + 1024);
+      w.string(SETELEM_LIST.TABLE, req.table);
+      w.string(SETELEM_LIST.SET, set.name);
+      const list = w.begin(SETELEM_LIST.ELEMENTS | NESTED);
+      while (next < set.elements.length && w.at - list < ELEMENTS_BYTES - ELEMENT_ROOM) {
+        writeElement(w, set, set.elements[next] as string);
+        next++;
+      }
+      w.end(list);
+      const body = w.buf.subarray(0, w.at);
       messages.push({
         type: (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG.NEWSETELEM,
         flags: NLM_F_CREATE,
@@ -90,49 +120,60 @@ export function loadElements(req: ElementLoad): number {
         body,
       });
       batchBytes += body.length;
-      chunk = [];
-      chunkBytes = 0;
       if (batchBytes >= BATCH_BYTES) send();
-    };
-    for (const text of set.elements) {
-      const e = encodeElement(set, text);
-      if (chunkBytes + e.length > ELEMENTS_PER_MESSAGE_BYTES) flush();
-      chunk.push(e);
-      chunkBytes += e.length;
-      count++;
     }
-    flush();
+    count += set.elements.length;
   }
   send();
   return count;
 }
 
-/** One NFTA_LIST_ELEM: the key, and the data or verdict of a map's element. */
+/** One NFTA_LIST_ELEM as bytes: the key, and the data or verdict of a map's element. */
 export function encodeElement(set: LoadSet, text: string): Buffer {
-  const colon = text.indexOf(' : ');
-  const keyText = colon < 0 ? text : text.slice(0, colon);
-  const key = encodeNested(SETELEM.KEY, [encodeValue(set.name, set.keyType, keyText)]);
-  const isMap = set.verdictMap || set.dataType !== undefined;
-  if (colon >= 0 !== isMap) throw new Error(`set ${set.name}: element ${JSON.stringify(text)} does not fit its type`);
-  if (!isMap) return encodeNested(LIST_ELEM, [key]);
-  const dataText = text.slice(colon + 3);
-  const data = set.verdictMap ? encodeVerdict(set.name, dataText) : encodeValue(set.name, set.dataType ?? [], dataText);
-  return encodeNested(LIST_ELEM, [key, encodeNested(SETELEM.DATA, [data])]);
+  const w = new AttrWriter(ELEMENT_ROOM);
+  writeElement(w, set, text);
+  return Buffer.from(w.buf.subarray(0, w.at));
 }
 
-/** NFTA_DATA_VALUE of fields joined by ` . `, each field at its register-aligned offset. */
-function encodeValue(setName: string, types: readonly string[], text: string): Buffer {
-  const parts = types.length > 1 ? text.split(' . ') : [text];
-  if (parts.length !== types.length)
-    throw new Error(`set ${setName}: ${JSON.stringify(text)} is not ${types.join(' . ')}`);
-  const widths = types.map((t) => fieldWidth(FIELD_SIZE[t] as number, types.length));
-  const value = Buffer.alloc(widths.reduce((a, b) => a + b, 0));
-  let at = 0;
-  for (const [i, type] of types.entries()) {
-    writeField(setName, type, parts[i] as string, value, at);
-    at += widths[i] as number;
+function writeElement(w: AttrWriter, set: LoadSet, text: string): void {
+  const colon = text.indexOf(' : ');
+  const isMap = set.verdictMap || set.dataType !== undefined;
+  if (colon >= 0 !== isMap) throw new Error(`set ${set.name}: element ${JSON.stringify(text)} does not fit its type`);
+  const elem = w.begin(LIST_ELEM | NESTED);
+  const key = w.begin(SETELEM.KEY | NESTED);
+  writeValue(w, set.name, set.keyType, text, 0, colon < 0 ? text.length : colon);
+  w.end(key);
+  if (isMap) {
+    const data = w.begin(SETELEM.DATA | NESTED);
+    if (set.verdictMap) writeVerdict(w, set.name, text.slice(colon + 3));
+    else writeValue(w, set.name, set.dataType ?? [], text, colon + 3, text.length);
+    w.end(data);
   }
-  return encodeAttr(DATA.VALUE, value);
+  w.end(elem);
+}
+
+/** NFTA_DATA_VALUE of the fields in text[from, to), joined by ` . `, each at its register-aligned offset. */
+function writeValue(
+  w: AttrWriter,
+  setName: string,
+  types: readonly string[],
+  text: string,
+  from: number,
+  to: number,
+): void {
+  const value = w.begin(DATA.VALUE);
+  let pos = from;
+  for (let i = 0; i < types.length; i++) {
+    const type = types[i] as string;
+    const last = i === types.length - 1;
+    const sep = last ? to : text.indexOf(' . ', pos);
+    if (sep < 0 || sep > to || (last && text.lastIndexOf(' . ', to - 1) >= pos))
+      throw new Error(`set ${setName}: ${JSON.stringify(text.slice(from, to))} is not ${types.join(' . ')}`);
+    writeField(setName, type, text.slice(pos, sep), w.buf, w.at);
+    w.at += fieldWidth(FIELD_SIZE[type] as number, types.length);
+    pos = sep + 3;
+  }
+  w.end(value);
 }
 
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
@@ -141,14 +182,11 @@ function writeField(setName: string, type: string, text: string, out: Buffer, at
   const bad = (): Error => new Error(`set ${setName}: ${JSON.stringify(text)} is not ${type}`);
   switch (type) {
     case 'ipv4_addr':
+      if (!writeIpv4(text, out, at)) throw bad();
+      return;
     case 'ipv6_addr': {
       const ip = parseIp(text);
-      if (!ip || ip.text !== text || (ip.family === 'ipv4') !== (type === 'ipv4_addr')) throw bad();
-      if (ip.family === 'ipv4') {
-        const octets = text.split('.');
-        for (let i = 0; i < 4; i++) out[at + i] = Number(octets[i]);
-        return;
-      }
+      if (!ip || ip.text !== text || ip.family !== 'ipv6') throw bad();
       const n = ipToBigInt(ip);
       for (let i = 0; i < 16; i++) out[at + i] = Number((n >> BigInt(8 * (15 - i))) & 0xffn);
       return;
@@ -177,16 +215,39 @@ function writeField(setName: string, type: string, text: string, out: Buffer, at
   }
 }
 
+/** A canonical dotted quad (no leading zeros, each octet ≤ 255) into 4 bytes; false if it is not one. */
+function writeIpv4(text: string, out: Buffer, at: number): boolean {
+  let octet = 0;
+  let digits = 0;
+  let octets = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      if (digits === 0 || octets === 4) return false;
+      out[at + octets++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39 && !(digits === 1 && octet === 0)) {
+      octet = octet * 10 + (c - 0x30);
+      if (octet > 255) return false;
+      digits++;
+    } else return false;
+  }
+  return octets === 4;
+}
+
 /** NFTA_DATA_VERDICT: `accept`, `drop`, `return`, `continue`, or `jump|goto CHAIN`. */
-function encodeVerdict(setName: string, text: string): Buffer {
+function writeVerdict(w: AttrWriter, setName: string, text: string): void {
   const [kind = '', chain, extra] = text.split(' ');
   const code = VERDICT_CODE[kind];
   const needsChain = kind === 'jump' || kind === 'goto';
   if (code === undefined || extra !== undefined || needsChain !== (chain !== undefined) || chain === '')
     throw new Error(`set ${setName}: verdict ${JSON.stringify(text)}`);
-  const codeValue = Buffer.alloc(4);
-  codeValue.writeInt32BE(code, 0);
-  const parts = [encodeAttr(VERDICT.CODE, codeValue)];
-  if (chain !== undefined) parts.push(encodeStringAttr(VERDICT.CHAIN, chain));
-  return encodeNested(DATA.VERDICT, parts);
+  const verdict = w.begin(DATA.VERDICT | NESTED);
+  const codeAttr = w.begin(VERDICT.CODE);
+  w.buf.writeInt32BE(code, w.at);
+  w.at += 4;
+  w.end(codeAttr);
+  if (chain !== undefined) w.string(VERDICT.CHAIN, chain);
+  w.end(verdict);
 }
