@@ -44,6 +44,8 @@ export class TableState {
   private readonly sharedChains = new Map<string, { readonly chain: Chain; count: number }>();
 
   readonly endpointMaps: EndpointMaps;
+  /** The last `ruleset()`, until an update: a full sync and its check right after both want it. */
+  private built: Ruleset | undefined;
 
   constructor(
     context: TableContext,
@@ -64,6 +66,7 @@ export class TableState {
    * the old table into the new one, in an order the kernel accepts in one transaction.
    */
   update(removed: Iterable<string>, added: Iterable<ServicePortFragment>): Fragment[] {
+    this.built = undefined;
     const adding = [...added];
     const removing = [...removed].filter((k) => this.fragments.has(k));
     // Every port whose contribution may change: the ones swapped, and the other claimants of any
@@ -110,6 +113,11 @@ export class TableState {
 
   /** The whole table (full syncs and dumps): the skeleton, then the ports in key order. */
   ruleset(): Ruleset {
+    this.built ??= this.build();
+    return this.built;
+  }
+
+  private build(): Ruleset {
     // Straight from the fragments (no identity maps: ~200k elements at 10k Services). Owned
     // frontends' elements are unique by construction; shared ones are already counted once.
     const bySet = new Map<SetName, Element[]>();
