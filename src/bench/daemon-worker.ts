@@ -21,7 +21,8 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { startDaemon } from '../daemon/daemon.ts';
 import { logEventRecorder } from '../daemon/events.ts';
-import type { Exec, ExecResult } from '../kernel/exec.ts';
+import type { Exec } from '../kernel/exec.ts';
+import type { KernelCall } from '../kernel/kernel-calls.ts';
 import { startSpawner } from '../kernel/spawner.ts';
 import type { EndpointSlice, Service } from '../model/cluster.ts';
 import { buildSnapshot } from '../source/normalize.ts';
@@ -77,19 +78,18 @@ async function main(): Promise<void> {
   // As `kproxy run` runs tools: through the spawner (here inside the namespace).
   const spawner = startSpawner(['ip', 'netns', 'exec', String(values.netns)]);
   const base = spawner.exec;
-  const exec: Exec = async (file, args, stdin) => {
-    if (!isCommit(mode, file, args)) return base(file, args, stdin);
+  /** Runs one kernel write, counted in flight; a change is settled after a write that succeeded. */
+  const write = async <T>(run: () => Promise<T>, succeeded: (r: T) => boolean): Promise<T> => {
     const seen = source.readGeneration;
     inFlight++;
-    let r: ExecResult;
+    let r: T;
     try {
-      r = await base(file, args, stdin);
+      r = await run();
     } finally {
       inFlight--;
     }
-    if (r.exitCode === 0) {
+    if (succeeded(r)) {
       const at = performance.now();
-      commitTool = file;
       for (const w of waiting) if (w.generation <= seen) w.firstAt ??= at;
       setImmediate(() => {
         if (inFlight > 0) return;
@@ -101,6 +101,24 @@ async function main(): Promise<void> {
     }
     return r;
   };
+  const exec: Exec = async (file, args, stdin) => {
+    if (!isCommit(mode, file, args)) return base(file, args, stdin);
+    return write(
+      () => base(file, args, stdin),
+      (r) => {
+        if (r.exitCode === 0) commitTool = file;
+        return r.exitCode === 0;
+      },
+    );
+  };
+  // A new nftables table's elements go over netlink between its two nft commits (ADR 0012).
+  const kernelCall: KernelCall = (name, args) =>
+    name === 'loadNftElements'
+      ? write(
+          () => spawner.call(name, args),
+          () => true,
+        )
+      : spawner.call(name, args);
   const log = pino({ level: 'warn' }, pino.destination(2));
   const daemon = await startDaemon({
     config,
@@ -108,7 +126,7 @@ async function main(): Promise<void> {
     events: logEventRecorder(log),
     log,
     exec,
-    kernelCall: spawner.call,
+    kernelCall,
   });
   await new Promise((resolve) => waiting.push({ generation: 0, resolve }));
 

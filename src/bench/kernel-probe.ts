@@ -4,7 +4,8 @@
  *  - `localEndpointInKernel`: one look for an endpoint on this node — nftables mode lists
  *    kproxy's `hairpin` set alone (nft then reads that set's elements only: the local endpoints,
  *    ~2% of all in the bench's clusters; at 2000 × 10, 0.01 s where listing the table takes
- *    1.2 s); iptables mode lists the endpoint's own KUBE-SEP chain (`iptables -t nat -S CHAIN`,
+ *    1.2 s), once its base chain `nat-prerouting` exists (a new table is hooked last, ADR
+ *    0012); iptables mode lists the endpoint's own KUBE-SEP chain (`iptables -t nat -S CHAIN`,
  *    the name computed as kproxy does);
  *  - `serviceHasEndpoint`: any endpoint of a Service, by key from kproxy's `endpoint-addresses`
  *    map or the shard of it that holds the Service (`nft get element`; nft 1.0.6 still reads every
@@ -52,6 +53,11 @@ export async function localEndpointInKernel(
   ep: EndpointRef,
 ): Promise<boolean> {
   if (mode === 'nftables') {
+    // A new table gets its elements before its base chains (ADR 0012): hooked first, then the
+    // endpoint (`list chains` reads no rules or elements; `list chain` would read them all).
+    const chains = await output('nft', ['list', 'chains', 'ip']);
+    // (The bench's namespaces hold no other IPv4 table.)
+    if (!chains?.includes('table ip kproxy {') || !/chain nat-prerouting \{\s*type nat hook/.test(chains)) return false;
     const text = await output('nft', ['list', 'set', 'ip', 'kproxy', 'hairpin']);
     return text !== undefined && mentions(text, ep.ip);
   }
