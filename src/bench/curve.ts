@@ -94,7 +94,7 @@ function coldPanel(results: ReadonlyMap<string, ScenarioResult>): Panel | undefi
   let caption = '';
   if (modes && modes.rows.length > 0) {
     caption =
-      'kproxy cold = the whole `kproxy sync --manifests` process (Node start, reading the manifests, model, render, nft -f, read-back) into an empty network namespace (modes scenario).';
+      'kproxy cold = the whole `kproxy sync --manifests` process (Node start, reading the manifests, model, render, nft and netlink writes, read-back) into an empty network namespace (modes scenario).';
     const figures = modes.rows.flatMap((r) =>
       r.cold
         ? [
