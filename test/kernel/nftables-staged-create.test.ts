@@ -15,9 +15,10 @@ import { inNetns } from '../../src/kernel/exec.ts';
 import type { KernelCall } from '../../src/kernel/kernel-calls.ts';
 import { startSpawner, type Spawner } from '../../src/kernel/spawner.ts';
 import { withNetns } from '../support/netns.ts';
-import { sampleStateV4 } from '../support/states.ts';
+import { sampleStateV4, sampleStateV6 } from '../support/states.ts';
 
 const { ruleset } = renderNftables(sampleStateV4());
+const { ruleset: ruleset6 } = renderNftables(sampleStateV6());
 
 async function tables(ns: string): Promise<string> {
   return (await execa('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'])).stdout;
@@ -61,6 +62,35 @@ describe('staged create of a new table', () => {
     expect(seenDuringLoad[0]).toContain('chain services');
     expect(seenDuringLoad[0]).not.toMatch(/hook/);
     expect(ruleset.chains.some((c) => c.base)).toBe(true);
+  });
+
+  it("the other family's changes go in the first commit, the new table's hooks in the last", async () => {
+    const seenDuringLoad: string[] = [];
+    await withApplier(
+      async (applier, ns) => {
+        await applier.apply([], [ruleset6]);
+        const probe = { text: 'add chain ip6 kproxy probe-chain', json: {} };
+        await applier.apply([probe], [ruleset]);
+        expect(await applier.matches([ruleset])).toBe(true);
+        expect((await execa('ip', ['netns', 'exec', ns, 'nft', 'list', 'chains', 'ip6'])).stdout).toContain(
+          'probe-chain',
+        );
+      },
+      {
+        call: (inner, ns) => async (name, args) => {
+          if (name === 'loadNftElements' && (args as { family: string }).family === 'ip') {
+            const chains = (family: string) => execa('ip', ['netns', 'exec', ns, 'nft', 'list', 'chains', family]);
+            seenDuringLoad.push((await chains('ip')).stdout, (await chains('ip6')).stdout);
+          }
+          return inner(name, args);
+        },
+      },
+    );
+    const [ip, ip6] = seenDuringLoad;
+    expect(seenDuringLoad).toHaveLength(2);
+    expect(ip).toContain('chain services');
+    expect(ip).not.toMatch(/hook/);
+    expect(ip6).toContain('probe-chain');
   });
 
   it('a refused last commit (the base chains) leaves no table behind', async () => {
