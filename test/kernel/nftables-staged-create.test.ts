@@ -1,8 +1,9 @@
 /**
  * A table the kernel does not hold yet is created in stages (kernel/apply.ts `createStaged`):
  * the table without base chains, then most elements over netlink (kernel/netlink-elements.ts),
- * then the base chains. Packets must never meet a half-built table, and a failure at any stage
- * must leave the kernel as it was (no kproxy table), with the error classified as nft's.
+ * then the base chains. Packets must never meet a half-built table; a failed netlink load falls
+ * back to nft creating the table whole, and a failure nft reports leaves the kernel as it was (no
+ * kproxy table), with the error classified as nft's.
  * That the result equals a plain `nft -f` load is test/kernel/golden-nft.test.ts.
  */
 import { execa } from 'execa';
@@ -27,14 +28,18 @@ async function tables(ns: string): Promise<string> {
 /** Runs `fn` with an applier on a fresh namespace; `wrap` may interpose on nft and the kernel calls. */
 async function withApplier(
   fn: (applier: NftablesApplier, ns: string, spawner: Spawner) => Promise<void>,
-  wrap: { exec?: (inner: Exec) => Exec; call?: (inner: KernelCall, ns: string) => KernelCall } = {},
+  wrap: {
+    exec?: (inner: Exec) => Exec;
+    call?: (inner: KernelCall, ns: string) => KernelCall;
+    log?: { warn: (o: unknown) => void };
+  } = {},
 ): Promise<void> {
   await withNetns(async (ns) => {
     const spawner = startSpawner(['ip', 'netns', 'exec', ns]);
     try {
       const exec = wrap.exec ? wrap.exec(inNetns(ns)) : inNetns(ns);
       const call = wrap.call ? wrap.call(spawner.call, ns) : spawner.call;
-      await fn(new NftablesApplier(new Nft(exec), call), ns, spawner);
+      await fn(new NftablesApplier(new Nft(exec), call, wrap.log), ns, spawner);
     } finally {
       spawner.stop();
     }
@@ -100,35 +105,56 @@ describe('staged create of a new table', () => {
         expect(err).toBeInstanceOf(NftError);
         expect(await tables(ns)).not.toContain('kproxy');
       },
-      {
-        exec: (inner) => async (file, args, stdin, options) =>
-          stdin?.includes(' hook ') && !args.includes('delete')
-            ? { exitCode: 1, stdout: '', stderr: 'Error: injected refusal' }
-            : inner(file, args, stdin, options),
-      },
+      { exec: refuseHooks },
     );
   });
 
-  it('a refused element load leaves no table behind and is nft-classified', async () => {
+  it('a refused element load: nft creates the table whole instead, and the log says why', async () => {
+    const warnings: unknown[] = [];
+    await withApplier(
+      async (applier, ns) => {
+        await applier.apply([], [ruleset]);
+        expect(await applier.matches([ruleset])).toBe(true);
+        expect(await tables(ns)).toContain('table ip kproxy');
+      },
+      {
+        call: refuseElementLoad,
+        log: { warn: (o: unknown) => warnings.push(o) },
+      },
+    );
+    // The kernel's own refusal (ENOENT: a set it does not hold), not a simulated one.
+    expect(JSON.stringify(warnings)).toMatch(/errno 2/);
+  });
+
+  it('when nft then fails too, no table is left and the error is nft-classified', async () => {
     await withApplier(
       async (applier, ns) => {
         const err = await applier.apply([], [ruleset]).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(NftError);
         expect((err as NftError).code).toBe('Rejected');
-        expect((err as Error).message).toMatch(/refused the elements of ip kproxy/);
         expect(await tables(ns)).not.toContain('kproxy');
       },
-      {
-        call: (inner) => async (name, args) => {
-          if (name !== 'loadNftElements') return inner(name, args);
-          // A set the kernel does not hold: its real refusal (ENOENT), not a simulated one.
-          const load = args as { sets: { name: string }[] };
-          return inner(name, { ...load, sets: [...load.sets, { ...load.sets[0], name: 'no-such-set' }] });
-        },
-      },
+      { call: refuseElementLoad, exec: refuseHooks },
     );
   });
 });
+
+/** The element load with a set added that the kernel does not hold, so the kernel refuses the batch. */
+function refuseElementLoad(inner: KernelCall): KernelCall {
+  return async (name, args) => {
+    if (name !== 'loadNftElements') return inner(name, args);
+    const load = args as { sets: { name: string }[] };
+    return inner(name, { ...load, sets: [...load.sets, { ...load.sets[0], name: 'no-such-set' }] });
+  };
+}
+
+/** nft refusing every transaction that adds a base chain (and only those). */
+function refuseHooks(inner: Exec): Exec {
+  return async (file, args, stdin, options) =>
+    stdin?.includes(' hook ') && !args.includes('delete')
+      ? { exitCode: 1, stdout: '', stderr: 'Error: injected refusal' }
+      : inner(file, args, stdin, options);
+}
 
 describe('netlink element batches', () => {
   let spawner: Spawner;

@@ -52,9 +52,9 @@ export class NftablesProxyBackend implements ProxyBackend {
 
   private readonly exec: Exec;
 
-  constructor(deps: Pick<BackendDependencies, 'exec' | 'kernelCall'>) {
+  constructor(deps: Pick<BackendDependencies, 'exec' | 'kernelCall'> & Partial<Pick<BackendDependencies, 'log'>>) {
     this.exec = deps.exec;
-    this.applier = new NftablesApplier(new Nft(deps.exec), deps.kernelCall);
+    this.applier = new NftablesApplier(new Nft(deps.exec), deps.kernelCall, deps.log);
   }
 
   /** Reads kproxy's tables of both families now: a restart's first sync plans against this reading. */

@@ -18,12 +18,12 @@ import {
 } from '../render/observed.ts';
 import { chainFingerprint, isDynamic } from '../render/ruleset.ts';
 import type { KernelCall } from '../../../kernel/kernel-calls.ts';
+import type { Logger } from '../../../util/log.ts';
 import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
 import { createCommands, stagedCreateCommands } from '../render/ruleset.ts';
 import { loadableOverNetlink, type ElementLoad } from './netlink-elements.ts';
-import { NftError } from './nft.ts';
 import { appendAll } from '../../../util/arrays.ts';
 
 export interface FamilySyncReport {
@@ -51,10 +51,16 @@ export class NftablesApplier {
   private readonly kernelCall: KernelCall | undefined;
   /** Readings started ahead of the sync that takes them, by `family table`. */
   private readonly prefetched = new Map<string, Promise<Reading>>();
-  /** `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`. */
-  constructor(nft: Nft, kernelCall?: KernelCall) {
+  private readonly log: Pick<Logger, 'warn'> | undefined;
+  /**
+   * `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`,
+   * and loads a new table's elements over netlink (netlink-elements.ts); `log` hears when that
+   * load failed and nft did the create instead.
+   */
+  constructor(nft: Nft, kernelCall?: KernelCall, log?: Pick<Logger, 'warn'>) {
     this.nft = nft;
     this.kernelCall = kernelCall;
+    this.log = log;
   }
 
   /**
@@ -99,7 +105,9 @@ export class NftablesApplier {
    * the elements of its large sets; those go over netlink, where nft would spend ~1 s parsing
    * them at 10,000 Services; the last nft commit adds the base chains, and with them the whole
    * ruleset takes effect at once. If any step fails the new tables are deleted, so the kernel is
-   * back to holding none of them, and the error goes on (the caller retries with a full sync).
+   * back to holding none of them; when it was the netlink load (the library missing, the child
+   * gone, a refusal), nft creates them in one transaction instead, as without netlink. Any other
+   * error goes on (the caller retries with a full sync).
    */
   private async createStaged(created: readonly Ruleset[], others: Transaction, kernelCall: KernelCall): Promise<void> {
     const staged = created.map((rs) => ({ rs, ...stagedCreateCommands(rs, (s) => loadableOverNetlink(s.spec)) }));
@@ -125,7 +133,10 @@ export class NftablesApplier {
       await this.nft.apply(staged.flatMap((s) => s.hooks));
     } catch (e) {
       for (const { rs } of staged) await this.nft.deleteTable(rs.family, rs.table).catch(() => false);
-      throw e;
+      if (!(e instanceof ElementLoadError)) throw e;
+      this.log?.warn({ err: e.message }, 'new table: its elements could not go over netlink; nft creates it whole');
+      // `others` were committed with the first stage.
+      await this.nft.apply(created.flatMap(createCommands));
     }
   }
 
@@ -301,17 +312,15 @@ export interface TableRef {
 
 const tableKey = (where: TableRef): string => `${where.family} ${where.table}`;
 
-/** Elements loaded by the kernel call; a refusal is nft's kind of error, classified `Rejected`. */
+/** The netlink load of a new table's elements failed (nft may still create the table). */
+class ElementLoadError extends Error {}
+
 async function loadOverNetlink(kernelCall: KernelCall, load: ElementLoad): Promise<void> {
   try {
     await kernelCall<number>('loadNftElements', load);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    throw new NftError(
-      'Rejected',
-      `the kernel refused the elements of ${load.family} ${load.table}: ${message}`,
-      message,
-    );
+    throw new ElementLoadError(`${load.family} ${load.table}: ${message}`);
   }
 }
 
