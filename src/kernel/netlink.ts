@@ -131,15 +131,11 @@ export interface BatchMessage {
 export function netfilterBatch(subsystem: number, messages: readonly BatchMessage[]): void {
   if (messages.length === 0) return;
   withSocket((c, fd) => {
-    const control = Buffer.from([subsystem >> 8, subsystem & 0xff]); // res_id, network order
-    const parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, control)];
+    const parts = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, 0, subsystem)];
     for (const [i, m] of messages.entries()) {
-      parts.push(
-        message(m.type, m.flags | NLM_F_REQUEST | NLM_F_ACK, i + 2, m.family, undefined, m.body.length),
-        m.body,
-      );
+      parts.push(message(m.type, m.flags | NLM_F_REQUEST | NLM_F_ACK, i + 2, m.family, m.body.length), m.body);
     }
-    parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, messages.length + 2, 0, control));
+    parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, messages.length + 2, 0, 0, subsystem));
     const batch = Buffer.concat(parts);
     // The whole batch is one datagram: the send buffer must hold it (CAP_NET_ADMIN may force it).
     setIntOption(c, fd, SOL_SOCKET, SO_SNDBUFFORCE, batch.length + 4096);
@@ -181,22 +177,18 @@ function withSocket<T>(fn: (c: Libc, fd: number) => T): T {
   }
 }
 
-/** A message's header and nfgenmsg (family, version 0, res_id), for a body of `bodyLength` bytes that follows. */
-function message(
-  type: number,
-  flags: number,
-  seq: number,
-  family: number,
-  resId = Buffer.alloc(2),
-  bodyLength = 0,
-): Buffer {
+/**
+ * A message's header and nfgenmsg (family, version 0, res_id in network order), for a body of
+ * `bodyLength` bytes that follows.
+ */
+function message(type: number, flags: number, seq: number, family: number, bodyLength: number, resId = 0): Buffer {
   const b = Buffer.alloc(20);
   b.writeUInt32LE(20 + bodyLength, 0);
   b.writeUInt16LE(type, 4);
   b.writeUInt16LE(flags, 6);
   b.writeUInt32LE(seq, 8);
   b[16] = family;
-  resId.copy(b, 18);
+  b.writeUInt16BE(resId, 18);
   return b;
 }
 
@@ -241,7 +233,7 @@ function exchange(
   withSocket((c, fd) => {
     const attributes = Buffer.concat(body);
     const flags = NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0);
-    const request = Buffer.concat([message(type, flags, 1, family, undefined, attributes.length), attributes]);
+    const request = Buffer.concat([message(type, flags, 1, family, attributes.length), attributes]);
     if (c.send(fd, request, request.length, 0) !== request.length) throw new NetlinkError('netlink send', c.errno());
     const buf = Buffer.alloc(1 << 20);
     for (;;) {

@@ -25,6 +25,13 @@ async function tables(ns: string): Promise<string> {
   return (await execa('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'])).stdout;
 }
 
+/** Creates the sample table and checks the kernel then holds exactly it. */
+async function createsTheTable(applier: NftablesApplier, ns: string): Promise<void> {
+  await applier.apply([], [ruleset]);
+  expect(await applier.matches([ruleset])).toBe(true);
+  expect(await tables(ns)).toContain('table ip kproxy');
+}
+
 /** Runs `fn` with an applier on a fresh namespace; `wrap` may interpose on nft and the kernel calls. */
 async function withApplier(
   fn: (applier: NftablesApplier, ns: string, spawner: Spawner) => Promise<void>,
@@ -51,9 +58,7 @@ describe('staged create of a new table', () => {
     const seenDuringLoad: string[] = [];
     await withApplier(
       async (applier, ns) => {
-        await applier.apply([], [ruleset]);
-        expect(await applier.matches([ruleset])).toBe(true);
-        expect(await tables(ns)).toContain('table ip kproxy');
+        await createsTheTable(applier, ns);
       },
       {
         call: (inner, ns) => async (name, args) => {
@@ -113,9 +118,7 @@ describe('staged create of a new table', () => {
     const warnings: unknown[] = [];
     await withApplier(
       async (applier, ns) => {
-        await applier.apply([], [ruleset]);
-        expect(await applier.matches([ruleset])).toBe(true);
-        expect(await tables(ns)).toContain('table ip kproxy');
+        await createsTheTable(applier, ns);
       },
       {
         call: refuseElementLoad,

@@ -298,16 +298,11 @@ export function stagedCreateCommands(
   const regular = rs.chains.filter((ch) => !ch.base);
   const base = rs.chains.filter((ch) => ch.base);
   const bulkSets = rs.sets.filter((s) => !isDynamic(s.spec) && s.elements.length > 0 && bulk(s));
+  const byNft = rs.sets.filter((s) => !bulkSets.includes(s));
   const unhooked: Fragment[] = [c.addTable()];
   for (const chain of regular) unhooked.push(c.addChain(chain));
   for (const set of rs.sets) unhooked.push(c.addSet(set.spec));
-  appendAll(
-    unhooked,
-    elementCommands(
-      c,
-      rs.sets.filter((s) => !bulkSets.includes(s)),
-    ),
-  );
+  appendAll(unhooked, elementCommands(c, byNft));
   for (const chain of regular) appendAll(unhooked, ruleCommands(c, chain));
   const hooks = base.map((chain) => c.addChain(chain));
   for (const chain of base) appendAll(hooks, ruleCommands(c, chain));
