@@ -71,6 +71,9 @@ describe('netlink element encoding', () => {
     const vmap: LoadSet = { name: 'v', keyType: ['ipv4_addr'], verdictMap: true, elements: [] };
     for (const bad of ['10.96.0.1 : goto', '10.96.0.1 : jump a b', '10.96.0.1 : queue', '10.96.0.1 : accept x'])
       expect(() => encodeElement(vmap, bad), bad).toThrow(/verdict/);
+    // A chain name that is not one of kproxy's identifiers never reaches the kernel.
+    for (const bad of ['10.96.0.1 : goto Bad\u0000name', '10.96.0.1 : jump ../x"'])
+      expect(() => encodeElement(vmap, bad), bad).toThrow(/invalid nftables identifier/);
   });
 
   it('interval sets and unknown types stay with nft', () => {

@@ -14,6 +14,7 @@
  */
 import { netfilterBatch, type BatchMessage } from '../../../kernel/netlink.ts';
 import { ipToBigInt, parseIp } from '../../../model/ip.ts';
+import { identifier } from '../render/syntax.ts';
 import {
   DATA,
   FIELD_SIZE,
@@ -104,8 +105,8 @@ export function loadElements(req: ElementLoad): number {
     if (!loadableOverNetlink({ ...set, flags: [] })) throw new Error(`set ${set.name}: types it cannot encode`);
     for (let next = 0; next < set.elements.length; ) {
       const w = new AttrWriter(ELEMENTS_BYTES + ELEMENT_ROOM + 1024);
-      w.string(SETELEM_LIST.TABLE, req.table);
-      w.string(SETELEM_LIST.SET, set.name);
+      w.string(SETELEM_LIST.TABLE, identifier(req.table));
+      w.string(SETELEM_LIST.SET, identifier(set.name));
       const list = w.begin(SETELEM_LIST.ELEMENTS | NESTED);
       while (next < set.elements.length && w.at - list < ELEMENTS_BYTES - ELEMENT_ROOM) {
         writeElement(w, set, set.elements[next] as string);
@@ -248,6 +249,7 @@ function writeVerdict(w: AttrWriter, setName: string, text: string): void {
   w.buf.writeInt32BE(code, w.at);
   w.at += 4;
   w.end(codeAttr);
-  if (chain !== undefined) w.string(VERDICT.CHAIN, chain);
+  // Names are kproxy's own, checked as the renderer checks them before they reach the kernel.
+  if (chain !== undefined) w.string(VERDICT.CHAIN, identifier(chain));
   w.end(verdict);
 }
