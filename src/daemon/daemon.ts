@@ -54,8 +54,6 @@ export interface DaemonOptions {
   readonly ctnetlink?: boolean;
   /** Full re-render at least this often (default: upstream's FullSyncPeriod, 1 h). */
   readonly fullSyncPeriodMs?: number;
-  /** Called once, after the first sync that did something (succeeded or failed). */
-  readonly onFirstSync?: () => void;
   /** The caller already started the source (so its first lists went out earlier): what start() returned. */
   readonly sourceStarted?: Promise<void>;
 }
@@ -110,12 +108,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     onListenError: (e) => void events.record({ kind: 'Service', ...e.service }, 'Warning', e.reason, e.message),
     logger: log,
   });
-  let firstSyncSeen = false;
-  const firstSyncDone = (): void => {
-    if (firstSyncSeen) return;
-    firstSyncSeen = true;
-    o.onFirstSync?.();
-  };
   // Every kernel tool run is bounded: a hung nft or iptables-restore fails its sync instead of the daemon.
   // Tools are started by a small helper process (forking the daemon itself costs ~25 ms at 10k
   // Services), which serves nft through libnftables where it can.
@@ -188,7 +180,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       try {
         r = await proxier.sync();
       } catch (err) {
-        firstSyncDone();
         // Logged once per distinct error (no log storm while a fault lasts); retried with a backoff
         // from minSyncPeriod doubling up to syncPeriod, as a change or a periodic run may come sooner.
         syncFailures.failed(err);
@@ -197,9 +188,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         return true;
       }
       syncFailures.succeeded();
-      const didWork = r !== undefined && r.kind !== 'none';
-      if (didWork) firstSyncDone();
-      return didWork;
+      return r !== undefined && r.kind !== 'none';
     },
     minIntervalMs: config.minSyncPeriodMs,
     maxIntervalMs: config.syncPeriodMs,

@@ -1,6 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { FakeApiServer, kubeconfigFor, type FakeApiServerOptions, type FakeKind } from '../support/fake-apiserver.ts';
+import {
+  connectionFor,
+  FakeApiServer,
+  kubeconfigFor,
+  type FakeApiServerOptions,
+  type FakeKind,
+} from '../support/fake-apiserver.ts';
+import { kubeConfigConnection, type ApiConnection } from '../../src/source/api-http.ts';
 import { apiSource, whenSynced, type ClusterSource, type SourceChange } from '../../src/source/api-source.ts';
 import { buildSnapshot } from '../../src/source/normalize.ts';
 
@@ -58,6 +65,7 @@ afterEach(async () => {
 async function rig(
   setup: (s: FakeApiServer) => void = () => {},
   serverOptions: FakeApiServerOptions = {},
+  connect: (s: FakeApiServer) => ApiConnection = connectionFor,
 ): Promise<Rig> {
   const server = await FakeApiServer.start(serverOptions);
   cleanups.push(() => server.close());
@@ -65,7 +73,7 @@ async function rig(
   const logs: LogLine[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
   const source = apiSource({
-    kubeConfig: kubeconfigFor(server),
+    connection: connect(server),
     nodeName: NODE,
     log,
     backoff: { initialMs: 20, maxMs: 200 },
@@ -94,7 +102,7 @@ function allObjects(server: FakeApiServer): unknown[] {
   return (['Service', 'EndpointSlice', 'Node', 'ServiceCIDR'] as FakeKind[]).flatMap((k) => server.list(k));
 }
 
-describe('apiSource over the real client-node informers', () => {
+describe("apiSource: kproxy's reflectors against a server speaking the real protocol", () => {
   it('syncs initially: not synced before the first lists, the whole view after', async () => {
     const r = await rig((s) => {
       s.create('Service', svc('web', '10.96.0.10'));
@@ -370,21 +378,50 @@ describe('apiSource over the real client-node informers', () => {
     await synced(r, 3);
     expect(r.source.syncedDetail()['serviceCIDRs']).toBe(true);
     expect(r.source.snapshot().serviceCIDRs).toEqual([]);
-    expect(r.server.requests.some((q) => q.path.endsWith('/servicecidrs'))).toBe(false);
+    // One list (answered 404), never a watch.
+    expect(r.server.requests.filter((q) => q.path.endsWith('/servicecidrs')).map((q) => q.watch)).toEqual([false]);
     expect(r.logs.some((l) => l.msg.includes('does not serve'))).toBe(true);
   });
 
-  it('retries discovery that fails, then watches ServiceCIDRs', async () => {
+  it('retries a ServiceCIDR list that fails, then watches ServiceCIDRs', async () => {
     const r = await rig((s) => {
-      s.failNext('/apis/networking.k8s.io/v1', 503, 2);
+      s.failNext('/apis/networking.k8s.io/v1/servicecidrs', 503, 2, 'list');
       s.create('ServiceCIDR', cidr('kubernetes', '10.96.0.0/16'));
     });
     await synced(r);
     expect(r.source.snapshot().serviceCIDRs.map((c) => c.name)).toEqual(['kubernetes']);
+    expect(requestsFor(r, '/apis/networking.k8s.io/v1/servicecidrs', false)).toBe(3);
     r.changes.length = 0;
     r.server.create('ServiceCIDR', cidr('extra', '10.97.0.0/16'));
     await waitFor('cidr', () => r.source.snapshot().serviceCIDRs.length === 2);
     expect(r.changes.some((c) => c.serviceCIDRsChanged)).toBe(true);
+  });
+
+  it("works through client-node's KubeConfig too (kubeconfigs with auth plugins)", async () => {
+    const r = await rig(
+      (s) => s.create('Service', svc('web', '10.96.0.10')),
+      {},
+      (s) => kubeConfigConnection(kubeconfigFor(s)),
+    );
+    await synced(r);
+    r.server.create('Service', svc('api', '10.96.0.11'));
+    await waitFor('added', () => serviceNames(r).join() === 'shop/api,shop/web');
+  });
+
+  it('a watch the server ends at once, again and again, is retried with backoff, not in a tight loop', async () => {
+    const r = await rig((s) => s.create('Service', svc('web', '10.96.0.10')));
+    await synced(r);
+    const before = requestsFor(r, '/api/v1/services', true);
+    for (let i = 0; i < 20; i++) {
+      r.server.endWatches('Service');
+      await sleep(10);
+    }
+    // 20 ends in 200 ms: with backoff (20 ms doubling to 200 ms) far fewer reopenings than ends.
+    expect(requestsFor(r, '/api/v1/services', true) - before).toBeLessThan(12);
+    expect(r.logs.some((l) => l.msg.includes('list/watch failed') && String(l['err']).includes('ended at once'))).toBe(
+      true,
+    );
+    await waitFor('watching again', () => r.server.openWatches() === 4);
   });
 
   it('stop() closes the watches and ends notifications', async () => {

@@ -30,7 +30,7 @@ import {
   TEST_BACKOFF,
   waitFor,
 } from '../support/daemon-harness.ts';
-import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.ts';
+import { connectionFor, FakeApiServer } from '../support/fake-apiserver.ts';
 
 const isRoot = process.getuid?.() === 0;
 const VIP = '10.96.0.53';
@@ -147,7 +147,7 @@ describe.skipIf(!isRoot)('stale UDP conntrack entries after an endpoint swap', (
     const config = daemonConfig();
     daemon = await startDaemon({
       config,
-      source: apiSource({ kubeConfig: kubeconfigFor(server), nodeName: config.nodeName, log, backoff: TEST_BACKOFF }),
+      source: apiSource({ connection: connectionFor(server), nodeName: config.nodeName, log, backoff: TEST_BACKOFF }),
       events: logEventRecorder(log),
       log,
       exec,

@@ -9,16 +9,13 @@
  * 127.0.0.1. Logs JSON lines on stderr. SIGTERM/SIGINT:
  * stops (rules stay) and exits 0.
  *
- * It starts the way `kproxy run --kubeconfig` does (src/cli/commands/run.ts, docs/adr/0007): the
- * first lists go out through a bootstrap endpoint before the daemon's modules load, and
- * @kubernetes/client-node is loaded only after the first sync, so a restart measured with this
- * child costs what a restarted `kproxy run` costs. (So nothing here imports client-node, nor
- * modules that do, at the top.)
+ * It starts the way `kproxy run --kubeconfig` does with a plain kubeconfig (src/cli/commands/run.ts,
+ * docs/adr/0007, 0013): the first lists go out before the daemon's modules load, and client-node
+ * is never loaded, so a restart measured with this child costs what a restarted `kproxy run`
+ * costs. (So nothing here imports the daemon's modules at the top.)
  */
 import { hostname } from 'node:os';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { loadProxyConfig } from '../../src/config/load.ts';
-import type { EventRecorder } from '../../src/daemon/events.ts';
 import { startSpawner } from '../../src/kernel/spawner.ts';
 import { createLogger } from '../../src/util/log.ts';
 
@@ -40,41 +37,14 @@ async function main(): Promise<number> {
   // Port 0 is refused by the configuration (as upstream): ephemeral ports are set here.
   const config = { ...loaded.config, healthzBindAddress: '127.0.0.1:0', metricsBindAddress: '127.0.0.1:0' };
   const log = createLogger(Math.max(config.verbosity, 2));
-  const firstSync = Promise.withResolvers<void>();
-  let kubeConfig: Promise<KubeConfig> | undefined;
-  const loadKubeConfig = (): Promise<KubeConfig> =>
-    (kubeConfig ??= import('@kubernetes/client-node').then((k) => {
-      const kc = new k.KubeConfig();
-      kc.loadFromOptions({
-        clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
-        users: [{ name: 'fake' }],
-        contexts: [{ name: 'fake', cluster: 'fake', user: 'fake' }],
-        currentContext: 'fake',
-      });
-      return kc;
-    }));
-  const { apiSource } = await import('../../src/source/api-source.ts');
-  const source = apiSource({
-    kubeConfig: loadKubeConfig,
-    bootstrap: { server: url, rejectUnauthorized: false },
-    informersAfter: firstSync.promise,
-    nodeName: config.nodeName,
-    log,
-    backoff: { initialMs: 100, maxMs: 300 },
-  });
-  let recorder: Promise<EventRecorder> | undefined;
-  const events: EventRecorder = {
-    async record(...args) {
-      await firstSync.promise;
-      recorder ??= (async () =>
-        (await import('../../src/daemon/events-api.ts')).apiEventRecorder(
-          await loadKubeConfig(),
-          config.nodeName,
-          log,
-        ))();
-      await (await recorder).record(...args);
-    },
-  };
+  const [{ apiSource }, { apiEventRecorder }, { endpointConnection }] = await Promise.all([
+    import('../../src/source/api-source.ts'),
+    import('../../src/daemon/events-api.ts'),
+    import('../../src/source/api-http.ts'),
+  ]);
+  const connection = endpointConnection({ server: url, rejectUnauthorized: false });
+  const source = apiSource({ connection, nodeName: config.nodeName, log, backoff: { initialMs: 100, maxMs: 300 } });
+  const events = apiEventRecorder(connection, config.nodeName, log);
   const sourceStarted = source.start();
   sourceStarted.catch(() => undefined);
   const { startDaemon } = await import('../../src/daemon/daemon.ts');
@@ -88,7 +58,6 @@ async function main(): Promise<number> {
     exec: spawner.exec,
     kernelCall: spawner.call,
     serviceHealthAddresses: ['127.0.0.1'],
-    onFirstSync: firstSync.resolve,
   });
   // process.on, not once: see untilSignal in src/cli/main.ts (execa's signal-exit would re-raise).
   const signal = await new Promise<string>((resolve) => {

@@ -9,7 +9,6 @@
  */
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { execa, type ResultPromise } from 'execa';
 import { pino } from 'pino';
 import { loadProxyConfig } from '../../src/config/load.ts';
@@ -21,7 +20,8 @@ import type { Exec } from '../../src/kernel/exec.ts';
 import { apiSource, type Backoff, type ClusterSource } from '../../src/source/api-source.ts';
 import { createTopology, type Topology } from '../../src/sandbox/topology.ts';
 import type { Logger } from '../../src/util/log.ts';
-import { kubeconfigFor, type FakeApiServer } from './fake-apiserver.ts';
+import { connectionFor, type FakeApiServer } from './fake-apiserver.ts';
+import type { ApiConnection } from '../../src/source/api-http.ts';
 
 export const NODE = 'node-a';
 export const NS = 'e2e';
@@ -316,8 +316,8 @@ export interface InProcessOptions {
   readonly wrapExec?: (inner: Exec) => Exec;
   /** The API source's restart backoff; default TEST_BACKOFF (fast). */
   readonly backoff?: Backoff;
-  /** The KubeConfig the source and the event recorder use; default kubeconfigFor(server). */
-  readonly kubeConfig?: KubeConfig;
+  /** The connection the source and the event recorder use; default connectionFor(server). */
+  readonly connection?: ApiConnection;
   /** Log level captured; default debug. */
   readonly logLevel?: string;
   /** Delete stale conntrack entries through persistent helpers in the node namespace, as `kproxy run` does. */
@@ -328,15 +328,15 @@ export interface InProcessOptions {
 export async function startInProcess(o: InProcessOptions): Promise<InProcessDaemon> {
   const { log, lines } = captureLog(o.logLevel);
   const config = daemonConfig(o.flags);
-  const kubeConfig = o.kubeConfig ?? kubeconfigFor(o.server);
-  const source = apiSource({ kubeConfig, nodeName: config.nodeName, log, backoff: o.backoff ?? TEST_BACKOFF });
+  const connection = o.connection ?? connectionFor(o.server);
+  const source = apiSource({ connection, nodeName: config.nodeName, log, backoff: o.backoff ?? TEST_BACKOFF });
   // Tools run as `kproxy run` runs them, through the spawner, here inside the node namespace.
   const spawner = startSpawner(['ip', 'netns', 'exec', o.topo.node.ns]);
   const inner = spawner.exec;
   const daemon = await startDaemon({
     config,
     source,
-    events: apiEventRecorder(kubeConfig, config.nodeName, log),
+    events: apiEventRecorder(connection, config.nodeName, log),
     log,
     exec: o.wrapExec ? o.wrapExec(inner) : inner,
     kernelCall: spawner.call,

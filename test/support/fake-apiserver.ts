@@ -1,7 +1,7 @@
 /**
  * A fake Kubernetes API server speaking the real wire protocol (JSON over HTTP, LIST with a list
  * resourceVersion, WATCH as a chunked stream of newline-delimited JSON events, 410 Gone as an
- * ERROR event, BOOKMARKs, discovery), so tests exercise the real @kubernetes/client-node informers.
+ * ERROR event, BOOKMARKs, discovery), so tests exercise kproxy's reflectors as a real server would.
  *
  * Served: Services (`/api/v1/services`, `/api/v1/namespaces/NS/services`), EndpointSlices
  * (`/apis/discovery.k8s.io/v1/...endpointslices`), Nodes (`/api/v1/nodes`), ServiceCIDRs
@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
+import { type ApiConnection, endpointConnection } from '../../src/source/api-http.ts';
 
 export type FakeKind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -267,10 +268,11 @@ export class FakeApiServer {
     return n;
   }
 
-  /** End every open watch cleanly, as the real server does when a watch's timeout expires; returns how many. */
-  endWatches(): number {
-    const n = this.#watchers.size;
-    for (const w of [...this.#watchers]) {
+  /** End every open watch (of `kind`) cleanly, as the real server does when a watch's timeout expires; returns how many. */
+  endWatches(kind?: FakeKind): number {
+    const ending = [...this.#watchers].filter((w) => kind === undefined || w.kind === kind);
+    const n = ending.length;
+    for (const w of ending) {
       this.#forget(w);
       w.res.end();
     }
@@ -658,7 +660,16 @@ export class FakeApiServer {
   }
 }
 
-/** A KubeConfig for the fake: plain HTTP, no credentials (client-node requires skipTLSVerify for http://). */
+/** A connection to the fake as kproxy makes one from a plain kubeconfig: plain HTTP, perhaps a bearer token. */
+export function connectionFor(server: { readonly url: string }, token?: string): ApiConnection {
+  return endpointConnection({
+    server: server.url,
+    rejectUnauthorized: false,
+    ...(token !== undefined ? { token } : {}),
+  });
+}
+
+/** A KubeConfig for the fake (client-node's path, for kubeconfigs with auth plugins): plain HTTP, no credentials (client-node requires skipTLSVerify for http://). */
 export function kubeconfigFor(server: { readonly url: string }, token?: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromOptions({

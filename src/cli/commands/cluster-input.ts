@@ -35,12 +35,11 @@ export async function clusterSnapshot(
       log.warn({ kind: p.kind, object: p.object, path: p.path || undefined }, `skipped: ${formatProblem(p)}`);
     snapshot = built.snapshot;
   } else {
-    const [{ KubeConfig }, { apiSource, whenSynced }, { loadKubeConfig }] = await Promise.all([
-      import('@kubernetes/client-node'),
+    const [{ apiSource, whenSynced }, { apiConnection }] = await Promise.all([
       import('../../source/api-source.ts'),
       import('./kube-config.ts'),
     ]);
-    const source = apiSource({ kubeConfig: loadKubeConfig(new KubeConfig(), loaded), nodeName, log });
+    const source = apiSource({ connection: await apiConnection(loaded), nodeName, log });
     try {
       await source.start();
       await whenSynced(source, AbortSignal.timeout(API_SYNC_TIMEOUT_MS));

@@ -2,7 +2,6 @@
  * @module cli/commands/run
  * `kproxy run`: the daemon against an API server or a watched directory, until SIGTERM/SIGINT.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
 import { DEFAULT_AUDIT_LOG_MAX_BYTES, parseByteSize } from '../../daemon/audit-log.ts';
 import { invalidServiceEvents, logEventRecorder, type EventRecorder } from '../../daemon/events.ts';
 import type { ClusterSource } from '../../source/api-source.ts';
@@ -15,7 +14,7 @@ import type { Daemon } from '../../daemon/daemon.ts';
 import { procFiles, setUpNode } from '../../kernel/node-setup.ts';
 import { levelForVerbosity } from '../../util/log.ts';
 import { packageVersion } from '../version.ts';
-import { loadKubeConfig } from './kube-config.ts';
+import { apiConnection } from './kube-config.ts';
 
 /** Runs until SIGTERM or SIGINT; the sync in flight finishes and the rules stay in place. */
 export async function runDaemon(
@@ -150,33 +149,22 @@ async function startOnce(
   audit: { auditLog?: { path: string; maxBytes: number } },
 ): Promise<Daemon | undefined> {
   const { config } = loaded;
-  const firstSync = Promise.withResolvers<void>();
   let source: ClusterSource;
   let events: EventRecorder;
   if (loaded.manifests) {
     source = manifestSource({ dir: loaded.manifests, nodeName: config.nodeName, log });
     events = logEventRecorder(log);
   } else {
-    // The Kubernetes client is most of kproxy's start-up cost (1-2 s of CPU): the first lists go out
-    // without it (a bootstrap endpoint read from the kubeconfig), and it is loaded once the first
-    // sync is done (docs/adr/0007). Without a plain kubeconfig, it is loaded at once, as before.
-    const { apiSource, bootstrapEndpoint } = await import('../../source/api-source.ts');
-    const bootstrap = await bootstrapEndpoint({
-      ...(loaded.kubeconfig ? { kubeconfig: loaded.kubeconfig } : {}),
-      ...(loaded.master ? { master: loaded.master } : {}),
-      env: process.env,
-    });
-    let kubeConfig: Promise<KubeConfig> | undefined;
-    const loadKubeConfigOnce = (): Promise<KubeConfig> =>
-      (kubeConfig ??= import('@kubernetes/client-node').then((k) => loadKubeConfig(new k.KubeConfig(), loaded)));
-    // Loaded now when there is no bootstrap endpoint (a broken kubeconfig fails the start, as before).
-    if (!bootstrap) await loadKubeConfigOnce();
-    events = deferredRecorder(firstSync.promise, async () =>
-      (await import('../../daemon/events-api.ts')).apiEventRecorder(await loadKubeConfigOnce(), config.nodeName, log),
-    );
+    // kproxy's own list/watch: client-node is loaded only for kubeconfigs that need its auth plugins
+    // (docs/adr/0007, 0013). A kubeconfig that cannot be read fails the start.
+    const [{ apiSource }, { apiEventRecorder }, connection] = await Promise.all([
+      import('../../source/api-source.ts'),
+      import('../../daemon/events-api.ts'),
+      apiConnection(loaded),
+    ]);
+    events = apiEventRecorder(connection, config.nodeName, log);
     source = apiSource({
-      kubeConfig: loadKubeConfigOnce,
-      ...(bootstrap ? { bootstrap, informersAfter: firstSync.promise } : {}),
+      connection,
       nodeName: config.nodeName,
       log,
       onProblem: invalidServiceEvents(events),
@@ -198,20 +186,7 @@ async function startOnce(
     sourceStarted,
     events,
     log,
-    onFirstSync: firstSync.resolve,
   });
-}
-
-/** Records events through the recorder `make` builds, once `after` has settled (it is made then). */
-function deferredRecorder(after: Promise<unknown>, make: () => Promise<EventRecorder>): EventRecorder {
-  let recorder: Promise<EventRecorder> | undefined;
-  return {
-    async record(...args) {
-      await after.catch(() => undefined);
-      recorder ??= make();
-      await (await recorder).record(...args);
-    },
-  };
 }
 
 /**

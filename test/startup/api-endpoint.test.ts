@@ -1,18 +1,15 @@
 /**
- * The API source's start-up path (docs/adr/0007): the bootstrap endpoint read from a kubeconfig
- * without client-node, the first lists made through it, and client-node's informers started later
- * from those lists' resourceVersions, missing nothing in between.
+ * Reaching the API server without client-node (docs/adr/0007, 0013): the endpoint read from a
+ * plain kubeconfig or the service account, its credentials read again as they rotate, and the
+ * first lists going out at once, then watches from their resourceVersions.
  */
+import type { RequestOptions } from 'node:https';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  apiSource,
-  bootstrapEndpoint,
-  type ApiEndpoint,
-  type ClusterSource,
-  type SourceChange,
-} from '../../src/source/api-source.ts';
-import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.ts';
+import { plainEndpoint } from '../../src/source/api-endpoint.ts';
+import { type ApiEndpoint, CREDENTIALS_REFRESH_MS, endpointConnection } from '../../src/source/api-http.ts';
+import { apiSource, type ClusterSource, type SourceChange } from '../../src/source/api-source.ts';
+import { FakeApiServer } from '../support/fake-apiserver.ts';
 
 const NODE = 'node-a';
 
@@ -49,7 +46,7 @@ function kubeconfig(cluster: string, user: string): string {
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-describe('bootstrapEndpoint: a plain kubeconfig read without client-node', () => {
+describe('plainEndpoint: a plain kubeconfig read without client-node', () => {
   it('takes the server, the CA, a bearer token and client certificates (data or files beside the kubeconfig)', async () => {
     const read = files({
       '/etc/kp/config': kubeconfig(
@@ -59,7 +56,7 @@ describe('bootstrapEndpoint: a plain kubeconfig read without client-node', () =>
       '/etc/kp/ca.pem': 'CA',
       '/keys/key.pem': 'KEY',
     });
-    const ep = (await bootstrapEndpoint({ kubeconfig: '/etc/kp/config', env: {}, readFile: read })) as ApiEndpoint;
+    const ep = (await plainEndpoint({ kubeconfig: '/etc/kp/config', env: {}, readFile: read })) as ApiEndpoint;
     expect(ep.server).toBe('https://10.0.0.1:6443');
     expect(ep.ca?.toString()).toBe('CA');
     expect(ep.cert?.toString()).toBe('CERT');
@@ -74,7 +71,7 @@ describe('bootstrapEndpoint: a plain kubeconfig read without client-node', () =>
       '/k': kubeconfig('server: https://a:6443\ninsecure-skip-tls-verify: true', 'tokenFile: /t'),
       '/t': 'tok\n',
     });
-    const ep = await bootstrapEndpoint({ kubeconfig: '/k', master: 'https://b:443', env: {}, readFile: read });
+    const ep = await plainEndpoint({ kubeconfig: '/k', master: 'https://b:443', env: {}, readFile: read });
     expect(ep).toEqual({ server: 'https://b:443', token: 'tok', rejectUnauthorized: false });
   });
 
@@ -85,9 +82,9 @@ describe('bootstrapEndpoint: a plain kubeconfig read without client-node', () =>
     ['impersonation', 'server: https://a', 'as: admin'],
     ['a proxy', 'server: https://a\nproxy-url: http://proxy:3128', ''],
     ['no server', 'certificate-authority: /ca', ''],
-  ])('leaves %s to client-node (no bootstrap)', async (_what, cluster, user) => {
+  ])('leaves %s to client-node (no plain endpoint)', async (_what, cluster, user) => {
     const read = files({ '/k': kubeconfig(cluster, user) });
-    expect(await bootstrapEndpoint({ kubeconfig: '/k', env: {}, readFile: read })).toBeUndefined();
+    expect(await plainEndpoint({ kubeconfig: '/k', env: {}, readFile: read })).toBeUndefined();
   });
 
   it('follows kproxy run: in-cluster (service account token and CA), else $KUBECONFIG unless it names several files', async () => {
@@ -97,14 +94,46 @@ describe('bootstrapEndpoint: a plain kubeconfig read without client-node', () =>
       '/home/k': kubeconfig('server: https://k:6443', 'token: x'),
     });
     const env = { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' };
-    const ep = await bootstrapEndpoint({ env, readFile: read });
+    const ep = await plainEndpoint({ env, readFile: read });
     expect(ep).toMatchObject({ server: 'https://[fd00::1]:443', token: 'sa-token', rejectUnauthorized: true });
     expect(ep?.ca?.toString()).toBe('CA');
-    expect(await bootstrapEndpoint({ env: { KUBECONFIG: '/home/k' }, readFile: read })).toMatchObject({
+    expect(await plainEndpoint({ env: { KUBECONFIG: '/home/k' }, readFile: read })).toMatchObject({
       server: 'https://k:6443',
     });
-    expect(await bootstrapEndpoint({ env: { KUBECONFIG: '/home/k:/other' }, readFile: read })).toBeUndefined();
-    expect(await bootstrapEndpoint({ kubeconfig: '/missing', env: {}, readFile: read })).toBeUndefined();
+    expect(await plainEndpoint({ env: { KUBECONFIG: '/home/k:/other' }, readFile: read })).toBeUndefined();
+    expect(await plainEndpoint({ kubeconfig: '/missing', env: {}, readFile: read })).toBeUndefined();
+  });
+});
+
+describe('endpointConnection: credentials read again as they rotate', () => {
+  it('reads the token file again after a minute; a failed or non-plain reading keeps the last credentials', async () => {
+    let clock = 0;
+    let token: string | undefined = 'first';
+    let reads = 0;
+    const conn = endpointConnection(
+      { server: 'https://a:6443', token: 'first', rejectUnauthorized: true },
+      async () => {
+        reads += 1;
+        if (token === undefined) throw new Error('unreadable');
+        return { server: 'https://ignored', token, rejectUnauthorized: true };
+      },
+      () => clock,
+    );
+    const bearer = async (): Promise<unknown> => {
+      const opts: RequestOptions = {};
+      await conn.apply(opts);
+      return (opts.headers as Record<string, unknown> | undefined)?.['Authorization'];
+    };
+    token = 'second';
+    expect(await bearer()).toBe('Bearer first');
+    expect(reads).toBe(0);
+    clock += CREDENTIALS_REFRESH_MS;
+    expect(await bearer()).toBe('Bearer second');
+    expect(conn.server).toBe('https://a:6443');
+    token = undefined;
+    clock += CREDENTIALS_REFRESH_MS;
+    expect(await bearer()).toBe('Bearer second');
+    expect(reads).toBe(2);
   });
 });
 
@@ -136,7 +165,7 @@ function slice(name: string, service: string, ip: string): Record<string, unknow
   };
 }
 
-describe('the first lists through the bootstrap endpoint', () => {
+describe('the first lists', () => {
   async function setup(opts: { serviceCIDRs: boolean }) {
     const server = await FakeApiServer.start();
     cleanups.push(() => server.close());
@@ -149,15 +178,8 @@ describe('the first lists through the bootstrap endpoint', () => {
       server.create('ServiceCIDR', { metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/16'] } });
     server.create('Service', svc('web', '10.96.0.10'));
     server.create('EndpointSlice', slice('web-1', 'web', '10.0.1.5'));
-    const gate = Promise.withResolvers<void>();
-    let kubeConfigLoadedAt: number | undefined;
     const source: ClusterSource = apiSource({
-      kubeConfig: async () => {
-        kubeConfigLoadedAt = Date.now();
-        return kubeconfigFor(server);
-      },
-      bootstrap: { server: server.url, rejectUnauthorized: true },
-      informersAfter: gate.promise,
+      connection: endpointConnection({ server: server.url, rejectUnauthorized: true }),
       nodeName: NODE,
       log: pino({ level: 'silent' }),
       backoff: { initialMs: 20, maxMs: 200 },
@@ -165,14 +187,14 @@ describe('the first lists through the bootstrap endpoint', () => {
     cleanups.push(() => source.stop());
     const changes: SourceChange[] = [];
     source.onChange((c) => changes.push(c));
-    return { server, source, gate, changes, loadedAt: () => kubeConfigLoadedAt };
+    return { server, source, changes };
   }
 
-  it('fills the caches before client-node is loaded; the informers then start from the lists, missing nothing', async () => {
+  it('go out at once (no discovery round trip), then every cache watches from its list, missing nothing', async () => {
     const r = await setup({ serviceCIDRs: true });
     await r.source.start();
     await until('synced', () => r.source.isSynced());
-    // One list per cache, no discovery round trip, no watch yet, and no KubeConfig loaded.
+    // One list per cache, nothing else before them.
     const lists = r.server.requests.filter((q) => !q.watch).map((q) => q.path);
     expect(lists.sort()).toEqual([
       '/api/v1/nodes',
@@ -180,26 +202,18 @@ describe('the first lists through the bootstrap endpoint', () => {
       '/apis/discovery.k8s.io/v1/endpointslices',
       '/apis/networking.k8s.io/v1/servicecidrs',
     ]);
-    expect(r.server.requests.some((q) => q.watch)).toBe(false);
-    expect(r.loadedAt()).toBeUndefined();
     expect(r.source.snapshot().services.map((s) => s.name)).toEqual(['web']);
     expect(r.source.snapshot().serviceCIDRs.map((c) => c.name)).toEqual(['kubernetes']);
+    await until('four watches', () => r.server.openWatches() === 4);
+    for (const w of r.server.requests.filter((q) => q.watch)) expect(w.query['resourceVersion']).not.toBe('0');
 
-    // A change made between the first list and the watch reaches the cache once the informers start.
+    const before = r.changes.length;
     r.server.update('EndpointSlice', slice('web-1', 'web', '10.0.1.6'));
     r.server.create('Service', svc('api', '10.96.0.11'));
-    const before = r.changes.length;
-    r.gate.resolve();
     await until('the change', () => r.source.snapshot().services.length === 2);
     await until('the slice', () => r.source.snapshot().endpointSlices[0]?.endpoints[0]?.address.text === '10.0.1.6');
-    expect(r.loadedAt()).toBeDefined();
-    // Every informer reused its bootstrap list (no second list), then watched from its resourceVersion.
-    await until('four watches', () => r.server.requests.filter((q) => q.watch).length === 4);
     expect(r.server.requests.filter((q) => !q.watch)).toHaveLength(4);
-    for (const w of r.server.requests.filter((q) => q.watch)) expect(w.query['resourceVersion']).not.toBe('0');
-    // Replaying the bootstrap lists into the informers changed nothing: only the two real changes.
-    const services = new Set(r.changes.slice(before).flatMap((c) => [...c.services]));
-    expect(services).toEqual(new Set(['shop/web', 'shop/api']));
+    expect(new Set(r.changes.slice(before).flatMap((c) => [...c.services]))).toEqual(new Set(['shop/web', 'shop/api']));
   });
 
   it('a 404 on the ServiceCIDR list means the API does not serve them', async () => {
@@ -208,8 +222,7 @@ describe('the first lists through the bootstrap endpoint', () => {
     await until('synced', () => r.source.isSynced());
     expect(r.source.syncedDetail()['serviceCIDRs']).toBe(true);
     expect(r.source.snapshot().serviceCIDRs).toEqual([]);
-    r.gate.resolve();
-    await until('three watches', () => r.server.requests.filter((q) => q.watch).length === 3);
+    await until('three watches', () => r.server.openWatches() === 3);
     expect(r.server.requests.some((q) => q.watch && q.path.endsWith('/servicecidrs'))).toBe(false);
   });
 });
