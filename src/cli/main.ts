@@ -63,11 +63,17 @@ export const COMMAND_FLAGS: Readonly<Record<string, readonly CommandFlag[]>> = {
   trace: ['manifests', 'service', 'count', 'timeout', 'output'],
 };
 
+/**
+ * No command (flags only, or nothing): kube-proxy's own invocation, the daemon. bin/kproxy applies
+ * the same rule before Node starts (the daemon's young-generation size; test/unit/bin.test.ts).
+ */
+export function isUpstreamInvocation(argv: readonly string[]): boolean {
+  return argv[0] === undefined || (argv[0].startsWith('-') && !['--help', '-h', '--version'].includes(argv[0]));
+}
+
 /** Exit codes: 0 done, 1 the work failed (kernel, input), 2 usage or configuration error. */
 export async function main(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  // No command (flags only, or nothing): kube-proxy's own invocation, the daemon.
-  const upstream =
-    argv[0] === undefined || (argv[0].startsWith('-') && !['--help', '-h', '--version'].includes(argv[0]));
+  const upstream = isUpstreamInvocation(argv);
   const [command = 'run', ...rest] = upstream ? ['run', ...argv] : argv;
   if (command === '--help' || command === '-h' || command === 'help') {
     out.write(USAGE);

@@ -190,8 +190,8 @@ class ApiSource implements ClusterSource {
   readonly #stop = new AbortController();
   readonly #listeners: ((c: SourceChange) => void)[] = [];
   readonly #stores: Stores = { Service: new Map(), EndpointSlice: new Map(), Node: new Map(), ServiceCIDR: new Map() };
-  /** Service key (`namespace/name`) → the ids of its EndpointSlices in the store. */
-  readonly #slicesByService = new Map<string, Set<string>>();
+  /** Service key (`namespace/name`) → the ids of its EndpointSlices in the store (an array: most have one, and a Set costs ~400 bytes). */
+  readonly #slicesByService = new Map<string, readonly string[]>();
   readonly #reflectors: Reflector[] = [];
   #serviceCIDRsNotServed = false;
   #started = false;
@@ -359,14 +359,13 @@ class ApiSource implements ClusterSource {
   #indexSlice(id: string, prev: EndpointSlice | undefined, next: EndpointSlice | undefined): void {
     const key = (s: EndpointSlice) => `${s.namespace}/${s.serviceName}`;
     if (prev) {
-      const ids = this.#slicesByService.get(key(prev));
-      ids?.delete(id);
-      if (ids?.size === 0) this.#slicesByService.delete(key(prev));
+      const ids = (this.#slicesByService.get(key(prev)) ?? []).filter((i) => i !== id);
+      if (ids.length === 0) this.#slicesByService.delete(key(prev));
+      else this.#slicesByService.set(key(prev), ids);
     }
     if (next) {
-      const ids = this.#slicesByService.get(key(next));
-      if (ids) ids.add(id);
-      else this.#slicesByService.set(key(next), new Set([id]));
+      const ids = this.#slicesByService.get(key(next)) ?? [];
+      if (!ids.includes(id)) this.#slicesByService.set(key(next), [...ids, id]);
     }
   }
 

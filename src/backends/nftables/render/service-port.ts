@@ -72,6 +72,8 @@ export interface ServicePortFragment {
 
 type Role = 'svc' | 'lcl';
 
+const NO_AFFINITY_SETS: ReadonlyMap<string, number> = new Map();
+
 /** A destination the node answers for: address . protocol . port, or protocol . NodePort. */
 interface Frontend {
   readonly key: Value;
@@ -253,13 +255,16 @@ export function renderServicePort(sp: ServicePortState, ctx: FragmentContext): S
     }
   }
 
+  // Exact-size lists: a pushed-to array keeps room for 17 elements, and fragments live as long as their port.
+  for (const [key, list] of frontends) if (list.length > 1) frontends.set(key, list.slice());
   return {
     sp,
     chains: [...chains.values()].map((c) => ({ chain: c.chain, frontends: [...c.frontends] })),
     sharedElements,
     sharedChains: [...sharedChains.values()],
     frontends,
-    affinitySets,
+    // Fragments live as long as their port; most have no affinity, so they share one empty map.
+    affinitySets: affinitySets.size === 0 ? NO_AFFINITY_SETS : affinitySets,
   };
 }
 

@@ -33,8 +33,8 @@ const elementId = (e: SetElement) => `${e.set}\u0000${e.element}`;
 export class TableState {
   readonly context: TableContext;
   private readonly fragments = new Map<string, ServicePortFragment>();
-  /** Service key (`namespace/name`) → the keys of its ports in the table. */
-  private readonly byService = new Map<string, Set<string>>();
+  /** Service key (`namespace/name`) → the keys of its ports in the table (an array: most have one, and a Set costs ~400 bytes). */
+  private readonly byService = new Map<string, readonly string[]>();
   /** Frontend → the keys of the ports claiming it, sorted: the first owns it. */
   private readonly claimants = new Map<string, string[]>();
   /** Frontends claimed by more than one port. */
@@ -204,9 +204,8 @@ export class TableState {
     const key = f.sp.key;
     this.fragments.set(key, f);
     const service = serviceOf(f);
-    const ports = this.byService.get(service);
-    if (ports) ports.add(key);
-    else this.byService.set(service, new Set([key]));
+    const ports = this.byService.get(service) ?? [];
+    if (!ports.includes(key)) this.byService.set(service, [...ports, key]);
     for (const frontend of f.frontends.keys()) {
       const list = this.claimants.get(frontend);
       if (!list) this.claimants.set(frontend, [key]);
@@ -234,9 +233,9 @@ export class TableState {
     if (!f) return;
     this.fragments.delete(key);
     const service = serviceOf(f);
-    const ports = this.byService.get(service);
-    ports?.delete(key);
-    if (ports?.size === 0) this.byService.delete(service);
+    const ports = (this.byService.get(service) ?? []).filter((k) => k !== key);
+    if (ports.length === 0) this.byService.delete(service);
+    else this.byService.set(service, ports);
     for (const frontend of f.frontends.keys()) {
       const list = (this.claimants.get(frontend) ?? []).filter((k) => k !== key);
       if (list.length === 0) this.claimants.delete(frontend);
