@@ -419,8 +419,11 @@ describe('Containerfile', () => {
     expect(/^ARG NODE_VERSION=(\S+)$/m.exec(text)?.[1]).toBe(packageJson.dependencies['node']);
   });
 
-  it('starts the CLI the DaemonSet passes its arguments to', () => {
-    expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/src\/cli\/main\.ts"\]$/m);
+  it('starts the CLI the DaemonSet passes its arguments to, through bin/kproxy (its V8 and malloc settings)', () => {
+    expect(text).toMatch(/^ENTRYPOINT \["\/app\/bin\/kproxy"\]$/m);
+    expect(text).toMatch(/^COPY bin\/ \.\/bin\/$/m);
+    // Without the node package (removed in the image) it runs the node on PATH.
+    expect(readFileSync(`${ROOT}bin/kproxy`, 'utf8')).toContain('[ -x "$node" ] || node=node');
     expect(readFileSync(`${ROOT}src/cli/main.ts`, 'utf8')).toContain('import.meta.main');
   });
 
