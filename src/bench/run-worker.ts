@@ -166,7 +166,7 @@ async function main(): Promise<void> {
     firstSlices.set(i, slice);
     server.update('EndpointSlice', slice);
   };
-  /** Settled: the first sync logged, the informers watching (client-node loads after the first sync). */
+  /** Settled: the first sync logged, the EndpointSlice watch open. */
   const settled = async (c: KproxyProcess) => {
     await whenTrue('the first sync logged', () => syncLogged(c) !== undefined, timeoutMs, 20);
     await whenTrue('the EndpointSlice watch', () => server.openWatches('EndpointSlice') > 0, timeoutMs, 20);

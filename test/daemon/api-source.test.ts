@@ -201,7 +201,7 @@ describe("apiSource: kproxy's reflectors against a server speaking the real prot
     });
     await synced(r);
     r.changes.length = 0;
-    r.server.endWatches(); // a clean close: client-node reconnects by itself...
+    r.server.endWatches(); // a clean close: the reflector reopens the watch at once...
     r.server.delete('Service', 'old', 'shop');
     r.server.delete('EndpointSlice', 'old-1', 'shop');
     r.server.create('Service', svc('new', '10.96.0.13'));

@@ -1,5 +1,5 @@
 /**
- * `kproxy run` end to end: the real daemon (api source over the real client-node informers,
+ * `kproxy run` end to end: the real daemon (api source with its reflectors,
  * proxier, runner, health, metrics, health-check NodePorts, events) against the fake API server,
  * programming the kernel of a topology's node namespace, judged by real packets.
  *

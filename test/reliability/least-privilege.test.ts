@@ -173,7 +173,7 @@ describe('RBAC: exactly the requests the daemon makes', () => {
     try {
       await waitFor('a sync', () => lines.some((l) => l.msg === 'sync'), 20_000);
       await waitFor('the Starting event', () => server.events.length > 0, 10_000);
-      // Changes and a dropped watch: the informers relist and rewatch.
+      // Changes and a dropped watch: the reflectors watch again.
       server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', []));
       server.dropWatches();
       await sleep(1500);

@@ -340,7 +340,7 @@ async function daemon(mode: 'nftables' | 'iptables'): Promise<void> {
   }
 
   if (QUIET_S > 0) {
-    // Settle: client-node loads and its informers start after the first sync.
+    // Settle: the watches open and the first sync's garbage is collected.
     await sleep(SERVICES > 1000 ? 30_000 : 10_000);
     const hz = 100;
     const t0 = now();
