@@ -206,14 +206,34 @@ export async function buildKproxyBundle(): Promise<string> {
   const launcher = join(dir, 'kproxy');
   const rolldown = join(REPO_ROOT, 'node_modules/rolldown/bin/cli.mjs');
   if (!existsSync(rolldown)) throw new Error(`buildKproxyBundle: ${rolldown} is missing (npm ci?)`);
-  await runHost(NODE, [rolldown, 'src/cli/main.ts', '--platform', 'node', '--format', 'esm', '--file', bundle]);
-  // The Node flags bin/kproxy passes (e.g. --max-semi-space-size), so both run the same way.
+  // One file: the CLI's lazily imported commands are inlined (rolldown splits them into chunks otherwise).
+  await runHost(NODE, [
+    rolldown,
+    'src/cli/main.ts',
+    '--platform',
+    'node',
+    '--format',
+    'esm',
+    '--no-codeSplitting',
+    '--file',
+    bundle,
+  ]);
+  // bin/kproxy itself, running the bundle with the host's node: the same V8 and malloc settings per
+  // command (docs/adr/0013), so both run the same way.
   const bin = readFileSync(join(REPO_ROOT, 'bin/kproxy'), 'utf8');
-  const flags = /exec "\$node" (.*?)\s*"\$root\/src\/cli\/main\.ts"/.exec(bin)?.[1] ?? '';
+  const nodeLine = 'node="$root/node_modules/node/bin/node"';
+  const mainArg = '"$root/src/cli/main.ts"';
+  if (!bin.includes(nodeLine) || !bin.includes(mainArg))
+    throw new Error('buildKproxyBundle: bin/kproxy no longer has the node and main.ts lines it rewrites');
   writeFileSync(
     launcher,
-    `#!/bin/sh\n# kproxy bundled by test/ipvs-vm/run-in-vm.ts (buildKproxyBundle) from the working tree\n` +
-      `exec ${shellQuote(NODE)} ${flags} ${shellQuote(bundle)} "$@"\n`,
+    bin
+      .replace(
+        '#!/bin/sh\n',
+        '#!/bin/sh\n# bin/kproxy, rewritten by test/ipvs-vm/run-in-vm.ts (buildKproxyBundle) to run the bundle\n',
+      )
+      .replace(nodeLine, `node=${shellQuote(NODE)}`)
+      .replace(mainArg, shellQuote(bundle)),
   );
   chmodSync(launcher, 0o755);
   return launcher;

@@ -45,8 +45,11 @@ function pipelineS(r: ColdSyncRow): number {
   return (t.normalizeMs + t.modelRenderMs + t.txBuildMs) / 1000;
 }
 
-/** The V8 flags bin/kproxy runs Node with, so the pipeline is timed as kproxy runs it. */
+/** The V8 flags bin/kproxy runs a one-shot command with, so the pipeline is timed as kproxy runs it (test/unit/bin.test.ts). */
 export const KPROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+/** The V8 flags and environment bin/kproxy runs the daemon with (docs/adr/0013; test/unit/bin.test.ts). */
+export const KPROXY_DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const KPROXY_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };
 
 const WORKER = fileURLToPath(new URL('../pipeline-worker.ts', import.meta.url));
 

@@ -14,7 +14,7 @@ import { fixed, ms, percentile, ratio } from '../format.ts';
 import { killTracked, spawnTracked, withNetns } from '../netns.ts';
 import type { BenchMode } from '../pipeline.ts';
 import type { BenchContext, Scenario, ScenarioResult, Table } from '../scenario.ts';
-import { KPROXY_NODE_FLAGS } from './cold-sync.ts';
+import { KPROXY_DAEMON_NODE_FLAGS, KPROXY_ENV } from './cold-sync.ts';
 import { knownTimeout } from './modes.ts';
 
 const WORKER = fileURLToPath(new URL('../daemon-worker.ts', import.meta.url));
@@ -71,7 +71,7 @@ async function measure(
     const child = spawnTracked(
       process.execPath,
       [
-        ...KPROXY_NODE_FLAGS,
+        ...KPROXY_DAEMON_NODE_FLAGS,
         WORKER,
         '--netns',
         ns,
@@ -84,7 +84,7 @@ async function measure(
         '--endpoints',
         String(size.endpointsPerService),
       ],
-      { stdio: ['pipe', 'pipe', 'inherit'] },
+      { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...KPROXY_ENV } },
     );
     // The first full sync may be slow (iptables-nft at 10k): the same limit as a cold sync.
     let killed = false;
