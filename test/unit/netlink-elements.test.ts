@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  elementLoadChunks,
   encodeElement,
   loadableOverNetlink,
   type LoadSet,
@@ -81,5 +82,31 @@ describe('netlink element encoding', () => {
     expect(loadableOverNetlink({ keyType: ['ipv4_addr'], flags: ['interval'] })).toBe(false);
     expect(loadableOverNetlink({ keyType: ['ipv4_addr', 'mark'], flags: [] })).toBe(false);
     expect(loadableOverNetlink({ keyType: ['ipv4_addr'], dataType: ['ether_addr'], flags: [] })).toBe(false);
+  });
+});
+
+describe('elementLoadChunks', () => {
+  const set = (name: string, n: number) => ({
+    name,
+    keyType: ['ipv4_addr'],
+    verdictMap: false,
+    elements: Array.from({ length: n }, (_, i) => `10.0.${name.length}.${i}`),
+  });
+
+  it('cuts a load into loads of at most N elements, in order, a set spanning several; empty sets carry nothing', () => {
+    const load = { family: 'ip' as const, table: 'kproxy', sets: [set('a', 5), set('bb', 0), set('ccc', 4)] };
+    const chunks = [...elementLoadChunks(load, 3)];
+    expect(chunks.map((c) => c.sets.map((s) => `${s.name}:${s.elements.length}`))).toEqual([
+      ['a:3'],
+      ['a:2', 'ccc:1'],
+      ['ccc:3'],
+    ]);
+    expect(chunks.every((c) => c.family === 'ip' && c.table === 'kproxy')).toBe(true);
+    // Every element once, in order.
+    const flat = (sets: readonly { name: string; elements: readonly string[] }[]) =>
+      sets.flatMap((s) => s.elements.map((e) => `${s.name} ${e}`));
+    expect(chunks.flatMap((c) => flat(c.sets))).toEqual(flat(load.sets));
+    expect([...elementLoadChunks(load, 100)]).toHaveLength(1);
+    expect([...elementLoadChunks({ ...load, sets: [set('a', 0)] }, 3)]).toEqual([]);
   });
 });

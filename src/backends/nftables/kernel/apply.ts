@@ -23,7 +23,7 @@ import type { DumpRequest, DumpResult } from './netlink-dump.ts';
 import { planTransaction, type PlanSummary } from '../render/diff.ts';
 import { TABLE } from '../render/layout.ts';
 import { createCommands, stagedCreateCommands } from '../render/ruleset.ts';
-import { loadableOverNetlink, type ElementLoad } from './netlink-elements.ts';
+import { elementLoadChunks, loadableOverNetlink, type ElementLoad } from './netlink-elements.ts';
 import { appendAll } from '../../../util/arrays.ts';
 
 export interface FamilySyncReport {
@@ -315,9 +315,12 @@ const tableKey = (where: TableRef): string => `${where.family} ${where.table}`;
 /** The netlink load of a new table's elements failed (nft may still create the table). */
 class ElementLoadError extends Error {}
 
+/** Elements per message to the tool child (~1.5 MB of JSON): see `elementLoadChunks`. */
+const ELEMENTS_PER_CALL = 32_768;
+
 async function loadOverNetlink(kernelCall: KernelCall, load: ElementLoad): Promise<void> {
   try {
-    await kernelCall<number>('loadNftElements', load);
+    for (const chunk of elementLoadChunks(load, ELEMENTS_PER_CALL)) await kernelCall<number>('loadNftElements', chunk);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     throw new ElementLoadError(`${load.family} ${load.table}: ${message}`);

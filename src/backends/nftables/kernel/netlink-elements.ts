@@ -45,6 +45,31 @@ export interface ElementLoad {
   readonly sets: readonly LoadSet[];
 }
 
+/**
+ * `load` cut into loads of at most `max` elements each, in order (a set may span several). The
+ * daemon hands a load to its tool child as one JSON message: at 50k Services one load would be a
+ * ~33 MB string on each side at the first sync's peak. The loads go into a table no packet reaches
+ * yet (ADR 0012), so how they are cut changes nothing the kernel shows.
+ */
+export function* elementLoadChunks(load: ElementLoad, max: number): Generator<ElementLoad> {
+  let sets: LoadSet[] = [];
+  let room = max;
+  for (const set of load.sets) {
+    for (let at = 0; at < set.elements.length; ) {
+      const take = Math.min(room, set.elements.length - at);
+      sets.push({ ...set, elements: set.elements.slice(at, at + take) });
+      at += take;
+      room -= take;
+      if (room === 0) {
+        yield { ...load, sets };
+        sets = [];
+        room = max;
+      }
+    }
+  }
+  if (sets.length > 0) yield { ...load, sets };
+}
+
 /** Whether a set's elements can be loaded here: no intervals, every field of a known type. */
 export function loadableOverNetlink(spec: {
   readonly keyType: readonly string[];
