@@ -74,10 +74,6 @@ export class Reflector {
     this.#o = options;
   }
 
-  get synced(): boolean {
-    return this.#synced;
-  }
-
   start(): void {
     this.#running ??= this.#run();
   }
