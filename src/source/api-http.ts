@@ -117,19 +117,28 @@ export interface JsonAnswer {
 
 /** A request answered with JSON, read whole; a 2xx answer that is not JSON fails. */
 export async function requestJson(conn: ApiConnection, spec: RequestSpec): Promise<JsonAnswer> {
-  const res = await openStream(conn, spec);
+  const answer = await readAnswer(await openStream(conn, spec));
+  if (answer.body === undefined && answer.status >= 200 && answer.status < 300)
+    throw new Error(`${spec.method} ${spec.path}: the answer is not JSON`);
+  return answer;
+}
+
+/** Reads an answer's body as JSON (undefined when it is not, or longer than `maxBytes`), with its Retry-After. */
+export async function readAnswer(res: IncomingMessage, maxBytes = 1024 * 1024): Promise<JsonAnswer> {
   const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  const text = Buffer.concat(chunks).toString('utf8');
-  const status = res.statusCode ?? 0;
+  let size = 0;
+  for await (const c of res) {
+    size += (c as Buffer).length;
+    if (size <= maxBytes) chunks.push(c as Buffer);
+  }
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    body = size <= maxBytes ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined;
   } catch {
-    if (status >= 200 && status < 300) throw new Error(`${spec.method} ${spec.path}: the answer is not JSON`);
+    body = undefined;
   }
   const retryAfterMs = retryAfterOf(res.headers['retry-after']);
-  return { status, body, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+  return { status: res.statusCode ?? 0, body, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
 }
 
 /**
@@ -160,7 +169,7 @@ export async function openStream(conn: ApiConnection, spec: RequestSpec): Promis
 }
 
 /** Retry-After in seconds (the API server never sends the HTTP-date form), as ms; at most an hour. */
-export function retryAfterOf(header: string | string[] | undefined): number | undefined {
+function retryAfterOf(header: string | string[] | undefined): number | undefined {
   const text = Array.isArray(header) ? header[0] : header;
   if (text === undefined || !/^\d{1,6}$/.test(text.trim())) return undefined;
   return Math.min(3_600_000, Number(text.trim()) * 1000);

@@ -20,7 +20,7 @@
 import type { IncomingMessage } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../util/log.ts';
-import { type ApiConnection, ApiError, errorText, isRecord, openStream, retryAfterOf, safeText } from './api-http.ts';
+import { type ApiConnection, ApiError, errorText, isRecord, openStream, readAnswer, safeText } from './api-http.ts';
 import { ListDecoder } from './list-decoder.ts';
 
 export interface ReflectorOptions {
@@ -301,22 +301,10 @@ function identity(obj: NamedObject): string {
   return ns === '' ? obj.metadata.name : `${ns}/${obj.metadata.name}`;
 }
 
-/** The ApiError for a non-200 answer, with the server's Status message (the body read, capped). */
+/** The ApiError for a non-200 answer, with the server's Status message (a body of at most 64 KiB read). */
 async function failure(what: string, res: IncomingMessage): Promise<ApiError> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of res) {
-    if (size > 64 * 1024) continue;
-    chunks.push(c as Buffer);
-    size += (c as Buffer).length;
-  }
-  let body: unknown;
-  try {
-    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    body = undefined;
-  }
-  return new ApiError(what, res.statusCode ?? 0, body, retryAfterOf(res.headers['retry-after']));
+  const answer = await readAnswer(res, 64 * 1024);
+  return new ApiError(what, answer.status, answer.body, answer.retryAfterMs);
 }
 
 /** Splits a stream into newline-delimited lines, keeping only the bytes of the line in progress. */

@@ -250,6 +250,37 @@ describe("apiSource: kproxy's reflectors against a server speaking the real prot
     expect(r.logs.some((l) => l.msg.includes('list/watch failed') && String(l['err']).includes('HTTP 500'))).toBe(true);
   });
 
+  it('a corrupt list body or watch event: logged, retried with backoff, the cache and the other caches kept', async () => {
+    const r = await rig((s) => {
+      s.create('Service', svc('web', '10.96.0.10'));
+      s.create('EndpointSlice', slice('web-1', 'web', ['10.0.1.5']));
+      // A list cut short, then one whose items are not an array, before a good one.
+      s.garbleNext(
+        '/api/v1/services',
+        '{"kind":"ServiceList","metadata":{},"items":[{"metadata":{"name":"x"',
+        1,
+        'list',
+      );
+      s.garbleNext('/api/v1/services', '{"kind":"ServiceList","metadata":{},"items":{"a":1}}', 1, 'list');
+    });
+    await synced(r);
+    expect(serviceNames(r)).toEqual(['shop/web']);
+    expect(requestsFor(r, '/api/v1/services', false)).toBe(3);
+    const failed = r.logs.filter((l) => l.msg.includes('list/watch failed') && l['cache'] === 'services');
+    expect(failed.map((l) => l['failures'])).toEqual([1, 2]);
+    // The body is untrusted: the logged error gives offsets, never its content.
+    expect(failed.every((l) => !String(l['err']).includes('"x"'))).toBe(true);
+
+    // A watch stream that is not JSON: the watch restarts from its resourceVersion, nothing is lost.
+    r.server.garbleNext('/api/v1/services', 'this is not a watch event\n', 1, 'watch');
+    r.server.dropWatches();
+    r.server.create('Service', svc('api', '10.96.0.11'));
+    await waitFor('converged', () => serviceNames(r).join() === 'shop/api,shop/web');
+    expect(r.logs.some((l) => String(l['err']).includes('an event that is not JSON'))).toBe(true);
+    expect(requestsFor(r, '/api/v1/services', false)).toBe(3); // resumed, no relist
+    expect(r.source.snapshot().endpointSlices.map((e) => e.name)).toEqual(['web-1']);
+  });
+
   it('copes with slow answers', async () => {
     const r = await rig((s) => {
       s.create('Service', svc('web', '10.96.0.10'));

@@ -112,6 +112,8 @@ interface Failure {
   readonly status: number;
   readonly which: 'any' | 'list' | 'watch';
   readonly retryAfterSeconds: number | undefined;
+  /** Answer 200 with this raw text instead of a Status (a corrupt body). */
+  readonly body?: string;
   remaining: number;
 }
 
@@ -302,6 +304,11 @@ export class FakeApiServer {
     this.#failures.push({ path, status, which, remaining: count, retryAfterSeconds: opts.retryAfterSeconds });
   }
 
+  /** Answer the next `count` requests for exactly `path` with 200 and `body` as it is (a corrupt list or watch stream). */
+  garbleNext(path: string, body: string, count = 1, which: 'any' | 'list' | 'watch' = 'any'): void {
+    this.#failures.push({ path, status: 200, which, remaining: count, retryAfterSeconds: undefined, body });
+  }
+
   /**
    * An outage: every request is answered `status` (with Retry-After when given) and every open watch
    * is dropped, until `endOutage()`. Requests are still recorded (to measure a client's backoff).
@@ -454,6 +461,11 @@ export class FakeApiServer {
     );
     if (failure) {
       failure.remaining -= 1;
+      if (failure.body !== undefined) {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(failure.body);
+        return;
+      }
       sendStatus(
         res,
         failure.status,
