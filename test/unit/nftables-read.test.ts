@@ -12,6 +12,8 @@ import { planTransaction } from '../../src/backends/nftables/render/diff.ts';
 import type { ObservedTable } from '../../src/backends/nftables/render/observed.ts';
 import { chainFingerprint, type Ruleset } from '../../src/backends/nftables/render/ruleset.ts';
 import type { KernelCall } from '../../src/kernel/kernel-calls.ts';
+import type { DumpRequest } from '../../src/backends/nftables/kernel/netlink-dump.ts';
+import { elementsDigest } from '../../src/backends/nftables/render/elements-digest.ts';
 import { runCase } from '../support/golden.ts';
 
 const CHAIN = { chain: { family: 'ip', table: 'kproxy', name: 'services' } };
@@ -37,19 +39,78 @@ function fakeNft(declares: boolean, asked: string[]): Nft {
 }
 
 const where = { family: 'ip', table: 'kproxy' } as const;
+/** The desired table of these tests: the one map, holding `elements`. */
+const desiring = (...elements: string[]): Ruleset => ({
+  ...where,
+  chains: [],
+  sets: [
+    {
+      spec: { name: 'target-ports', keyType: ['ipv4_addr'], dataType: ['inet_service'], verdictMap: false, flags: [] },
+      elements,
+    },
+  ],
+});
+
+/** A kernel dump holding `held` in the map, answering as asked (listed, or digests under the seeds). */
+function dumping(held: string[], asked: DumpRequest[], generation = () => 5): KernelCall {
+  return async <T>(name: string, args: unknown) => {
+    if (name === 'nftGeneration') return generation() as T;
+    const request = args as DumpRequest;
+    asked.push(request);
+    const elements = Object.fromEntries(
+      request.sets.map((s) => [s.name, request.digestSeeds ? elementsDigest(held, request.digestSeeds) : held]),
+    );
+    return {
+      chains: { services: { ruleCount: 2, fingerprint: 'sum:from-dump' } },
+      elements,
+      generation: generation(),
+    } as T;
+  };
+}
 
 describe('reading the nftables table back', () => {
-  it('over netlink: the declarations from nft, rule counts, fingerprints and elements from the dump', async () => {
+  it('over netlink: the declarations from nft, rule counts, fingerprints and the elements as a digest from the dump', async () => {
     const asked: string[] = [];
-    const call: KernelCall = async <T>() =>
-      ({
-        chains: { services: { ruleCount: 2, fingerprint: 'sum:from-dump' } },
-        elements: { 'target-ports': ['10.0.0.2 : 8080'] },
-      }) as T;
-    const seen = await new NftablesApplier(fakeNft(true, asked), call).observe(where);
+    const dumps: DumpRequest[] = [];
+    const applier = new NftablesApplier(fakeNft(true, asked), dumping(['10.0.0.2 : 8080'], dumps));
+    const seen = await applier.observe(desiring('10.0.0.2 : 8080'));
     expect(seen?.chains.get('services')).toEqual({ ruleCount: 2, fingerprint: 'sum:from-dump' });
-    expect([...(seen?.sets.get('target-ports')?.elements ?? [])]).toEqual(['10.0.0.2 : 8080']);
+    const map = seen?.sets.get('target-ports');
+    expect(map && 'digest' in map && map.digest.count).toBe(1);
+    expect(dumps).toHaveLength(1);
     expect(asked.some((a) => a === '-j list table ip kproxy')).toBe(false);
+    expect(planTransaction(desiring('10.0.0.2 : 8080'), seen).summary).toMatchObject({
+      elementsAdded: 0,
+      elementsDeleted: 0,
+    });
+  });
+
+  it('lists the elements of a set whose digest differs from the desired, from the same generation', async () => {
+    const dumps: DumpRequest[] = [];
+    const applier = new NftablesApplier(fakeNft(true, []), dumping(['10.0.0.2 : 8080'], dumps));
+    const desired = desiring('10.0.0.2 : 8080', '10.0.0.3 : 8080');
+    const seen = await applier.observe(desired);
+    expect(dumps.map((d) => [d.digestSeeds !== undefined, d.sets.map((s) => s.name)])).toEqual([
+      [true, ['target-ports']],
+      [false, ['target-ports']],
+    ]);
+    expect(seen?.sets.get('target-ports')).toMatchObject({ elements: new Set(['10.0.0.2 : 8080']) });
+    expect(planTransaction(desired, seen).summary).toMatchObject({ elementsAdded: 1, elementsDeleted: 0 });
+    // A plan never guesses: a digest that differs must have been listed.
+    const digested = await new NftablesApplier(fakeNft(true, []), dumping(['10.0.0.2 : 8080'], [])).observe(
+      desiring('10.0.0.2 : 8080'),
+    );
+    expect(() => planTransaction(desired, digested)).toThrow(/elements must be listed/);
+  });
+
+  it('reads the whole table again, listed, when a commit landed between the digest and the listing', async () => {
+    const dumps: DumpRequest[] = [];
+    // The second dump (the listing) sees the next generation.
+    const moving = () => (dumps.length > 1 ? 6 : 5);
+    const applier = new NftablesApplier(fakeNft(true, []), dumping(['10.0.0.2 : 8080'], dumps, moving));
+    const seen = await applier.observe(desiring('10.0.0.3 : 8080'));
+    expect(dumps.map((d) => d.digestSeeds !== undefined)).toEqual([true, false, false]);
+    expect(seen?.sets.get('target-ports')).toMatchObject({ elements: new Set(['10.0.0.2 : 8080']) });
   });
 
   it('through nft when the dump cannot decode, when it fails, or when nothing is declared', async () => {
@@ -63,9 +124,9 @@ describe('reading the nftables table back', () => {
       [undecodable, false],
     ] as const) {
       const asked: string[] = [];
-      const seen = await new NftablesApplier(fakeNft(declares, asked), call).observe(where);
+      const seen = await new NftablesApplier(fakeNft(declares, asked), call).observe(desiring());
       expect(seen?.chains.get('services')).toEqual({ ruleCount: 1, fingerprint: 'sum:from-nft' });
-      expect([...(seen?.sets.get('target-ports')?.elements ?? [])]).toEqual(['10.0.0.1 : 80']);
+      expect(seen?.sets.get('target-ports')).toMatchObject({ elements: new Set(['10.0.0.1 : 80']) });
       expect(asked).toContain('-j list table ip kproxy');
     }
   });
@@ -92,10 +153,10 @@ describe('reading ahead (a restart reads the kernel while its caches fill)', () 
     const k = kernel();
     const applier = new NftablesApplier(fakeNft(true, []), k.call);
     applier.prefetch(where);
-    const seen = await applier.observe(where);
+    const seen = await applier.observe(desiring());
     expect(seen?.chains.get('services')?.fingerprint).toBe('sum:gen-7');
     expect(k.dumps()).toBe(1);
-    await applier.observe(where);
+    await applier.observe(desiring());
     expect(k.dumps()).toBe(2);
   });
 
@@ -105,7 +166,7 @@ describe('reading ahead (a restart reads the kernel while its caches fill)', () 
     applier.prefetch(where);
     await new Promise((r) => setTimeout(r, 10));
     k.commit();
-    const seen = await applier.observe(where);
+    const seen = await applier.observe(desiring());
     expect(seen?.chains.get('services')?.fingerprint).toBe('sum:gen-8');
     expect(k.dumps()).toBe(2);
   });
@@ -122,14 +183,14 @@ describe('reading ahead (a restart reads the kernel while its caches fill)', () 
     };
     const applier = new NftablesApplier(fakeNft(true, []), racing);
     applier.prefetch(where);
-    await applier.observe(where);
+    await applier.observe(desiring());
     expect(dumps).toBe(2);
 
     const k = kernel();
     const committing = new NftablesApplier(fakeNft(true, []), k.call);
     committing.prefetch(where);
     await committing.apply([]);
-    await committing.observe(where);
+    await committing.observe(desiring());
     expect(k.dumps()).toBe(2);
   });
 });

@@ -31,7 +31,7 @@ import { KernelToolError } from '../../kernel/errors.ts';
 import type { Logger } from '../../util/log.ts';
 import type { Problem } from '../../util/problems.ts';
 import { Nft } from '../nftables/kernel/nft.ts';
-import { parseObservedTable, type ObservedTable } from '../nftables/render/observed.ts';
+import { parseObservedTable, type ListedTable } from '../nftables/render/observed.ts';
 import type { Fragment } from '../nftables/render/syntax.ts';
 import { nftFamily } from '../nftables/render/syntax.ts';
 import { Ipvsadm } from './kernel/ipvsadm.ts';
@@ -62,7 +62,7 @@ export interface IpvsBackendOptions {
 interface Observed {
   readonly ipvs: ObservedIpvs;
   readonly addresses: readonly InterfaceAddress[];
-  readonly helper: ReadonlyMap<Family, ObservedTable | undefined>;
+  readonly helper: ReadonlyMap<Family, ListedTable | undefined>;
 }
 
 interface Planned {
@@ -346,8 +346,8 @@ export class IpvsProxyBackend implements ProxyBackend {
     return { ipvs: parseIpvsSave(save), addresses, helper };
   }
 
-  private async readHelperTables(): Promise<Map<Family, ObservedTable | undefined>> {
-    const out = new Map<Family, ObservedTable | undefined>();
+  private async readHelperTables(): Promise<Map<Family, ListedTable | undefined>> {
+    const out = new Map<Family, ListedTable | undefined>();
     for (const fam of ['ipv4', 'ipv6'] as const) {
       const listing = await this.nft.listTable(nftFamily(fam), TABLE);
       out.set(fam, listing === undefined ? undefined : parseObservedTable(listing));

@@ -167,7 +167,9 @@ export class NftablesProxyBackend implements ProxyBackend {
         const kept = was?.contextKey === contextKey ? was.table : undefined;
         table = new TableState(family.context, renderAll(family, ctx, kept), ctx);
         const rs = table.ruleset();
-        const observed = reading ? await reading.result : await this.applier.observeLight(rs, committed as Ruleset);
+        const observed = reading
+          ? await reading.against(rs)
+          : await this.applier.observeLight(rs, committed as Ruleset);
         const plan = planTransaction(rs, observed);
         if (was && was.contextKey === contextKey && request.changed.size === 0 && plan.commands.length > 0) {
           drift = true;

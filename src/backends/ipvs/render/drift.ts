@@ -6,13 +6,13 @@
  * are nftables tables). Pure.
  */
 import { describeTableDrift } from '../../nftables/render/drift.ts';
-import type { ObservedTable } from '../../nftables/render/observed.ts';
+import type { ListedTable } from '../../nftables/render/observed.ts';
 import type { Ruleset } from '../../nftables/render/ruleset.ts';
 import { DUMMY_INTERFACE } from './syntax.ts';
 
 export interface IpvsDriftInput {
   /** Per family, the desired helper table and what the kernel holds of it. */
-  readonly helper: readonly { readonly desired: Ruleset; readonly observed: ObservedTable | undefined }[];
+  readonly helper: readonly { readonly desired: Ruleset; readonly observed: ListedTable | undefined }[];
   /** The planned batch, without the deletions of real servers that finished draining (progress, not drift). */
   readonly ipvsLines: readonly string[];
   readonly addresses: { readonly add: readonly string[]; readonly remove: readonly string[] };

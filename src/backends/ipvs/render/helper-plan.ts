@@ -11,7 +11,7 @@
 import type { Family } from '../../../model/cluster.ts';
 import { parseIp } from '../../../model/ip.ts';
 import { planTransaction } from '../../nftables/render/diff.ts';
-import type { ObservedTable } from '../../nftables/render/observed.ts';
+import type { ListedTable } from '../../nftables/render/observed.ts';
 import {
   chainFingerprint,
   createCommands,
@@ -40,7 +40,7 @@ export interface HelperPlan {
   readonly after: readonly Fragment[];
 }
 
-export function planHelper(desired: Ruleset, observed: ObservedTable | undefined): HelperPlan {
+export function planHelper(desired: Ruleset, observed: ListedTable | undefined): HelperPlan {
   if (!observed) return { before: createCommands(desired), after: [] };
   const union = retaining(desired, observed);
   const before = planTransaction(union, observed).commands;
@@ -49,7 +49,7 @@ export function planHelper(desired: Ruleset, observed: ObservedTable | undefined
 }
 
 /** The desired ruleset plus what the kernel holds that is going away (sets that are not intervals). */
-function retaining(desired: Ruleset, observed: ObservedTable): Ruleset {
+function retaining(desired: Ruleset, observed: ListedTable): Ruleset {
   const sets: NftSet[] = desired.sets.map((set) => {
     const seen = observed.sets.get(set.spec.name);
     if (!seen || set.spec.flags.includes('interval')) return set;
@@ -75,7 +75,7 @@ function retaining(desired: Ruleset, observed: ObservedTable): Ruleset {
 }
 
 /** What the kernel holds once `rs` is committed, as the planner reads it. */
-export function observedOf(rs: Ruleset): ObservedTable {
+export function observedOf(rs: Ruleset): ListedTable {
   return {
     chains: new Map(
       rs.chains.map((c) => [
@@ -155,7 +155,7 @@ function verdictFromText(text: string): Verdict | undefined {
  */
 export function ownershipOf(
   family: Family,
-  observed: ObservedTable | undefined,
+  observed: ListedTable | undefined,
 ): { owned: Set<string>; priorMarks: Map<string, number> } {
   const owned = new Set<string>();
   const priorMarks = new Map<string, number>();

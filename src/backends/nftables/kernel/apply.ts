@@ -20,7 +20,8 @@ import { chainFingerprint, isDynamic } from '../render/ruleset.ts';
 import type { KernelCall } from '../../../kernel/kernel-calls.ts';
 import type { Logger } from '../../../util/log.ts';
 import type { DumpRequest, DumpResult } from './netlink-dump.ts';
-import { planTransaction, type PlanSummary } from '../render/diff.ts';
+import { planTransaction, setsToList, type PlanSummary } from '../render/diff.ts';
+import type { DigestSeeds } from '../render/elements-digest.ts';
 import { TABLE } from '../render/layout.ts';
 import { createCommands, stagedCreateCommands } from '../render/ruleset.ts';
 import { elementLoadChunks, loadableOverNetlink, type ElementLoad } from './netlink-elements.ts';
@@ -44,6 +45,8 @@ export interface SyncReport {
 interface Reading {
   readonly observed: ObservedTable | undefined;
   readonly generation?: number;
+  /** A netlink dump's request and the one generation it saw: digested sets are listed from there. */
+  readonly dumped?: { readonly request: DumpRequest; readonly generation: number };
 }
 
 export class NftablesApplier {
@@ -52,6 +55,8 @@ export class NftablesApplier {
   /** Readings started ahead of the sync that takes them, by `family table`. */
   private readonly prefetched = new Map<string, Promise<Reading>>();
   private readonly log: Pick<Logger, 'warn'> | undefined;
+  /** Netlink reads answer sets as digests under these (random: nobody outside can aim at a collision). */
+  private readonly seeds: DigestSeeds = randomSeeds();
   /**
    * `kernelCall`: reads the table over netlink (netlink-dump.ts) instead of `nft -j list table`,
    * and loads a new table's elements over netlink (netlink-elements.ts); `log` hears when that
@@ -140,26 +145,63 @@ export class NftablesApplier {
     }
   }
 
-  /** What the kernel holds in kproxy's table of this family, or undefined if nothing. */
-  async observe(where: TableRef): Promise<ObservedTable | undefined> {
-    return (await this.startObserving(where)).result;
+  /**
+   * What the kernel holds in kproxy's table of `desired`'s family, or undefined if nothing: every
+   * set that differs from `desired` with its elements listed, the others possibly as a digest.
+   */
+  async observe(desired: Ruleset): Promise<ObservedTable | undefined> {
+    return (await this.startObserving(desired)).against(desired);
+  }
+
+  /** What the kernel holds in kproxy's table of this family, every set's elements listed. */
+  async observeListed(where: TableRef): Promise<ObservedTable | undefined> {
+    return (await (await this.read(where, { listed: true })).result).observed;
   }
 
   /**
    * Starts reading the table and resolves as soon as the read is under way: over netlink, the
    * dump then runs in the spawner's child while this process renders (a full sync's render and
-   * read overlap: ~1 s each at 10,000 Services). `result` is the reading. A reading prefetched for
-   * this table is taken instead when the kernel's ruleset generation shows nothing was committed
-   * since it was made.
+   * read overlap: ~1 s each at 10,000 Services). `against(desired)` is the reading, in which sets
+   * the dump gave as a digest are listed when they differ from the desired ones. A reading
+   * prefetched for this table is taken instead when the kernel's ruleset generation shows nothing
+   * was committed since it was made.
    */
-  async startObserving(where: TableRef): Promise<{ readonly result: Promise<ObservedTable | undefined> }> {
+  async startObserving(
+    where: TableRef,
+  ): Promise<{ readonly against: (desired: Ruleset) => Promise<ObservedTable | undefined> }> {
     const early = this.prefetched.get(tableKey(where));
     this.prefetched.delete(tableKey(where));
     const reading = early && this.kernelCall ? this.ifStillCurrent(early, where, this.kernelCall) : this.read(where);
-    const result = (await reading).result.then((r) => r.observed);
+    const result = (await reading).result;
     // Awaited later, after the render: a failure must not count as unhandled meanwhile.
     result.catch(() => undefined);
-    return { result };
+    return { against: async (desired) => this.listDiffering(await result, desired) };
+  }
+
+  /**
+   * The reading with the elements of its digested sets that differ from `desired` listed, read
+   * in the generation the dump saw; when the kernel has moved on since, the whole table again.
+   */
+  private async listDiffering(reading: Reading, desired: Ruleset): Promise<ObservedTable | undefined> {
+    const observed = reading.observed;
+    const names = observed ? setsToList(desired, observed) : [];
+    if (!observed || names.length === 0) return observed;
+    const { dumped } = reading;
+    if (dumped && this.kernelCall) {
+      const { family, table, sets: all } = dumped.request;
+      const request: DumpRequest = { family, table, sets: all.filter((s) => names.includes(s.name)) };
+      const dump = await this.kernelCall<DumpResult>('readNftTable', request).catch(() => undefined);
+      if (dump && !('undecodable' in dump) && dump.generation === dumped.generation) {
+        const sets = new Map(observed.sets);
+        for (const name of names) {
+          const elements = dump.elements[name];
+          const seen = observed.sets.get(name);
+          if (seen && Array.isArray(elements)) sets.set(name, { spec: seen.spec, elements: new Set(elements) });
+        }
+        return { chains: observed.chains, sets };
+      }
+    }
+    return this.observeListed(desired);
   }
 
   /**
@@ -189,9 +231,14 @@ export class NftablesApplier {
     return { result };
   }
 
-  /** A reading under way: over netlink when it can, else through nft. */
-  private async read(where: TableRef): Promise<{ readonly result: Promise<Reading> }> {
-    const byNetlink = this.kernelCall ? await this.startNetlinkRead(where, this.kernelCall) : undefined;
+  /** A reading under way: over netlink when it can (sets as digests unless `listed`), else through nft. */
+  private async read(
+    where: TableRef,
+    options: { listed?: boolean } = {},
+  ): Promise<{ readonly result: Promise<Reading> }> {
+    const byNetlink = this.kernelCall
+      ? await this.startNetlinkRead(where, this.kernelCall, options.listed ? undefined : this.seeds)
+      : undefined;
     return byNetlink ?? { result: this.readByNft(where).then((observed) => ({ observed })) };
   }
 
@@ -205,12 +252,14 @@ export class NftablesApplier {
    * rules' fingerprints and the elements. Undefined when the table declares nothing (absent or
    * empty: nft tells them apart); a result that falls back to nft when the dump cannot decode it.
    * The reading carries the ruleset generation when the dump saw the one current before the
-   * declarations were listed (nothing was committed in between).
+   * declarations were listed (nothing was committed in between). With `seeds`, the dump gives
+   * each set's elements as their digest.
    * (The result is wrapped: an async function would wait for a promise it returned.)
    */
   private async startNetlinkRead(
     where: TableRef,
     kernelCall: KernelCall,
+    seeds: DigestSeeds | undefined,
   ): Promise<{ readonly result: Promise<Reading> } | undefined> {
     const generation = kernelCall<number>('nftGeneration', null).catch(() => undefined);
     const listings = await Promise.all(
@@ -232,6 +281,7 @@ export class NftablesApplier {
         verdictMap: spec.verdictMap,
         interval: spec.flags.includes('interval'),
       })),
+      ...(seeds ? { digestSeeds: seeds } : {}),
     };
     // Sent now (the call writes its request before it first waits); read when it is answered.
     const dumping = kernelCall<DumpResult>('readNftTable', request);
@@ -242,7 +292,10 @@ export class NftablesApplier {
         if ('undecodable' in dump) return byNft();
         const before = await generation;
         const observed = observedFrom(declared, dump);
-        return before !== undefined && dump.generation === before ? { observed, generation: before } : { observed };
+        const dumped = dump.generation === undefined ? {} : { dumped: { request, generation: dump.generation } };
+        return before !== undefined && dump.generation === before
+          ? { observed, generation: before, ...dumped }
+          : { observed, ...dumped };
       }, byNft),
     };
   }
@@ -339,12 +392,23 @@ function observedFrom(declared: ObservedTable, dump: Exclude<DumpResult, { undec
     });
   }
   const sets = new Map<string, ObservedSet>();
-  for (const [name, set] of declared.sets)
-    sets.set(name, { spec: set.spec, elements: new Set(dump.elements[name] ?? []) });
+  for (const [name, set] of declared.sets) {
+    const elements = dump.elements[name] ?? [];
+    sets.set(
+      name,
+      Array.isArray(elements) ? { spec: set.spec, elements: new Set(elements) } : { spec: set.spec, digest: elements },
+    );
+  }
   return { chains, sets };
 }
 
 function itemsOf(listing: unknown): unknown[] {
   const items = (listing as { nftables?: unknown } | null)?.nftables;
   return Array.isArray(items) ? items : [];
+}
+
+/** Fresh random digest seeds (one pair per applier). */
+function randomSeeds(): DigestSeeds {
+  const [a, b] = crypto.getRandomValues(new Uint32Array(2));
+  return [a as number, b as number];
 }

@@ -9,7 +9,9 @@
  * Decoding needs each set's key and data types; the declarations come from nft (`nft -j -t`, no
  * elements, milliseconds). Only the types kproxy declares are decoded; a set of any other type,
  * or an element that cannot be read, makes the dump `undecodable` and the caller reads through
- * nft instead, so a wrong reading can never pass for a match.
+ * nft instead, so a wrong reading can never pass for a match. Asked with digest seeds, it answers
+ * each set's elements as their digest (render/elements-digest.ts, ADR 0014) instead of listing
+ * them: a restart at 50,000 Services then hands over a few bytes per set, not ~730k texts.
  *
  * Runs in the process whose network namespace holds the table (spawner-child.ts, or `kproxy
  * sync` itself).
@@ -40,6 +42,7 @@ import {
   VERDICT,
   VERDICT_CODE,
 } from './nf-tables-abi.ts';
+import { elementsDigest, type DigestSeeds, type ElementsDigest } from '../render/elements-digest.ts';
 
 /** Reads of a table that a commit kept overlapping before giving up on a consistent one. */
 const DUMP_TRIES = 3;
@@ -60,12 +63,15 @@ export interface DumpRequest {
   readonly family: 'ip' | 'ip6';
   readonly table: string;
   readonly sets: readonly DumpSet[];
+  /** Answer each set's elements as their digest under these seeds, not listed. */
+  readonly digestSeeds?: DigestSeeds;
 }
 
 export type DumpResult =
   | {
       readonly chains: Record<string, { ruleCount: number; fingerprint?: string }>;
-      readonly elements: Record<string, string[]>;
+      /** Each set's elements, listed or (with `digestSeeds`) as their digest. */
+      readonly elements: Record<string, string[] | ElementsDigest>;
       /** The ruleset generation the whole dump saw; absent when commits kept landing during it. */
       readonly generation?: number;
     }
@@ -86,7 +92,12 @@ export function dumpTable(req: DumpRequest): DumpResult {
       // A dump is many reads; a commit between two of them would mix two rulesets.
       const before = nftGeneration();
       const chains = dumpRules(req);
-      const elements = Object.fromEntries(req.sets.map((s) => [s.name, dumpElements(req, s)]));
+      const elements = Object.fromEntries(
+        req.sets.map((s) => {
+          const listed = dumpElements(req, s);
+          return [s.name, req.digestSeeds ? elementsDigest(listed, req.digestSeeds) : listed];
+        }),
+      );
       const generation = nftGeneration();
       if (generation === before) return { chains, elements, generation };
       if (tries === DUMP_TRIES) return { chains, elements };

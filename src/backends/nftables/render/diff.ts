@@ -2,13 +2,15 @@
  * @module backends/nftables/render/diff
  * Plans the one transaction that turns what the kernel holds into the desired ruleset, touching
  * only what differs: chains are flushed and refilled only when their fingerprint or rule count
- * differ, set and map elements are added and deleted one by one. Pure.
+ * differ, set and map elements are added and deleted one by one; a set read as a digest that sums
+ * up exactly the desired elements is left alone (the reader lists the others: `setsToList`). Pure.
  */
 import { elementKey, type Element, type Fragment } from './syntax.ts';
 import type { Chain, Ruleset } from './ruleset.ts';
 import { chainFingerprint, Commands, createCommands, isDynamic, TransactionBuilder } from './ruleset.ts';
 import type { ObservedTable } from './observed.ts';
 import { sameSetSpec } from './observed.ts';
+import { holdsExactly } from './elements-digest.ts';
 
 export interface PlanSummary {
   readonly kind: 'create' | 'replace' | 'update';
@@ -44,6 +46,10 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
     const seen = observed.sets.get(set.spec.name);
     if (!seen) tx.addSet(set.spec);
     if (isDynamic(set.spec)) continue;
+    if (seen && 'digest' in seen) {
+      if (holdsExactly(seen.digest, set.elements)) continue;
+      throw new Error(`set ${set.spec.name}: read as a digest that differs; its elements must be listed to plan`);
+    }
     // One pass each way over up to ~150k elements (10k Services): no intermediate copies.
     const existing = seen?.elements ?? NONE;
     const adds = set.elements.filter((e) => !existing.has(e));
@@ -74,6 +80,20 @@ export function planTransaction(desired: Ruleset, observed: ObservedTable | unde
 }
 
 const NONE: ReadonlySet<string> = new Set();
+
+/**
+ * The sets of `observed` read as a digest whose elements a plan against `desired` needs listed:
+ * those the desired ruleset keeps (same definition, not filled by packets) with other elements.
+ */
+export function setsToList(desired: Ruleset, observed: ObservedTable): string[] {
+  const out: string[] = [];
+  for (const set of desired.sets) {
+    const seen = observed.sets.get(set.spec.name);
+    if (!seen || !('digest' in seen) || isDynamic(set.spec) || !sameSetSpec(seen.spec, set.spec)) continue;
+    if (!holdsExactly(seen.digest, set.elements)) out.push(set.spec.name);
+  }
+  return out;
+}
 
 /** Sorted without repeats (a ruleset's elements are sorted: repeats would be neighbours). */
 function distinctSorted(elements: readonly Element[]): boolean {
@@ -135,6 +155,8 @@ const KEY_TEXT = /^[A-Za-z0-9.:/ -]+$/;
 /** An element someone else wrote that the plan could not name safely: replace the table instead. */
 export function unrecognisedElement(observed: ObservedTable): string | undefined {
   for (const [name, set] of observed.sets) {
+    // A set still read as a digest needs no element named: it holds the desired ones, or goes whole.
+    if (!('elements' in set)) continue;
     for (const text of set.elements) {
       if (!KEY_TEXT.test(elementKey(text))) return `set ${name} holds an element kproxy did not write`;
     }

@@ -7,6 +7,7 @@
 import { incompatibility, sameContent, unrecognisedElement } from './diff.ts';
 import type { ObservedTable } from './observed.ts';
 import { isDynamic, type Ruleset } from './ruleset.ts';
+import { holdsExactly } from './elements-digest.ts';
 
 /** At most this many elements are listed per set and direction; the rest are counted. */
 const MAX_LISTED = 20;
@@ -38,6 +39,11 @@ export function describeTableDrift(desired: Ruleset, observed: ObservedTable | u
       continue;
     }
     if (isDynamic(set.spec)) continue;
+    if ('digest' in seen) {
+      if (!holdsExactly(seen.digest, set.elements))
+        out.push(`${table}: ${what} holds other elements (read as a digest)`);
+      continue;
+    }
     const wanted = new Set(set.elements);
     const missing = [...wanted].filter((t) => !seen.elements.has(t));
     const extra = [...seen.elements].filter((t) => !wanted.has(t));

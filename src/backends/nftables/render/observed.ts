@@ -7,6 +7,7 @@
 import { parseIp } from '../../../model/ip.ts';
 import type { BaseChainSpec, Hook, SetFlag, SetSpec } from './ruleset.ts';
 import { setSpecText } from './ruleset.ts';
+import type { ElementsDigest } from './elements-digest.ts';
 
 export interface ObservedChain {
   readonly base?: BaseChainSpec;
@@ -15,9 +16,17 @@ export interface ObservedChain {
   readonly fingerprint?: string;
 }
 
-export interface ObservedSet {
+/** A set as read: its elements listed, or (a netlink read, ADR 0014) only their digest. */
+export type ObservedSet = ListedSet | DigestedSet;
+
+export interface ListedSet {
   readonly spec: SetSpec;
   readonly elements: ReadonlySet<string>;
+}
+
+export interface DigestedSet {
+  readonly spec: SetSpec;
+  readonly digest: ElementsDigest;
 }
 
 export interface ObservedTable {
@@ -25,13 +34,18 @@ export interface ObservedTable {
   readonly sets: ReadonlyMap<string, ObservedSet>;
 }
 
+/** A table read with every set's elements listed (through nft). */
+export interface ListedTable extends ObservedTable {
+  readonly sets: ReadonlyMap<string, ListedSet>;
+}
+
 type Json = Record<string, unknown>;
 
 /** Parses `nft -j list table` output. Unknown shapes become "unrecognised" values, never a crash. */
-export function parseObservedTable(listing: unknown, table?: string): ObservedTable {
+export function parseObservedTable(listing: unknown, table?: string): ListedTable {
   const items = (listing as Json | null)?.['nftables'];
   const chains = new Map<string, { base?: BaseChainSpec; ruleCount: number; fingerprint?: string }>();
-  const sets = new Map<string, ObservedSet>();
+  const sets = new Map<string, ListedSet>();
   if (!Array.isArray(items)) return { chains, sets };
   for (const item of items as Json[]) {
     const object = (item['chain'] ?? item['rule'] ?? item['set'] ?? item['map']) as Json | undefined;
