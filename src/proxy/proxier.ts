@@ -66,6 +66,12 @@ export interface ProxierOptions {
   readonly audit?: AuditLog;
 }
 
+/** The last applied sync of a family, beside the cache (`Proxier.applied`). */
+interface AppliedFamily {
+  readonly context: NodeContext;
+  readonly before: Map<string, readonly ServicePortState[] | undefined>;
+}
+
 /** What the reconciler keeps per family between syncs. */
 interface FamilyCache {
   context?: NodeContext;
@@ -102,8 +108,13 @@ export class Proxier {
   private problems = '';
   /** Trigger times already turned into network-programming observations, per slice. */
   private readonly observedTriggers = new Map<string, number>();
-  /** What the kernel took at the last successful sync (copies: later syncs do not change them). */
-  private applied: readonly FamilyState[] = [];
+  /**
+   * What the kernel took at the last successful sync, per family: its context, and the ports of
+   * every Service a later sync has touched since, as they were then (undefined: absent); the rest
+   * is the cache. So a partial sync does not copy the map of every Service (at 50k Services ~2.5 MiB
+   * of garbage per change); `lastApplied()` builds the copy when asked.
+   */
+  private readonly applied = new Map<Family, AppliedFamily>();
 
   constructor(options: ProxierOptions) {
     this.o = options;
@@ -137,7 +148,18 @@ export class Proxier {
    * first one. A copy the following syncs leave alone (`/rules` reads it).
    */
   lastApplied(): readonly FamilyState[] {
-    return this.applied;
+    const out: FamilyState[] = [];
+    for (const family of FAMILIES) {
+      const applied = this.applied.get(family);
+      if (!applied) continue;
+      const services = new Map(this.cache(family).services);
+      for (const [key, ports] of applied.before) {
+        if (ports === undefined) services.delete(key);
+        else services.set(key, ports);
+      }
+      out.push({ context: applied.context, services });
+    }
+    return out;
   }
 
   /**
@@ -190,11 +212,23 @@ export class Proxier {
     for (const family of FAMILIES) {
       const cache = this.cache(family);
       cache.context = nodeContext(snapshot, family, this.o.config);
-      if (full) cache.services.clear();
-      else for (const key of changed) if (datagram(cache.services.get(key))) datagramFamilies.add(family);
-      if (!full) for (const key of changed) cache.services.delete(key);
+      // Until this sync is applied, what the last applied one had for each key it touches.
+      const before = this.applied.get(family)?.before;
+      const keep = (key: string) => {
+        if (before && !before.has(key)) before.set(key, cache.services.get(key));
+      };
+      if (full) {
+        for (const key of cache.services.keys()) keep(key);
+        cache.services.clear();
+      } else for (const key of changed) if (datagram(cache.services.get(key))) datagramFamilies.add(family);
+      if (!full)
+        for (const key of changed) {
+          keep(key);
+          cache.services.delete(key);
+        }
       for (const service of services) {
         const ports = this.portsOf(service, slices, family, snapshot);
+        keep(serviceKey(service));
         if (ports.length > 0) cache.services.set(serviceKey(service), ports);
         if (!full && datagram(ports)) datagramFamilies.add(family);
       }
@@ -240,7 +274,7 @@ export class Proxier {
     }
     const committedAt = performance.now();
     if (report.kind === 'full') this.nextFullAt = this.now() + this.fullSyncPeriodMs;
-    this.applied = requests.map((fs) => ({ context: fs.context, services: new Map(fs.services) }));
+    for (const fs of requests) this.applied.set(fs.context.family, { context: fs.context, before: new Map() });
     this.audit(report.kind, full, changed, requests, snapshot, report.changes, started);
     if (report.drift)
       log.warn({ detail: report.detail }, 'drift: the kernel did not hold what kproxy last wrote; restored');

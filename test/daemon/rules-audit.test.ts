@@ -18,7 +18,7 @@ import type { RunningServer } from '../../src/daemon/http-listen.ts';
 import { createProxyMetrics } from '../../src/daemon/metrics.ts';
 import { startMetricsServer } from '../../src/daemon/metrics-server.ts';
 import type { RulesSource } from '../../src/daemon/rules-endpoint.ts';
-import { inNetns } from '../../src/kernel/exec.ts';
+import { type Exec, inNetns } from '../../src/kernel/exec.ts';
 import type { ClusterSnapshot } from '../../src/model/cluster.ts';
 import { type FamilyState, familyStateOf, type ProxyModeDefinition } from '../../src/proxy/backend.ts';
 import type { ClusterSource, SourceChange } from '../../src/source/api-source.ts';
@@ -225,6 +225,64 @@ describe('the daemon: /rules and --audit-log', () => {
         expect(text).toContain('10.244.0.2');
         expect(text).not.toContain('10.244.0.3');
         expect(await (await fetch(`${url}/metrics`)).text()).toContain('kubeproxy_audit_log_write_failures_total 0');
+      } finally {
+        await daemon.stop();
+      }
+    });
+  });
+
+  it('a sync the kernel refuses leaves /rules at what was applied; the retry moves it on', async () => {
+    await withNetns(async (ns) => {
+      const config = {
+        ...loaded('nftables'),
+        healthzBindAddress: '127.0.0.1:0',
+        metricsBindAddress: '127.0.0.1:0',
+        minSyncPeriodMs: 0,
+      };
+      let refuse = false;
+      let refused = 0;
+      const base = inNetns(ns);
+      const exec: Exec = async (file, args, stdin, options) => {
+        if (refuse && file === 'nft' && args.includes('-f')) {
+          refused++;
+          return { exitCode: 1, stdout: '', stderr: 'Error: refused by the test' };
+        }
+        return base(file, args, stdin, options);
+      };
+      const source = new DrivenSource(cluster(true));
+      const daemon = await startDaemon({ config, source, events: logEventRecorder(quiet), log: quiet, exec });
+      try {
+        const url = daemon.metricsServer?.url;
+        const applied = async () => {
+          const r = await fetch(`${url}/rules?family=ipv4`);
+          if (r.status !== 200) return [];
+          const body = (await r.json()) as {
+            families: { servicePorts: { key: string; internal: { endpoints?: { ip: string }[] } }[] }[];
+          };
+          return (body.families[0]?.servicePorts ?? []).map(
+            (sp) => `${sp.key}=${(sp.internal.endpoints ?? []).map((e) => e.ip).join('+')}`,
+          );
+        };
+        await until(
+          'the first sync',
+          async () => (await applied()).join() === 'default/web:http=10.244.0.2+10.244.0.3',
+        );
+        refuse = true;
+        // One endpoint goes, and a Service comes, in syncs the kernel refuses.
+        const next = snapshot({
+          services: [service('web'), service('api', { clusterIPs: ['10.96.0.11'] })],
+          slices: [
+            slice('web', [local('10.244.0.2'), ep('10.244.0.3', { node: NODE, ready: false })], { name: 'web-1' }),
+            slice('api', [local('10.244.0.4')], { name: 'api-1' }),
+          ],
+          node: node(),
+        });
+        source.set(next, ['default/web', 'default/api']);
+        await until('a refused sync', () => refused >= 2);
+        expect(await applied()).toEqual(['default/web:http=10.244.0.2+10.244.0.3']);
+        refuse = false;
+        await until('the retry', async () => (await applied()).length === 2);
+        expect(await applied()).toEqual(['default/api:http=10.244.0.4', 'default/web:http=10.244.0.2']);
       } finally {
         await daemon.stop();
       }
