@@ -381,6 +381,36 @@ describe('kproxy run against an API server', () => {
     expect(two.lines.some((l) => l.msg === 'kproxy stopped; rules left in place')).toBe(true);
   });
 
+  it('restarts into a changed cluster: kill -9, the endpoints replaced while down; the new daemon reads the sets as digests, lists the ones that differ, and traffic goes to the new endpoint only', async () => {
+    const server = await fakeServer((s) => {
+      s.create('Service', service('web', 11));
+      s.create('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['a', 'b']));
+    });
+    const one = spawnChild(server, topo);
+    defer(async () => {
+      if (one.proc.exitCode === null && one.proc.signalCode === null) process.kill(one.pid, 'SIGKILL');
+      await one.exited;
+    });
+    await firstSync(one.lines);
+    await expectPods(clusterIP(11), ['a', 'b']);
+    process.kill(one.pid, 'SIGKILL');
+    await one.exited;
+    server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['c']));
+    const two = spawnChild(server, topo);
+    defer(async () => {
+      if (two.proc.exitCode === null && two.proc.signalCode === null) process.kill(two.pid, 'SIGKILL');
+      await two.exited;
+    });
+    const twoFirst = await firstSync(two.lines);
+    // A full sync that planned the difference against the kernel (the endpoint maps' elements).
+    expect(twoFirst['kind']).toBe('full');
+    expect(twoFirst['commands'], JSON.stringify(twoFirst)).toBeGreaterThan(0);
+    await expectPods(clusterIP(11), ['c']);
+    expect(two.lines.filter((l) => l.level >= 40).map((l) => l.msg)).toEqual([]);
+    process.kill(two.pid, 'SIGTERM');
+    expect((await two.exited).exitCode).toBe(0);
+  });
+
   it('the real CLI (`kproxy run --manifests`) in the node namespace exits 0 on SIGTERM and leaves the rules', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kproxy-e2e-'));
     defer(async () => rmSync(dir, { recursive: true, force: true }));
