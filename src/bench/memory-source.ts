@@ -17,7 +17,7 @@ export class MemorySource implements ClusterSource {
   private cached: ClusterSnapshot | undefined;
   /** Number of changes put so far. */
   generation = 0;
-  /** The generation the last snapshot() showed: a sync includes the changes up to it. */
+  /** The generation the last snapshot() or select() showed: a sync includes the changes up to it. */
   readGeneration = 0;
 
   constructor(snapshot: ClusterSnapshot) {
@@ -47,6 +47,7 @@ export class MemorySource implements ClusterSource {
     return this.cached;
   }
   select(keys: ReadonlySet<string>): ServiceSelection {
+    this.readGeneration = this.generation;
     const services: Service[] = [];
     const endpointSlices: EndpointSlice[] = [];
     for (const key of keys) {
@@ -54,7 +55,7 @@ export class MemorySource implements ClusterSource {
       if (service) services.push(service);
       endpointSlices.push(...(this.slices.get(key) ?? []));
     }
-    return { services, endpointSlices };
+    return snapshotFrom({ ...this.rest, services, endpointSlices });
   }
   onChange(listener: (c: SourceChange) => void): void {
     this.listeners.push(listener);

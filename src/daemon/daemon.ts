@@ -195,19 +195,26 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     logger: log,
   });
 
-  source.onChange((change) => {
-    proxier.noteChange(change);
-    // As upstream: nothing is synced before the caches have listed (a change before that only queues).
-    if (!source.isSynced()) return;
+  // Whether this node takes external traffic follows its Node object, read again only when it
+  // changed: a snapshot of the whole cluster per change would cost ~3 ms at 50k Services.
+  let nodeUnread = true;
+  const readNode = (): void => {
+    nodeUnread = false;
     const node = source.snapshot().node;
     health.setNodeEligible(node !== undefined && !node.beingRemoved);
+  };
+  source.onChange((change) => {
+    proxier.noteChange(change);
+    if (change.nodeChanged) nodeUnread = true;
+    // As upstream: nothing is synced before the caches have listed (a change before that only queues).
+    if (!source.isSynced()) return;
+    if (nodeUnread) readNode();
     runner.run();
   });
   runner.start();
   await sourceStarted;
   if (source.isSynced()) {
-    const node = source.snapshot().node;
-    health.setNodeEligible(node !== undefined && !node.beingRemoved);
+    if (nodeUnread) readNode();
     runner.run();
   }
   // Someone else flushing kproxy's rules (firewalld reload, `iptables -F`) forces a full sync.

@@ -41,6 +41,7 @@ import type { ServiceHealthServer, ServiceRef } from '../daemon/service-health.t
 import { nodeStateOf, type FamilyState, type NodeContext, type ProxyBackend } from './backend.ts';
 import { FAMILIES } from './desired.ts';
 import type { AuditLog } from './audit.ts';
+import { ServicePortsMap } from './service-ports-map.ts';
 
 export interface ProxierOptions {
   readonly config: ProxyConfig;
@@ -75,7 +76,7 @@ interface AppliedFamily {
 /** What the reconciler keeps per family between syncs. */
 interface FamilyCache {
   context?: NodeContext;
-  readonly services: Map<string, readonly ServicePortState[]>;
+  readonly services: ServicePortsMap;
   /** The state of the last successful sync, for conntrack cleanup of deleted Services. */
   state?: NodeState;
 }
@@ -120,7 +121,7 @@ export class Proxier {
     this.o = options;
     this.now = options.now ?? Date.now;
     this.fullSyncPeriodMs = options.fullSyncPeriodMs ?? DEFAULT_FULL_SYNC_PERIOD_MS;
-    for (const f of FAMILIES) this.families.set(f, { services: new Map() });
+    for (const f of FAMILIES) this.families.set(f, { services: new ServicePortsMap() });
   }
 
   /** Records a change from the source; the caller asks the runner for a sync. */
@@ -190,10 +191,12 @@ export class Proxier {
     this.contextPending = false;
     metrics.serviceChangesPending.set(0);
 
-    const snapshot = source.snapshot();
     // A full sync re-derives every Service; a partial one only those that changed.
     const wanted = (key: string) => full || changed.has(key);
     const selected = full ? undefined : source.select?.(changed);
+    // The audit log compares point-in-time views of the whole cluster; without it a partial sync
+    // reads only its own Services.
+    const snapshot = selected && !this.o.audit ? selected : source.snapshot();
     const services =
       selected?.services ?? (full ? snapshot.services : snapshot.services.filter((s) => changed.has(serviceKey(s))));
     const sliceList =
@@ -516,16 +519,9 @@ export class Proxier {
         seconds,
       );
       metrics.syncProxyRulesLastTimestamp.setToCurrentTime(labels);
-      let internalDrop = 0;
-      let externalDrop = 0;
-      for (const ports of fs.services.values()) {
-        for (const sp of ports) {
-          if (sp.internal.kind === 'drop') internalDrop++;
-          if (sp.external?.kind === 'local' && sp.external.local.length === 0) externalDrop++;
-        }
-      }
-      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, internalDrop);
-      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'external' }, externalDrop);
+      const { internalDrops, externalDrops } = this.cache(family).services;
+      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'internal' }, internalDrops);
+      metrics.noLocalEndpointsTotal.set({ ...labels, traffic_policy: 'external' }, externalDrops);
     }
     this.observeProgrammingLatency(slices);
     await this.syncServiceHealth(families);
@@ -573,12 +569,9 @@ export class Proxier {
     const ports = new Map<number, ServiceRef>();
     const counts = new Map<string, number>();
     for (const fs of families) {
-      for (const sp of [...fs.services.values()].flat()) {
-        if (sp.healthCheckNodePort === undefined) continue;
-        const key = `${sp.ref.namespace}/${sp.ref.name}`;
-        if (!ports.has(sp.healthCheckNodePort))
-          ports.set(sp.healthCheckNodePort, { namespace: sp.ref.namespace, name: sp.ref.name });
-        counts.set(key, Math.max(counts.get(key) ?? 0, sp.localEndpointCount));
+      for (const [key, check] of this.cache(fs.context.family).services.healthChecks) {
+        if (!ports.has(check.nodePort)) ports.set(check.nodePort, check.ref);
+        counts.set(key, Math.max(counts.get(key) ?? 0, check.localEndpoints));
       }
     }
     await server.syncServices(ports);

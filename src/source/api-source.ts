@@ -35,10 +35,8 @@ export interface SourceChange {
   readonly serviceCIDRsChanged: boolean;
 }
 
-export interface ServiceSelection {
-  readonly services: readonly Service[];
-  readonly endpointSlices: readonly EndpointSlice[];
-}
+/** The cluster narrowed to some Services: theirs, with this node's Node and the ServiceCIDRs. */
+export type ServiceSelection = ClusterSnapshot;
 
 export interface ClusterSource {
   /**
@@ -55,9 +53,9 @@ export interface ClusterSource {
   /** The current validated view (lists sorted as `snapshotFrom` sorts them). Cheap when nothing changed. */
   snapshot(): ClusterSnapshot;
   /**
-   * The current Services and EndpointSlices of these Services (`namespace/name`), from the
-   * source's own indexes: a partial sync then costs the change, not a sorted copy of the whole
-   * cluster (20k objects at 10,000 Services). Optional; without it the proxier filters `snapshot()`.
+   * These Services (`namespace/name`) and their EndpointSlices, with the Node and ServiceCIDRs, from
+   * the source's own indexes: a partial sync then costs the change, not a copy of the whole cluster
+   * (100k objects at 50,000 Services). Optional; without it the proxier filters `snapshot()`.
    */
   select?(services: ReadonlySet<string>): ServiceSelection;
   /**
@@ -370,16 +368,20 @@ class ApiSource implements ClusterSource {
   }
 
   select(services: ReadonlySet<string>): ServiceSelection {
-    const out = { services: [] as Service[], endpointSlices: [] as EndpointSlice[] };
+    const selected = { services: [] as Service[], endpointSlices: [] as EndpointSlice[] };
     for (const key of services) {
       const service = this.#stores.Service.get(key);
-      if (service) out.services.push(service);
+      if (service) selected.services.push(service);
       for (const id of this.#slicesByService.get(key) ?? []) {
         const slice = this.#stores.EndpointSlice.get(id);
-        if (slice) out.endpointSlices.push(slice);
+        if (slice) selected.endpointSlices.push(slice);
       }
     }
-    return out;
+    return snapshotFrom({
+      ...selected,
+      node: this.#stores.Node.get(this.#nodeName),
+      serviceCIDRs: this.#stores.ServiceCIDR.values(),
+    });
   }
 
   #validate<K extends ObjectKind>(kind: K, id: string, raw: Record<string, unknown>): KindValues[K] | undefined {
