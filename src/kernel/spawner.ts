@@ -106,6 +106,8 @@ export function startSpawner(prefix: readonly string[] = [], onNftChannel?: (cha
     return r.result as T;
   };
 
+  // Forked now, while the caller is small (later forks copy a larger parent), and ready by the first run.
+  start();
   return {
     exec,
     call,

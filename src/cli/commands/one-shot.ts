@@ -5,8 +5,9 @@
  */
 import type { Loaded } from '../../config/load.ts';
 import { cleanupStaleConntrack } from '../../kernel/conntrack.ts';
-import { execProgram } from '../../kernel/exec.ts';
+import { execProgram, type Exec } from '../../kernel/exec.ts';
 import { runKernelCall } from '../../kernel/kernel-calls.ts';
+import { startSpawner } from '../../kernel/spawner.ts';
 import type { NodeState } from '../../model/node-state.ts';
 import { familyStateOf, type ProxyModeDefinition } from '../../proxy/backend.ts';
 import { nodeStates } from '../../proxy/desired.ts';
@@ -44,9 +45,21 @@ function reportProblems(log: Logger, problems: readonly Problem[]): void {
 }
 
 export async function sync(loaded: Loaded, mode: ProxyModeDefinition, log: Logger): Promise<number> {
+  // The kernel tools (~18 runs at 10k Services: reads, commits, checks) start from a small helper
+  // begun now, while this process is small: forked later from a process holding the cluster they
+  // cost ~10 ms each in page-table copies alone. The helper serves nft through libnftables.
+  const spawner = startSpawner();
+  try {
+    return await syncWith(spawner.exec, loaded, mode, log);
+  } finally {
+    spawner.stop();
+  }
+}
+
+async function syncWith(exec: Exec, loaded: Loaded, mode: ProxyModeDefinition, log: Logger): Promise<number> {
   const states = await desiredFromManifests(loaded, log);
   if (!states) return 1;
-  const backend = mode.createBackend({ config: loaded.config, exec: execProgram, log, kernelCall: runKernelCall });
+  const backend = mode.createBackend({ config: loaded.config, exec, log, kernelCall: runKernelCall });
   const families = states.map(familyStateOf);
   const started = performance.now();
   const report = await backend.sync({ families, full: true, changed: new Set() });
@@ -58,7 +71,7 @@ export async function sync(loaded: Loaded, mode: ProxyModeDefinition, log: Logge
   // UDP clients keep sending into a black hole unless flows to the old state are forgotten.
   let conntrackDeleted = 0;
   for (const state of states) {
-    const r = await cleanupStaleConntrack(execProgram, { state });
+    const r = await cleanupStaleConntrack(exec, { state });
     conntrackDeleted += r.deleted;
     for (const e of r.errors) log.warn({ family: state.family }, `conntrack cleanup: ${e}`);
   }
