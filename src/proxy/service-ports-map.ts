@@ -1,8 +1,8 @@
 /**
  * @module proxy/service-ports-map
  * A family's desired ports by Service key (`namespace/name`), the proxier's cache between syncs,
- * keeping up as it changes what every sync reports about all Services: the metrics' counts of
- * ports with no endpoint to send to, and the Services with a health-check NodePort. A partial sync
+ * keeping up as it changes what every sync reports about all Services: the number of ports, the
+ * metrics' counts of ports with no endpoint to send to, and the Services with a health-check NodePort. A partial sync
  * then costs its change, not a walk of every Service (at 50k Services the walks took ~10 ms per
  * sync, more than the rest of an endpoint change).
  */
@@ -17,6 +17,8 @@ export interface HealthCheck {
 }
 
 export class ServicePortsMap extends Map<string, readonly ServicePortState[]> {
+  /** Ports of every Service (the nftables endpoint maps' shard count follows it). */
+  portCount = 0;
   /** Ports whose internal traffic is dropped (internalTrafficPolicy Local, no local endpoint). */
   internalDrops = 0;
   /** Ports under externalTrafficPolicy Local with no local endpoint. */
@@ -48,6 +50,7 @@ export class ServicePortsMap extends Map<string, readonly ServicePortState[]> {
 
   override clear(): void {
     super.clear();
+    this.portCount = 0;
     this.internalDrops = 0;
     this.externalDrops = 0;
     this.healthChecks.clear();
@@ -62,9 +65,18 @@ export class ServicePortsMap extends Map<string, readonly ServicePortState[]> {
   }
 
   private tally(ports: readonly ServicePortState[], sign: 1 | -1): void {
+    this.portCount += sign * ports.length;
     for (const sp of ports) {
       if (sp.internal.kind === 'drop') this.internalDrops += sign;
       if (sp.external?.kind === 'local' && sp.external.local.length === 0) this.externalDrops += sign;
     }
   }
+}
+
+/** The number of ports in a family's map: kept by the proxier's cache, counted for other maps (one-shot commands, tests). */
+export function portCount(services: ReadonlyMap<string, readonly ServicePortState[]>): number {
+  if (services instanceof ServicePortsMap) return services.portCount;
+  let n = 0;
+  for (const ports of services.values()) n += ports.length;
+  return n;
 }

@@ -34,6 +34,7 @@ function port(
 
 /** What the summaries must equal: recomputed from every entry, as the proxier once did per sync. */
 function recomputed(map: ReadonlyMap<string, readonly ServicePortState[]>) {
+  const portCount = [...map.values()].reduce((n, ports) => n + ports.length, 0);
   let internalDrops = 0;
   let externalDrops = 0;
   const healthChecks = new Map<string, { nodePort: number; localEndpoints: number }>();
@@ -49,11 +50,12 @@ function recomputed(map: ReadonlyMap<string, readonly ServicePortState[]>) {
       });
     }
   }
-  return { internalDrops, externalDrops, healthChecks };
+  return { portCount, internalDrops, externalDrops, healthChecks };
 }
 
 function summaries(map: ServicePortsMap) {
   return {
+    portCount: map.portCount,
     internalDrops: map.internalDrops,
     externalDrops: map.externalDrops,
     healthChecks: new Map(
@@ -63,7 +65,7 @@ function summaries(map: ServicePortsMap) {
 }
 
 describe('ServicePortsMap', () => {
-  it('keeps the drop counts and health checks equal to a recount after any sequence of set, delete and clear', () => {
+  it('keeps the port and drop counts and the health checks equal to a recount after any sequence of set, delete and clear', () => {
     const portArb = fc.tuple(
       fc.constantFrom('cluster' as const, 'drop' as const),
       fc.option(fc.integer({ min: 0, max: 2 }), { nil: undefined }),

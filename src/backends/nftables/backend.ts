@@ -17,6 +17,7 @@ import {
   type SyncRequest,
 } from '../../proxy/backend.ts';
 import type { Exec } from '../../kernel/exec.ts';
+import { portCount } from '../../proxy/service-ports-map.ts';
 import { appendAll } from '../../util/arrays.ts';
 import type { Problem } from '../../util/problems.ts';
 import { NftablesApplier } from './kernel/apply.ts';
@@ -150,7 +151,7 @@ export class NftablesProxyBackend implements ProxyBackend {
     let drift = false;
     const servicePorts: number[] = [];
     for (const family of request.families) {
-      const ctx = fragmentContext(family.context, portCount(family));
+      const ctx = fragmentContext(family.context, portCount(family.services));
       const contextKey = JSON.stringify([family.context, ctx.endpointShards]);
       const was = this.committed.get(family.context.family);
       let table: TableState;
@@ -245,13 +246,6 @@ function renderAll(family: FamilyState, ctx: FragmentContext, kept?: TableState)
       out.push(was && isDeepStrictEqual(was.sp, sp) ? { ...was, sp } : renderServicePort(sp, ctx));
     }
   return out;
-}
-
-/** The number of service ports of a family (what decides its endpoint maps' shards). */
-function portCount(family: FamilyState): number {
-  let n = 0;
-  for (const ports of family.services.values()) n += ports.length;
-  return n;
 }
 
 /** The complete desired ruleset of a family (`kproxy sync`'s final check). */
