@@ -126,6 +126,13 @@ describe("apiSource: kproxy's reflectors against a server speaking the real prot
     expect(snap.serviceCIDRs.map((c) => c.name)).toEqual(['kubernetes']);
     // Exactly what normalizing the same objects in one go gives.
     expect(snap).toEqual(buildSnapshot(allObjects(r.server), NODE).snapshot);
+    // A partial sync's view: the named Services and their slices, with the Node and ServiceCIDRs.
+    const web = r.source.select?.(new Set(['shop/web', 'shop/gone']));
+    if (!web) throw new Error('the API source selects');
+    expect(web.services.map((s) => s.name)).toEqual(['web']);
+    expect(web.endpointSlices.map((s) => s.name)).toEqual(['web-1']);
+    expect(web.node).toEqual(snap.node);
+    expect(web.serviceCIDRs).toEqual(snap.serviceCIDRs);
     expect(changedServices(r)).toEqual(new Set(['shop/web', 'shop/api']));
     expect(r.changes.some((c) => c.nodeChanged && c.nodeLabelsChanged)).toBe(true);
     expect(r.changes.some((c) => c.serviceCIDRsChanged)).toBe(true);

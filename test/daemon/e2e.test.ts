@@ -62,6 +62,15 @@ const CONVERGE_MS = 3000;
 let topo: Topology;
 const cleanups: (() => Promise<void>)[] = [];
 const defer = (fn: () => Promise<void>): void => void cleanups.push(fn);
+/** A daemon child that is killed (if still running) when the test ends, pass or fail. */
+function ownedChild(server: FakeApiServer, topo: Topology): ReturnType<typeof spawnChild> {
+  const child = spawnChild(server, topo);
+  defer(async () => {
+    if (child.proc.exitCode === null && child.proc.signalCode === null) process.kill(child.pid, 'SIGKILL');
+    await child.exited;
+  });
+  return child;
+}
 
 beforeAll(async () => {
   topo = await daemonTopology(['a', 'b', 'c']);
@@ -313,11 +322,7 @@ describe('kproxy run against an API server', () => {
       s.create('Service', service('web', 10));
       s.create('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['a', 'b']));
     });
-    const one = spawnChild(server, topo);
-    defer(async () => {
-      if (one.proc.exitCode === null && one.proc.signalCode === null) process.kill(one.pid, 'SIGKILL');
-      await one.exited;
-    });
+    const one = ownedChild(server, topo);
     const oneFirst = await firstSync(one.lines);
     expect(oneFirst['commands'], 'the first daemon programmed the rules').toBeGreaterThan(0);
     await expectPods(clusterIP(10), ['a', 'b']);
@@ -342,12 +347,7 @@ describe('kproxy run against an API server', () => {
       process.kill(one.pid, 'SIGKILL');
       expect((await one.exited).signal).toBe('SIGKILL');
       const killedAt = traffic.results.length;
-      two = spawnChild(server, topo);
-      const child = two;
-      defer(async () => {
-        if (child.proc.exitCode === null && child.proc.signalCode === null) process.kill(child.pid, 'SIGKILL');
-        await child.exited;
-      });
+      two = ownedChild(server, topo);
       const twoFirst = await firstSync(two.lines);
       // The new daemon's first (full) sync read the kernel and found nothing to do.
       expect(twoFirst['kind']).toBe('full');
@@ -386,21 +386,13 @@ describe('kproxy run against an API server', () => {
       s.create('Service', service('web', 11));
       s.create('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['a', 'b']));
     });
-    const one = spawnChild(server, topo);
-    defer(async () => {
-      if (one.proc.exitCode === null && one.proc.signalCode === null) process.kill(one.pid, 'SIGKILL');
-      await one.exited;
-    });
+    const one = ownedChild(server, topo);
     await firstSync(one.lines);
     await expectPods(clusterIP(11), ['a', 'b']);
     process.kill(one.pid, 'SIGKILL');
     await one.exited;
     server.update('EndpointSlice', endpointSlice(topo, 'web-1', 'web', ['c']));
-    const two = spawnChild(server, topo);
-    defer(async () => {
-      if (two.proc.exitCode === null && two.proc.signalCode === null) process.kill(two.pid, 'SIGKILL');
-      await two.exited;
-    });
+    const two = ownedChild(server, topo);
     const twoFirst = await firstSync(two.lines);
     // A full sync that planned the difference against the kernel (the endpoint maps' elements).
     expect(twoFirst['kind']).toBe('full');
@@ -592,6 +584,10 @@ describe('kproxy run against an API server', () => {
     await waitFor('/healthz 503 without the Node', async () => (await healthz()).status === 503, 3000);
     expect(JSON.parse((await healthz()).body)).toMatchObject({ nodeEligible: false, healthy: true });
     expect((await livez()).status).toBe(200);
+    // The daemon reads its Node again when the Node changes, not on every change: back it comes.
+    server.create('Node', nodeObject(topo));
+    await waitFor('/healthz 200 with the Node back', async () => (await healthz()).status === 200, 3000);
+    expect(JSON.parse((await healthz()).body)).toMatchObject({ nodeEligible: true, healthy: true });
   });
 
   it('bad objects from the API are logged and skipped; the good Service keeps working', async () => {
